@@ -1,0 +1,114 @@
+"""Cutouts: augmented square views of the image for CLIP, after clipit's scheme, in one batch.
+
+Groups (fractions of n): whole image pooled avg+max and letterboxed (1/8, at least 1); "zoom" crops
+with perspective and colour jitter; "wide" views with affine and perspective; then noise.
+Every random number comes from the run's generator (drawn on CPU), so a seed fixes the
+augmentations and concurrent runs never share an RNG. All views of one input size are a single
+`warp_perspective` call: no Python loop per cutout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from kornia.enhance import adjust_hue, adjust_saturation
+from kornia.geometry.transform import get_perspective_transform, warp_perspective
+
+
+def _u(n: int, lo: float, hi: float, g: torch.Generator, *shape: int) -> torch.Tensor:
+    """Uniform samples in [lo, hi) of shape (n, *shape) from the generator, on CPU."""
+    return torch.rand((n, *shape), generator=g) * (hi - lo) + lo
+
+
+def _rect(cx: torch.Tensor, cy: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Corners (tl, tr, br, bl) of axis-aligned boxes.  (n,) x4 -> (n, 4, 2)"""
+    dx = torch.stack([-w, w, w, -w], dim=1) / 2
+    dy = torch.stack([-h, -h, h, h], dim=1) / 2
+    return torch.stack([cx[:, None] + dx, cy[:, None] + dy], dim=-1)
+
+
+def _jitter(quads: torch.Tensor, amount: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Move each corner by up to `amount` x the quad's size (a random perspective)."""
+    n = quads.shape[0]
+    span = (quads.amax(dim=1) - quads.amin(dim=1))[:, None, :]  # (n, 1, 2)
+    return quads + _u(n, -1, 1, g, 4, 2) * amount.view(n, 1, 1) * span
+
+
+def zoom_quads(n: int, w: int, h: int, g: torch.Generator) -> torch.Tensor:
+    """Source quads of resized crops (10-75% of the area, ratio 3:4..4:3), perspective 0.1."""
+    side = (_u(n, 0.1, 0.75, g) * w * h).sqrt()
+    ratio = _u(n, math.log(3 / 4), math.log(4 / 3), g).exp().sqrt()
+    cw = (side * ratio).clamp(max=w)
+    ch = (side / ratio).clamp(max=h)
+    cx = cw / 2 + _u(n, 0, 1, g) * (w - cw)
+    cy = ch / 2 + _u(n, 0, 1, g) * (h - ch)
+    return _jitter(_rect(cx, cy, cw, ch), torch.full((n,), 0.1), g)
+
+
+def wide_quads(n: int, w: int, h: int, g: torch.Generator) -> torch.Tensor:
+    """Source quads of whole-image views: rotate 15 deg, shift 10%, scale 0.9-1.1, perspective."""
+    side = float(max(w, h))  # a square around the image keeps portrait portrait
+    scale = _u(n, 0.9, 1.1, g)
+    cx = w / 2 + _u(n, -0.1, 0.1, g) * w
+    cy = h / 2 + _u(n, -0.1, 0.1, g) * h
+    quads = _rect(cx, cy, side * scale, side * scale)
+    angle = _u(n, -15, 15, g) * math.pi / 180
+    cos, sin = angle.cos()[:, None], angle.sin()[:, None]
+    centre = torch.stack([cx, cy], dim=-1)[:, None]  # (n, 1, 2)
+    d = quads - centre
+    rotated = torch.stack(
+        [cos * d[..., 0] - sin * d[..., 1], sin * d[..., 0] + cos * d[..., 1]], -1
+    )
+    amount = torch.where(_u(n, 0, 1, g) < 0.4, 0.2, 0.0)  # perspective with p = 0.4
+    return _jitter(rotated + centre, amount, g)
+
+
+def whole_views(image: torch.Tensor, size: int, copies: int) -> torch.Tensor:
+    """The whole image, pooled (avg + max) / 2 to fit, letterboxed.  -> (copies, 3, size, size)"""
+    _, _, h, w = image.shape
+    scale = size / max(w, h)
+    tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+    pooled = (F.adaptive_avg_pool2d(image, (th, tw)) + F.adaptive_max_pool2d(image, (th, tw))) / 2
+    left, top = (size - tw) // 2, (size - th) // 2
+    boxed = F.pad(pooled, (left, size - tw - left, top, size - th - top))
+    return boxed.expand(copies, -1, -1, -1)
+
+
+class Cutouts:
+    """n augmented square views of size `cut_size` (the CLIP model's input)."""
+
+    def __init__(self, cut_size: int, n: int, noise: float = 0.1):
+        self.cut_size, self.n, self.noise = cut_size, n, noise
+        self.n_whole = max(1, n // 8)
+        self.n_zoom = (n - self.n_whole) // 2
+        self.n_wide = n - self.n_whole - self.n_zoom
+
+    def __call__(self, image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """(1, 3, H, W) in [0, 1] -> (n, 3, S, S)"""
+        _, _, h, w = image.shape
+        s, dev = self.cut_size, image.device
+        quads = torch.cat([zoom_quads(self.n_zoom, w, h, g), wide_quads(self.n_wide, w, h, g)])
+        dst = _rect(
+            *(torch.full((len(quads),), v) for v in ((s - 1) / 2, (s - 1) / 2, s - 1, s - 1))
+        )
+        # Matrices from the source quads to the cut square, computed on CPU in float64.
+        m = get_perspective_transform(quads.double() - 0.5, dst.double()).float().to(dev)
+        views = warp_perspective(
+            image.expand(len(quads), -1, -1, -1), m, (s, s), align_corners=True
+        )
+        views = self._colour_jitter(views, g)
+        out = torch.cat([whole_views(image, s, self.n_whole), views])  # (n, 3, S, S)
+        fac = _u(self.n, 0, self.noise, g).view(-1, 1, 1, 1).to(dev)
+        noise = torch.randn(out.shape, generator=g).to(dev)
+        return out + fac * noise
+
+    def _colour_jitter(self, views: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Hue +-0.1 turn and saturation x0.9-1.1 on the zoom group, each view with p = 0.7."""
+        k = self.n_zoom
+        on = (_u(k, 0, 1, g) < 0.7).float()
+        hue = (_u(k, -0.1, 0.1, g) * 2 * math.pi * on).to(views.device)
+        sat = (1 + _u(k, -0.1, 0.1, g) * on).to(views.device)
+        zoom = adjust_saturation(adjust_hue(views[:k], hue), sat)
+        return torch.cat([zoom, views[k:]])

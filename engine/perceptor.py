@@ -1,0 +1,243 @@
+"""CLIP through open_clip: loading by clipit's names, text/image embeddings, spherical loss."""
+
+from __future__ import annotations
+
+import logging
+import math
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from engine.prompts import Prompt
+
+log = logging.getLogger(__name__)
+
+# CLIP's published normalisation (OpenAI).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# clipit's model names -> open_clip architectures. OpenAI weights need QuickGELU.
+ARCHITECTURES: dict[str, str] = {
+    "ViT-B/32": "ViT-B-32-quickgelu",
+    "ViT-B/16": "ViT-B-16-quickgelu",
+    "ViT-L/14": "ViT-L-14-quickgelu",
+    "RN50": "RN50-quickgelu",
+    "RN101": "RN101-quickgelu",
+    "RN50x4": "RN50x4-quickgelu",
+}
+TINY = "tiny-random"
+# Keys of OpenAI's TorchScript archives that are attributes, not weights.
+_NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+@dataclass
+class ClipModel:
+    """One loaded CLIP: its module, tokenizer and input size."""
+
+    name: str
+    model: Any  # open_clip.model.CLIP, frozen, eval mode
+    tokenizer: Any
+    input_size: int
+    device: torch.device
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit-norm text embeddings.  (n, d)"""
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings of images in [0, 1] at the input size.  (B, 3, S, S) -> (B, d)"""
+        mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+        return F.normalize(self.model.encode_image((x - mean) / std).float(), dim=-1)
+
+
+def known_clip_models() -> list[str]:
+    """Names accepted by `load_clip` (besides 'ARCH=path' and 'ARCH:random')."""
+    return [*ARCHITECTURES, TINY]
+
+
+def load_clip(name: str, device: torch.device | str = "cpu") -> ClipModel:
+    """Load a CLIP by clipit name, 'tiny-random', 'ARCH:random' or 'ARCH=/path/to/weights'."""
+    import open_clip
+
+    device = torch.device(device)
+    arch_name, weights = _split_name(name)
+    if arch_name == TINY:
+        model, tok_arch = _tiny_clip(), "ViT-B-32"
+    else:
+        arch = ARCHITECTURES[arch_name]
+        model, tok_arch = open_clip.create_model(arch, pretrained=None), arch
+        if weights == "random":
+            _random_init_(model, torch.Generator().manual_seed(0))
+        else:
+            path = Path(weights) if weights else _cached_weights(arch_name)
+            load_weights_file(model, path)
+    model = model.to(device).eval().requires_grad_(False)
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    tokenizer = open_clip.get_tokenizer(tok_arch)
+    return ClipModel(name, model, tokenizer, int(size), device)
+
+
+def _split_name(name: str) -> tuple[str, str | None]:
+    arch, sep, weights = name.partition("=")
+    if not sep:
+        arch, sep, weights = name.partition(":")
+        if sep and weights != "random":
+            raise ValueError(f"unknown CLIP model {name!r}; use 'NAME:random' or 'NAME=/path'")
+    arch = arch.strip()
+    if arch not in ARCHITECTURES and arch != TINY:
+        choices = ", ".join(known_clip_models())
+        raise ValueError(f"unknown CLIP model {arch!r}; choose one of {choices}")
+    if arch == TINY and sep:
+        raise ValueError("'tiny-random' takes no weights file")
+    return arch, (weights.strip() or None) if sep else None
+
+
+def _cached_weights(arch_name: str) -> Path:
+    from engine.weights import clip_checkpoint
+
+    return clip_checkpoint(arch_name)
+
+
+def _tiny_clip() -> Any:
+    """A 2-layer CLIP with 32-pixel input and random weights: for tests, built in a second."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    vision = CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=8, image_size=32)
+    text = CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=2)
+    model = CLIP(embed_dim=64, vision_cfg=vision, text_cfg=text, quick_gelu=True)
+    _random_init_(model, torch.Generator().manual_seed(0))
+    return model
+
+
+@torch.no_grad()
+def _random_init_(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Deterministic random weights from an explicit generator (norm layers: identity)."""
+    for name, p in sorted(model.named_parameters()):
+        if name == "logit_scale":
+            p.fill_(math.log(1 / 0.07))
+        elif p.ndim == 1 and ("ln" in name or "norm" in name or "bn" in name):
+            p.fill_(1.0 if name.endswith("weight") else 0.0)
+        elif p.ndim == 1 and name.endswith("bias"):
+            p.zero_()
+        else:
+            fan_in = p[0].numel() if p.ndim > 1 else p.numel()
+            std = min(0.02, 1 / math.sqrt(max(fan_in, 1)))
+            p.copy_(torch.randn(p.shape, generator=generator) * std)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Weights from OpenAI's TorchScript .pt, a torch state dict (.pt/.bin/.pth) or safetensors."""
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if _is_torchscript(path):
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds no state dict")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def load_weights_file(model: torch.nn.Module, path: Path) -> None:
+    """Load a weights file into an open_clip model; mismatched keys and shapes are named."""
+    sd = {k: v for k, v in read_state_dict(path).items() if k not in _NON_WEIGHT_KEYS}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    shapes = [k for k in expected if k in sd and sd[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{path} does not fit this CLIP architecture: missing keys {_few(missing)}, "
+            f"unexpected keys {_few(unexpected)}, wrong shapes {_few(shapes)}"
+        )
+    model.load_state_dict(sd)
+    log.info("loaded CLIP weights from %s", path)
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    return str(keys[:n])[:-1] + (", ...]" if len(keys) > n else "]")
+
+
+def spherical_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared great-circle distance between unit vectors (Crowson's VQGAN+CLIP).  -> (n, m)"""
+    return (x[:, None] - y[None]).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
+
+
+class _FloorGrad(torch.autograd.Function):
+    """Forward max(x, floor), backward as if identity: a prompt that reached its stop rests."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(x, floor)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+@dataclass
+class Targets:
+    """Prompt embeddings for one CLIP model."""
+
+    embeds: torch.Tensor  # (n, d) unit norm
+    weights: torch.Tensor  # (n,)
+    stops: torch.Tensor  # (n,)
+
+    def loss(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """Weighted spherical distance, summed over prompts, mean over cutouts."""
+        signed = spherical_distance(image_embeds, self.embeds) * self.weights.sign()  # (B, n)
+        floored = _FloorGrad.apply(signed, self.stops.expand_as(signed))
+        return (self.weights.abs() * floored.mean(dim=0)).sum()
+
+
+def build_targets(
+    clip: ClipModel, prompts: Sequence[Prompt], image_prompts: Sequence[Image.Image]
+) -> Targets:
+    """Encode text prompts and image prompts once per run."""
+    embeds, weights, stops = [], [], []
+    if prompts:
+        embeds.append(clip.encode_text([p.text for p in prompts]))
+        weights += [p.weight for p in prompts]
+        stops += [p.stop for p in prompts]
+    for img in image_prompts:
+        with torch.no_grad():
+            embeds.append(clip.encode_image(_square_tensor(img, clip.input_size, clip.device)))
+        weights.append(1.0)
+        stops.append(float("-inf"))
+    dev = clip.device
+    return Targets(
+        torch.cat(embeds),
+        torch.tensor(weights, device=dev),
+        torch.tensor(stops, device=dev),
+    )
+
+
+def _square_tensor(img: Image.Image, size: int, device: torch.device) -> torch.Tensor:
+    """Centre-crop and resize to (1, 3, size, size) in [0, 1]."""
+    from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
+
+    t = pil_to_tensor(img.convert("RGB")).float().div(255)
+    t = center_crop(resize(t, size, antialias=True), [size, size])
+    return t.unsqueeze(0).to(device)

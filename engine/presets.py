@@ -1,0 +1,41 @@
+"""Quality and aspect tables (after the Text2Art fork of clipit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Quality:
+    clip_models: tuple[str, ...]
+    iterations: int
+    scale: float
+
+
+QUALITY: dict[str, Quality] = {
+    "draft": Quality(("ViT-B/32",), 200, 1.0),
+    "normal": Quality(("ViT-B/32", "ViT-B/16"), 350, 2.0),
+    "better": Quality(("RN50", "ViT-B/32", "ViT-B/16"), 500, 3.0),
+    "best": Quality(("RN50x4", "ViT-B/32", "ViT-B/16"), 500, 4.0),
+}
+
+# Base (width, height) before scaling.
+ASPECT: dict[str, tuple[int, int]] = {
+    "widescreen": (160, 90),
+    "portrait": (128, 160),
+    "square": (150, 150),
+}
+
+DEFAULT_CUTOUTS = 40
+
+
+def base_size(aspect: str, scale: float) -> tuple[int, int]:
+    """The aspect's base size times `scale`, rounded down to whole pixels."""
+    w, h = ASPECT[aspect]
+    return (max(8, int(w * scale)), max(8, int(h * scale)))
+
+
+def trim(size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """Round both sides down to a multiple (never below one multiple)."""
+    w, h = size
+    return (max(multiple, w - w % multiple), max(multiple, h - h % multiple))

@@ -1,0 +1,39 @@
+"""Prompt strings: "a | b:0.5 | c:-1:0.2" -> weighted prompts with optional stop values."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# A trailing ":number" (optionally twice). Parsed from the right only, so "a photo: at night"
+# keeps its colon: only a suffix that is entirely numeric is taken as weight/stop.
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_TAIL = re.compile(rf"^(?P<text>.*?)\s*:\s*(?P<a>{_NUM})\s*(?::\s*(?P<b>{_NUM})\s*)?$", re.S)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    weight: float = 1.0
+    # Loss floor: once the distance is below `stop`, this prompt stops pulling (clipit's "stop").
+    stop: float = float("-inf")
+
+
+def parse_prompt(part: str) -> Prompt:
+    """'text:weight:stop' -> Prompt, numbers read from the right only."""
+    part = part.strip()
+    m = _TAIL.match(part)
+    if m and m.group("text").strip():
+        weight = float(m.group("a"))
+        stop = float(m.group("b")) if m.group("b") is not None else float("-inf")
+        return Prompt(m.group("text").strip(), weight, stop)
+    if not part or (m and not m.group("text").strip()):
+        raise ValueError("a prompt is empty; write some text before any ':weight'")
+    return Prompt(part)
+
+
+def parse_prompts(text: str) -> list[Prompt]:
+    """Split on '|' and parse each part; an empty prompt is an error."""
+    if not text or not text.strip():
+        raise ValueError("the prompt is empty; describe the picture, e.g. 'underwater city'")
+    return [parse_prompt(p) for p in text.split("|")]

@@ -1,0 +1,300 @@
+"""Settings: every generation option, its default, limits and help text, in one place.
+
+The CLI flags, the HTTP form fields, the JSON schema and the README table all derive from the
+`Settings` model below. Option names follow clipit so notebook users feel at home.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine import presets
+
+STYLES = ("image", "painting", "pixel art")
+QUALITIES = tuple(presets.QUALITY)
+ASPECTS = tuple(presets.ASPECT)
+
+# Every accepted spelling of a style (compared lower-cased, spaces/underscores/dashes squeezed).
+_STYLE_ALIASES = {
+    "image": "image",
+    "vqgan": "image",
+    "painting": "painting",
+    "clipdraw": "painting",
+    "pixelart": "pixel art",
+    "pixel": "pixel art",
+    "pixeldraw": "pixel art",
+}
+
+
+class SettingsError(ValueError):
+    """Bad user input for one option; `field` names it, the message says what is allowed."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class Limits(BaseModel):
+    """Configurable ceilings that protect a shared GPU (a service may lower or raise them)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_pixels: int = Field(1024 * 1024, ge=64, description="Largest width x height.")
+    max_iterations: int = Field(5000, ge=1, description="Most optimisation steps.")
+    max_cutouts: int = Field(128, ge=1, description="Most cutouts per step.")
+    max_prompt_chars: int = Field(1000, ge=1, description="Longest prompt text.")
+    max_prompts: int = Field(8, ge=1, description="Most prompts (text and image together).")
+    max_strokes: int = Field(4096, ge=1, description="Most strokes for the painting style.")
+    max_scale: float = Field(8.0, gt=0, description="Largest scale factor.")
+
+
+def normalise_style(value: str) -> str:
+    """Map any accepted spelling ('Pixel Art', 'pixeldraw', 'VQGAN', ...) to a canonical style."""
+    key = re.sub(r"[\s_\-]+", "", str(value).strip().lower())
+    if key not in _STYLE_ALIASES:
+        allowed = ", ".join(f"'{s}'" for s in STYLES)
+        raise ValueError(f"unknown style {value!r}; choose one of {allowed}")
+    return _STYLE_ALIASES[key]
+
+
+def parse_size(value: Any) -> tuple[int, int] | None:
+    """'640x360', '640,360', [640, 360] -> (640, 360)."""
+    if value is None or value == "":
+        return None
+    parts = re.split(r"[x×,\s]+", value.strip().lower()) if isinstance(value, str) else list(value)
+    try:
+        w, h = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected WIDTHxHEIGHT such as 640x360, got {value!r}") from None
+    if w < 8 or h < 8:
+        raise ValueError(f"width and height must be at least 8, got {w}x{h}")
+    return (w, h)
+
+
+class Settings(BaseModel):
+    """All options of one generation. `None` means "let the presets decide" (see `resolve()`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    prompts: str = Field(
+        "Underwater City",
+        description="Text prompts: 'a | b:0.5 | c:-1:0.2' gives text, weight and stop; "
+        "a negative weight pushes away from that text.",
+        examples=["underwater city | artstation:0.5"],
+    )
+    image_prompts: list[str] = Field(
+        default_factory=list,
+        description="Image files whose CLIP embedding is a target, like a text prompt.",
+    )
+    init_image: str | None = Field(
+        None, description="Image file to start from instead of noise.", examples=[None]
+    )
+    init_weight: float = Field(
+        0.0, ge=0.0, le=100.0, description="Keep the image close to the init image (0 = off)."
+    )
+    iterations: int | None = Field(
+        None, ge=1, description="Optimisation steps (default: the quality's).", examples=[200]
+    )
+    quality: str = Field(
+        "draft",
+        description="draft, normal, better or best: CLIP models, iterations and scale.",
+        examples=["draft"],
+    )
+    aspect: str = Field(
+        "square", description="widescreen, portrait or square.", examples=["square"]
+    )
+    scale: float | None = Field(
+        None,
+        gt=0.0,
+        description="Multiplies the aspect's base size (default: the quality's).",
+        examples=[2.5],
+    )
+    size: tuple[int, int] | None = Field(
+        None, description="Explicit WIDTHxHEIGHT; wins over aspect and scale.", examples=[None]
+    )
+    style: str = Field(
+        "image",
+        description="image (VQGAN), painting (strokes) or pixel art; any case.",
+        examples=["pixel art"],
+    )
+    seed: int | None = Field(
+        None, ge=0, le=2**63 - 1, description="Random seed (drawn and reported when empty)."
+    )
+    make_video: bool = Field(False, description="Also make an MP4 of the generation.")
+    cutouts: int | None = Field(
+        None, ge=1, description="Augmented crops per step seen by CLIP (default 40)."
+    )
+    clip_models: list[str] | None = Field(
+        None,
+        description="CLIP models by clipit's names (ViT-B/32, ViT-B/16, RN50, ...), "
+        "'tiny-random', or a local weights file (default: the quality's).",
+        examples=[["ViT-B/32"]],
+    )
+    learning_rate: float | None = Field(
+        None, gt=0.0, le=100.0, description="Adam step size (default: the style's)."
+    )
+    pixel_size: tuple[int, int] | None = Field(
+        None,
+        description="Pixel-art grid as COLUMNSxROWS (default ~80x45 wide, 40x40 square, "
+        "40x50 portrait).",
+    )
+    palette: str | list[str] | None = Field(
+        None,
+        description="Pixel-art palette: a name (see engine.drawers.pixel.PALETTES) or hex "
+        "colours like '#1a1c2c,#5d275d'.",
+    )
+    smoothness_weight: float = Field(
+        0.0, ge=0.0, le=100.0, description="Penalise differences between neighbouring pixels."
+    )
+    saturation_weight: float = Field(
+        0.0, ge=0.0, le=100.0, description="Penalise over-saturated colours."
+    )
+    vqgan_model: str = Field(
+        "imagenet_f16_16384", description="VQGAN checkpoint for the image style."
+    )
+    strokes: int = Field(1024, ge=1, description="Number of strokes for the painting style.")
+    decoder_checkpointing: bool | None = Field(
+        None,
+        description="Recompute VQGAN decoder activations to save GPU memory "
+        "(default: automatic for large images).",
+    )
+    device: str | None = Field(None, description="torch device (default: cuda if available).")
+
+    # -- validators: one message per field, naming what is allowed --------------------------
+    @field_validator("style", mode="before")
+    @classmethod
+    def _style(cls, v: Any) -> str:
+        return normalise_style(v)
+
+    @field_validator("quality", mode="before")
+    @classmethod
+    def _quality(cls, v: Any) -> str:
+        return _choice(v, QUALITIES)
+
+    @field_validator("aspect", mode="before")
+    @classmethod
+    def _aspect(cls, v: Any) -> str:
+        return _choice(v, ASPECTS)
+
+    @field_validator("size", "pixel_size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> tuple[int, int] | None:
+        return parse_size(v)
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, v: str) -> str:
+        from engine.prompts import parse_prompts
+
+        parse_prompts(v)  # raises ValueError with the reason
+        return v
+
+    @field_validator("clip_models", mode="before")
+    @classmethod
+    def _clip_models(cls, v: Any) -> list[str] | None:
+        if v is None or v == "" or v == []:
+            return None
+        items = v.split(",") if isinstance(v, str) else list(v)
+        items = [str(m).strip() for m in items if str(m).strip()]
+        return items or None
+
+    @field_validator("palette", mode="before")
+    @classmethod
+    def _palette(cls, v: Any) -> str | list[str] | None:
+        if v is None or v == "":
+            return None
+        from engine.drawers.pixel import parse_palette
+
+        parse_palette(v)  # raises ValueError listing the named palettes
+        return v
+
+    # -- construction helpers ---------------------------------------------------------------
+    @classmethod
+    def create(cls, **values: Any) -> Settings:
+        """Build settings, turning pydantic's errors into a `SettingsError` naming the field."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise settings_error(exc) from None
+
+    def resolve(self, limits: Limits | None = None) -> Settings:
+        """Fill what the presets decide (size, iterations, models, cutouts, seed); check limits."""
+        from engine.drawers import drawer_class
+
+        limits = limits or Limits()
+        q = presets.QUALITY[self.quality]
+        scale = self.scale if self.scale is not None else q.scale
+        if scale > limits.max_scale:
+            raise SettingsError("scale", f"must be at most {limits.max_scale:g}, got {scale:g}")
+        size = self.size or presets.base_size(self.aspect, scale)
+        cls = drawer_class(self.style)
+        values: dict[str, Any] = {
+            "scale": scale,
+            "iterations": self.iterations or q.iterations,
+            "cutouts": self.cutouts or presets.DEFAULT_CUTOUTS,
+            "clip_models": self.clip_models or list(q.clip_models),
+            "seed": self.seed if self.seed is not None else random.SystemRandom().randrange(2**32),
+        }
+        values.update(cls.resolve(self, size))
+        resolved = self.model_copy(update=values)
+        check_limits(resolved, limits)
+        return resolved
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible dict (tuples become lists)."""
+        return self.model_dump(mode="json")
+
+
+def _choice(value: Any, allowed: tuple[str, ...]) -> str:
+    v = str(value).strip().lower()
+    if v not in allowed:
+        raise ValueError(f"unknown value {value!r}; choose one of {', '.join(allowed)}")
+    return v
+
+
+def check_limits(s: Settings, limits: Limits) -> None:
+    """Raise `SettingsError` for the first resolved value over a configurable limit."""
+    from engine.prompts import parse_prompts
+
+    assert s.size is not None and s.iterations is not None and s.cutouts is not None
+    w, h = s.size
+    if w * h > limits.max_pixels:
+        raise SettingsError(
+            "size", f"{w}x{h} is {w * h} pixels; at most {limits.max_pixels} are allowed"
+        )
+    if s.iterations > limits.max_iterations:
+        raise SettingsError(
+            "iterations", f"must be between 1 and {limits.max_iterations}, got {s.iterations}"
+        )
+    if s.cutouts > limits.max_cutouts:
+        raise SettingsError(
+            "cutouts", f"must be between 1 and {limits.max_cutouts}, got {s.cutouts}"
+        )
+    if s.strokes > limits.max_strokes:
+        raise SettingsError(
+            "strokes", f"must be between 1 and {limits.max_strokes}, got {s.strokes}"
+        )
+    if len(s.prompts) > limits.max_prompt_chars:
+        raise SettingsError(
+            "prompts", f"is {len(s.prompts)} characters; at most {limits.max_prompt_chars}"
+        )
+    n = len(parse_prompts(s.prompts)) + len(s.image_prompts)
+    if n > limits.max_prompts:
+        raise SettingsError("prompts", f"{n} prompts given; at most {limits.max_prompts}")
+
+
+def settings_error(exc: ValidationError) -> SettingsError:
+    """The first pydantic error as a `SettingsError` with a readable message."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "settings"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown option; known options are {', '.join(Settings.model_fields)}"
+    return SettingsError(field, msg)

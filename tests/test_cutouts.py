@@ -1,0 +1,46 @@
+import torch
+
+from engine.cutouts import Cutouts, whole_views
+
+
+def test_shape_range_and_determinism() -> None:
+    img = torch.rand(1, 3, 40, 60)
+    c = Cutouts(32, 16)
+    a = c(img, torch.Generator().manual_seed(1))
+    b = c(img, torch.Generator().manual_seed(1))
+    other = c(img, torch.Generator().manual_seed(2))
+    assert a.shape == (16, 3, 32, 32)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, other)
+    assert c.n_whole + c.n_zoom + c.n_wide == 16
+
+
+def test_gradients_flow_to_the_image() -> None:
+    img = torch.rand(1, 3, 40, 60, requires_grad=True)
+    Cutouts(32, 8)(img, torch.Generator().manual_seed(0)).mean().backward()
+    assert img.grad is not None and (img.grad != 0).float().mean() > 0.5
+
+
+def test_does_not_touch_the_global_rng() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    Cutouts(16, 8)(torch.rand(1, 3, 20, 20, generator=torch.Generator()), torch.Generator())
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_portrait_stays_portrait_in_the_whole_view() -> None:
+    img = torch.ones(1, 3, 160, 128)  # portrait, all white
+    (view,) = whole_views(img, 32, 1)
+    columns = view[0].amax(dim=0) > 0.5  # which columns hold image content
+    rows = view[0].amax(dim=1) > 0.5
+    assert rows.sum() == 32  # full height
+    assert 24 <= columns.sum() <= 27  # 32 * 128/160 = 25.6: letterboxed, not squashed
+
+
+def test_zoom_views_are_crops_of_the_image() -> None:
+    # A constant image stays (nearly) constant in every crop before noise is added.
+    c = Cutouts(16, 8, noise=0.0)
+    out = c(torch.full((1, 3, 50, 50), 0.5), torch.Generator().manual_seed(0))
+    zoom = out[c.n_whole : c.n_whole + c.n_zoom]
+    assert (zoom - 0.5).abs().max() < 0.05

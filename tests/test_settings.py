@@ -1,0 +1,135 @@
+import pytest
+
+from engine import Limits, Settings, SettingsError
+from engine.presets import ASPECT, QUALITY
+
+PIXEL = {"style": "pixel art"}
+
+
+@pytest.mark.parametrize(
+    ("spelling", "style"),
+    [
+        ("image", "image"),
+        ("Image", "image"),
+        ("VQGAN", "image"),
+        ("painting", "painting"),
+        ("Painting", "painting"),
+        ("clipdraw", "painting"),
+        ("pixel art", "pixel art"),
+        ("Pixel Art", "pixel art"),
+        ("PIXEL ART", "pixel art"),
+        ("pixel_art", "pixel art"),
+        ("pixeldraw", "pixel art"),
+        ("pixel", "pixel art"),
+    ],
+)
+def test_style_spellings(spelling: str, style: str) -> None:
+    assert Settings.create(style=spelling).style == style
+
+
+def test_unknown_style_names_the_field_and_choices() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.create(style="watercolour")
+    assert err.value.field == "style"
+    assert "'image', 'painting', 'pixel art'" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "needle"),
+    [
+        ({"quality": "ultra"}, "quality", "draft, normal, better, best"),
+        ({"aspect": "round"}, "aspect", "widescreen, portrait, square"),
+        ({"iterations": 0}, "iterations", "greater than or equal to 1"),
+        ({"scale": 0}, "scale", "greater than 0"),
+        ({"size": "big"}, "size", "WIDTHxHEIGHT"),
+        ({"size": "4x4"}, "size", "at least 8"),
+        ({"prompts": ""}, "prompts", "empty"),
+        ({"prompts": "a | | b"}, "prompts", "empty"),
+        ({"palette": "nope"}, "palette", "pico8"),
+        ({"seed": -1}, "seed", "greater than or equal to 0"),
+        ({"colour": "red"}, "colour", "unknown option"),
+    ],
+)
+def test_invalid_values_name_the_field(values: dict, field: str, needle: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.create(**values)
+    assert err.value.field == field
+    assert needle in err.value.message
+    assert str(err.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "needle"),
+    [
+        ({"iterations": 10**9}, "iterations", "between 1 and 5000"),
+        ({"cutouts": 129}, "cutouts", "between 1 and 128"),
+        ({"size": (2048, 1024)}, "size", "at most 1048576"),
+        ({"scale": 9}, "scale", "at most 8"),
+        ({"prompts": "x" * 1001}, "prompts", "at most 1000"),
+        ({"prompts": "|".join("abcdefghi")}, "prompts", "at most 8"),
+    ],
+)
+def test_limits_checked_at_resolve(values: dict, field: str, needle: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.create(**PIXEL, **values).resolve()
+    assert err.value.field == field
+    assert needle in err.value.message
+
+
+def test_limits_are_configurable() -> None:
+    s = Settings.create(**PIXEL, iterations=50)
+    with pytest.raises(SettingsError, match="between 1 and 20"):
+        s.resolve(Limits(max_iterations=20))
+    assert s.resolve(Limits(max_iterations=50)).iterations == 50
+
+
+def test_resolve_fills_presets_and_draws_a_seed() -> None:
+    r = Settings.create(**PIXEL, quality="normal").resolve()
+    assert r.iterations == QUALITY["normal"].iterations == 350
+    assert r.clip_models == ["ViT-B/32", "ViT-B/16"]
+    assert r.cutouts == 40
+    assert r.scale == 2.0
+    assert isinstance(r.seed, int)
+    assert r.resolve() == r  # resolving twice changes nothing
+
+
+def test_explicit_values_win() -> None:
+    r = Settings.create(**PIXEL, iterations=7, seed=3, cutouts=5, clip_models="RN50, ViT-B/16")
+    r = r.resolve()
+    assert (r.iterations, r.seed, r.cutouts) == (7, 3, 5)
+    assert r.clip_models == ["RN50", "ViT-B/16"]
+
+
+@pytest.mark.parametrize("quality", list(QUALITY))
+@pytest.mark.parametrize("aspect", list(ASPECT))
+def test_pixel_size_for_every_aspect_and_quality(quality: str, aspect: str) -> None:
+    r = Settings.create(**PIXEL, quality=quality, aspect=aspect).resolve()
+    base_w, base_h = ASPECT[aspect]
+    scale = QUALITY[quality].scale
+    w, h = r.size
+    cols, rows = r.pixel_size
+    # Whole square cells, within one cell of the preset size, never larger.
+    assert w % cols == 0 and h % rows == 0 and w // cols == h // rows
+    cell = w // cols
+    assert base_w * scale - cell < w <= base_w * scale
+    assert base_h * scale - cell < h <= base_h * scale
+    # Orientation is kept: portrait stays portrait, widescreen stays wide.
+    assert (w > h) == (base_w > base_h) and (w < h) == (base_w < base_h)
+
+
+def test_widescreen_grid_matches_pixeldraw() -> None:
+    r = Settings.create(**PIXEL, aspect="widescreen", scale=2.5).resolve()
+    assert r.pixel_size == (80, 45) and r.size == (400, 225)
+
+
+def test_explicit_size_and_grid() -> None:
+    r = Settings.create(**PIXEL, size="64x48", pixel_size="16x12").resolve()
+    assert r.size == (64, 48) and r.pixel_size == (16, 12)
+    r = Settings.create(**PIXEL, size=(100, 60)).resolve()
+    assert r.size[0] <= 100 and r.size[1] <= 60
+
+
+def test_settings_json_round_trip() -> None:
+    r = Settings.create(**PIXEL, seed=1, palette="pico8").resolve()
+    again = Settings.create(**r.to_json_dict())
+    assert again == r
