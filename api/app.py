@@ -1,0 +1,133 @@
+"""`create_app(config)`: the FastAPI application, with a lifespan that loads models once.
+
+The lifespan puts the services on `app.state`:
+- `config`: the `ApiConfig`;
+- `models`: the process's `engine.ModelCache`, shared by every run;
+- `gpu`: the process-wide `api.gpu.GpuLock`; every GPU job of the process runs in its `slot()`;
+- `readiness`: `api.deps.Readiness`, set by the start-up preload and warm-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import RedirectResponse
+
+from api.config import ApiConfig
+from api.deps import Readiness
+from api.errors import install_error_handlers
+from api.forms import check_style, server_overrides
+from api.gpu import GpuLock
+from api.routes import generate, health, outputs
+from engine import ModelCache, Settings, __version__
+from engine.drawers import list_drawers
+from engine.generate import generate as run_engine
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Type a sentence, get a piece of art. `POST /generate` takes the form fields below (multipart or
+urlencoded) and returns the PNG; the response headers give the job id, the seed, the resolved
+settings and links to the kept outputs (`/outputs/{id}.png`, `.mp4`, `.svg`).
+
+```
+curl -F prompts="underwater city" -F style="pixel art" -F seed=1 \\
+     http://127.0.0.1:8000/generate -o a.png
+```
+"""
+
+
+def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = None) -> FastAPI:
+    """The service: routes, CORS, error handlers; models load in the lifespan.
+
+    `models` shares an existing cache (tests, or another service in the same process).
+    """
+    config = config or ApiConfig()
+    app = FastAPI(
+        title="text2art",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.models = models
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=config.cors_origins,
+        allow_credentials=False,  # browsers refuse credentials with a wildcard origin
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=generate.EXPOSED_HEADERS,
+    )
+    install_error_handlers(app)
+    app.include_router(generate.router)
+    app.include_router(outputs.router)
+    app.include_router(health.router)
+    # --- jobs service (lead): include the jobs and gallery routers here -------------------
+    # app.include_router(jobs.router); app.include_router(gallery.router)
+    # ---------------------------------------------------------------------------------------
+    app.add_api_route("/", _to_docs, include_in_schema=False)  # until the web page exists
+    return app
+
+
+async def _to_docs() -> RedirectResponse:
+    return RedirectResponse("/docs")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Create the shared services, preload and warm up in the background, serve, shut down."""
+    config: ApiConfig = app.state.config
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    if app.state.models is None:
+        app.state.models = ModelCache()
+    app.state.gpu = GpuLock(config.max_waiting)
+    app.state.readiness = Readiness()
+    async with anyio.create_task_group() as tasks:
+        if config.preload:
+            tasks.start_soon(_preload, app)
+        else:
+            app.state.readiness.state = "ready"
+        # --- jobs service (lead): start the worker here; it shares app.state.models/gpu -----
+        # ---------------------------------------------------------------------------------
+        yield
+        # --- jobs service (lead): stop the worker here ----------------------------------------
+        tasks.cancel_scope.cancel()  # an unfinished warm-up is abandoned, not awaited
+
+
+async def _preload(app: FastAPI) -> None:
+    """Load the default quality's models and make one tiny run, without blocking start-up."""
+    readiness: Readiness = app.state.readiness
+    try:
+        await anyio.to_thread.run_sync(warm_up, app, abandon_on_cancel=True)
+    except Exception as exc:  # the service still serves; /readyz says what went wrong
+        log.exception("warm-up failed")
+        readiness.state, readiness.error = "failed", f"warm-up failed: {exc}"
+        return
+    readiness.state = "ready"
+    log.info("ready; models loaded: %s", ", ".join(app.state.models.loaded()))
+
+
+def warm_up(app: FastAPI) -> None:
+    """One 1-step run of the default style at 32x32, so the first request pays no set-up cost."""
+    settings = warm_up_settings(app.state.config)
+    with app.state.gpu.slot(bounded=False):
+        run_engine(settings, models=app.state.models, limits=app.state.config.limits())
+
+
+def warm_up_settings(config: ApiConfig) -> Settings:
+    """Draft quality (or the server's model overrides), the default style if installed."""
+    style = Settings.model_fields["style"].default
+    try:
+        check_style(style)
+    except ValueError:
+        style = list_drawers()[0]
+    values = {**server_overrides(config), "cutouts": 1}
+    return Settings.create(
+        prompts="warm-up", style=style, size=(32, 32), iterations=1, seed=0, **values
+    )

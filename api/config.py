@@ -1,0 +1,109 @@
+"""The service's configuration, read from `T2A_*` environment variables (pydantic-settings).
+
+`ApiConfig` is a plain `BaseSettings` class: build one with `ApiConfig()` (environment) or
+`ApiConfig(clip_models=["tiny-random"], ...)` (tests). Nothing is read at import time. Other
+parts of the service (the jobs queue, e-mail) add their own fields by inheritance:
+
+    class FullConfig(JobsConfigMixin, ApiConfig): ...
+
+Every field is documented in the README ("HTTP service" section).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from engine import Limits
+
+
+def _limit(name: str) -> Any:
+    """The `engine.Limits` field (default, bounds, description), so the two never disagree."""
+    info: FieldInfo = copy.deepcopy(Limits.model_fields[name])
+    return info
+
+
+def _split_commas(value: Any) -> Any:
+    """'a, b' -> ['a', 'b'] (environment variables hold comma-separated lists)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+# A list read from one comma-separated variable instead of pydantic-settings' JSON.
+CommaList = Annotated[list[str], NoDecode]
+
+
+class ApiConfig(BaseSettings):
+    """Service settings; each field is read from `T2A_<FIELD NAME IN CAPITALS>`."""
+
+    model_config = SettingsConfigDict(env_prefix="T2A_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address `text2art serve` binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `text2art serve` listens on.")
+    device: str | None = Field(
+        None, description="torch device for every run, e.g. 'cuda:0' (default: cuda if any)."
+    )
+    output_dir: Path = Field(
+        Path("outputs"), description="Where every result (PNG, MP4, SVG) and upload is kept."
+    )
+    cors_origins: CommaList = Field(
+        default_factory=lambda: ["*"],
+        description="Origins allowed by CORS, comma-separated; '*' is any origin "
+        "(credentials are never allowed).",
+    )
+    max_waiting: int = Field(
+        8, ge=0, description="Requests that may wait for the GPU; one more gets 503."
+    )
+    retry_after: int = Field(
+        30, ge=1, description="Seconds sent in Retry-After with a 503 when the GPU is busy."
+    )
+    api_keys: CommaList = Field(
+        default_factory=list,
+        repr=False,  # secrets stay out of logs
+        description="Comma-separated API keys; when set, generation needs "
+        "'Authorization: Bearer <key>'.",
+    )
+    clip_models: CommaList | None = Field(
+        None,
+        description="CLIP models for every request, comma-separated (e.g. 'tiny-random'); "
+        "overrides the quality presets.",
+    )
+    vqgan_model: str | None = Field(
+        None, description="VQGAN checkpoint for every request (e.g. 'tiny-random')."
+    )
+    cutouts: int | None = Field(
+        None, ge=1, description="Cutouts per step for every request (default: the engine's)."
+    )
+    max_upload_bytes: int = Field(
+        10 * 1024 * 1024, ge=1, description="Largest uploaded image, in bytes."
+    )
+    max_upload_pixels: int = Field(
+        4096 * 4096,
+        ge=1,
+        description="Largest uploaded image in pixels (guards against decompression bombs).",
+    )
+    preload: bool = Field(
+        True, description="Load the default quality's models and warm up at start-up."
+    )
+    # Limits of every request (engine.Limits), e.g. T2A_MAX_PIXELS.
+    max_pixels: int = _limit("max_pixels")
+    max_iterations: int = _limit("max_iterations")
+    max_cutouts: int = _limit("max_cutouts")
+    max_prompt_chars: int = _limit("max_prompt_chars")
+    max_prompts: int = _limit("max_prompts")
+    max_strokes: int = _limit("max_strokes")
+    max_scale: float = _limit("max_scale")
+
+    _split = field_validator("cors_origins", "api_keys", "clip_models", mode="before")(
+        _split_commas
+    )
+
+    def limits(self) -> Limits:
+        """The engine limits every request is checked against."""
+        return Limits(**{name: getattr(self, name) for name in Limits.model_fields})

@@ -1,0 +1,119 @@
+"""`text2art serve`: run the service with uvicorn, optionally behind an ngrok tunnel (`--share`).
+
+`serve()` also works inside a running event loop (a Jupyter/Colab notebook): it applies
+nest_asyncio and runs uvicorn on that loop. The tunnel factory is a parameter, so tests replace
+ngrok with a fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+import click
+import uvicorn
+from pydantic import ValidationError
+
+from api.app import create_app
+from api.config import ApiConfig
+
+log = logging.getLogger(__name__)
+
+TOKEN_HELP = (
+    "an ngrok auth token is needed to share the service: set NGROK_AUTHTOKEN or pass it as an "
+    "argument (get one at https://dashboard.ngrok.com/get-started/your-authtoken)"
+)
+
+
+class Tunnel(Protocol):
+    """An open tunnel to the local port."""
+
+    public_url: str
+
+    def close(self) -> None: ...
+
+
+TunnelFactory = Callable[[int, str], Tunnel]
+
+
+class NgrokTunnel:
+    """An ngrok HTTP tunnel to 127.0.0.1:port, opened with pyngrok."""
+
+    def __init__(self, port: int, authtoken: str):
+        from pyngrok import conf, ngrok
+
+        self._config = conf.PyngrokConfig(auth_token=authtoken)
+        tunnel = ngrok.connect(str(port), "http", pyngrok_config=self._config)
+        assert tunnel.public_url is not None
+        self.public_url: str = tunnel.public_url
+
+    def close(self) -> None:
+        """Close the tunnel and stop the ngrok agent."""
+        from pyngrok import ngrok
+
+        ngrok.disconnect(self.public_url, pyngrok_config=self._config)
+        ngrok.kill(pyngrok_config=self._config)
+
+
+def find_token(authtoken: str | None = None) -> str:
+    """The ngrok token from the argument or NGROK_AUTHTOKEN; a clear UsageError without one."""
+    token = authtoken or os.environ.get("NGROK_AUTHTOKEN", "").strip()
+    if not token:
+        raise click.UsageError(TOKEN_HELP)
+    return token
+
+
+def load_config() -> ApiConfig:
+    """`ApiConfig()` from the environment; a bad variable is a one-line UsageError."""
+    try:
+        return ApiConfig()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "T2A_" + str(err["loc"][0]).upper() if err["loc"] else "T2A_*"
+        raise click.UsageError(f"{name}: {err['msg']}") from None
+
+
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    share: bool = False,
+    config: ApiConfig | None = None,
+    *,
+    authtoken: str | None = None,
+    tunnel_factory: TunnelFactory = NgrokTunnel,
+    on_server: Callable[[uvicorn.Server], None] | None = None,
+) -> None:
+    """Serve until interrupted; with `share`, print the public and docs URLs of a tunnel."""
+    config = config or load_config()
+    host = host or config.host
+    port = config.port if port is None else port
+    token = find_token(authtoken) if share else ""
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port))
+    if on_server is not None:
+        on_server(server)
+    tunnel = tunnel_factory(port, token) if share else None
+    try:
+        if tunnel is not None:
+            click.echo(f"Public URL: {tunnel.public_url}")
+            click.echo(f"Doc URL: {tunnel.public_url.rstrip('/')}/docs")
+        run_server(server)
+    finally:
+        if tunnel is not None:
+            tunnel.close()
+            click.echo("Tunnel closed.")
+
+
+def run_server(server: uvicorn.Server) -> None:
+    """Run uvicorn to the end, on the notebook's running event loop if there is one."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        server.run()
+        return
+    import nest_asyncio
+
+    nest_asyncio.apply(loop)  # a notebook's loop is already running: let it run ours too
+    loop.run_until_complete(server.serve())

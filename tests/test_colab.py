@@ -1,0 +1,188 @@
+"""The Colab launcher (scripts/run_colab.py) with a fake tunnel, and the notebook's format."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+from api.config import ApiConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "text2art_colab.ipynb"
+PUBLIC = "https://fake-tunnel.example"
+
+
+def load_launcher() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("run_colab", ROOT / "scripts" / "run_colab.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class FakeTunnel:
+    """Stands in for ngrok: records what it was opened with and whether it was closed."""
+
+    opened: list[tuple[int, str]] = []
+    closed: list[str] = []
+
+    def __init__(self, port: int, authtoken: str):
+        self.public_url = PUBLIC
+        FakeTunnel.opened.append((port, authtoken))
+
+    def close(self) -> None:
+        FakeTunnel.closed.append(self.public_url)
+
+
+def test_notebook_is_valid_nbformat_4_and_runs_the_launcher() -> None:
+    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    assert nb["nbformat"] == 4 and nb["nbformat_minor"] >= 5
+    assert nb["metadata"]["kernelspec"]["language"] == "python"
+    ids = [cell["id"] for cell in nb["cells"]]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids)
+    code = []
+    for cell in nb["cells"]:
+        assert cell["cell_type"] in ("markdown", "code") and isinstance(cell["source"], list)
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+            code.append("".join(cell["source"]))
+    for source in code:  # plain Python once IPython's ! and % lines are set aside
+        python = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("!", "%"))]
+        compile("\n".join(python), "cell", "exec")
+    joined = "\n".join(code)
+    assert "pip install" in joined and "NGROK_AUTHTOKEN" in joined
+    assert "%run scripts/run_colab.py" in joined
+
+
+def test_missing_token_is_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NGROK_AUTHTOKEN", raising=False)
+    assert load_launcher().main(["--port", "0"], tunnel_factory=FakeTunnel) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: an ngrok auth token is needed") and "NGROK_AUTHTOKEN" in err
+    assert "dashboard.ngrok.com" in err
+
+
+def test_launcher_prints_both_urls_serves_docs_and_closes_the_tunnel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NGROK_AUTHTOKEN", "token-from-env")
+    port = free_port()
+    servers: list[Any] = []
+    codes: list[int] = []
+    config = ApiConfig(output_dir=tmp_path, preload=False)
+    launcher = load_launcher()
+    FakeTunnel.opened.clear()
+    FakeTunnel.closed.clear()
+
+    def run() -> None:
+        argv = ["--port", str(port)]
+        options = {"tunnel_factory": FakeTunnel, "config": config, "on_server": servers.append}
+        codes.append(launcher.main(argv, **options))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    _wait_until(lambda: bool(servers) and servers[0].started)
+    docs = httpx.get(f"http://127.0.0.1:{port}/docs", timeout=10)
+    servers[0].should_exit = True
+    thread.join(10)
+    out = capsys.readouterr().out
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert f"Public URL: {PUBLIC}\n" in out and f"Doc URL: {PUBLIC}/docs\n" in out
+    assert FakeTunnel.opened == [(port, "token-from-env")] and FakeTunnel.closed == [PUBLIC]
+    assert codes == [0]
+
+
+NOTEBOOK_CELL = """
+import asyncio, importlib.util, sys
+from api.config import ApiConfig
+
+spec = importlib.util.spec_from_file_location("run_colab", "scripts/run_colab.py")
+launcher = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(launcher)
+
+class Fake:
+    def __init__(self, port, token):
+        self.public_url = "{public}"
+    def close(self):
+        print("fake tunnel closed", flush=True)
+
+async def kernel():  # a notebook cell runs while the kernel's event loop is running
+    config = ApiConfig(output_dir=sys.argv[1], preload=False)
+    argv = ["--port", sys.argv[2], "--authtoken", "t"]
+    code = launcher.main(argv, tunnel_factory=Fake, config=config)
+    print("exit", code, flush=True)
+
+asyncio.run(kernel())
+"""
+
+
+def test_launcher_inside_a_running_event_loop(tmp_path: Path) -> None:
+    port = free_port()
+    script = textwrap.dedent(NOTEBOOK_CELL).replace("{public}", PUBLIC)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path), str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines = _read_until(proc, "Doc URL:")
+        _wait_until(lambda: _get(f"http://127.0.0.1:{port}/docs") == 200, timeout=20)
+        proc.send_signal(signal.SIGINT)  # the notebook's stop button
+        rest, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    out = "".join(lines) + rest
+    assert f"Public URL: {PUBLIC}" in out and f"Doc URL: {PUBLIC}/docs" in out
+    assert "fake tunnel closed" in out and "Tunnel closed." in out and "exit 0" in out
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 30) -> list[str]:
+    assert proc.stdout is not None
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if marker in line:
+            return lines
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError("launcher output so far:\n" + "".join(lines))
+
+
+def _get(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def _wait_until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
