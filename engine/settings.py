@@ -161,7 +161,7 @@ class Settings(BaseModel):
     decoder_checkpointing: bool | None = Field(
         None,
         description="Recompute VQGAN decoder activations to save GPU memory "
-        "(default: automatic for large images).",
+        "(default: on from 640x352 pixels).",
     )
     device: str | None = Field(None, description="torch device (default: cuda if available).")
 

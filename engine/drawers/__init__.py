@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from engine.drawers.base import Drawer, DrawerContext
+from engine.drawers.image import ImageDrawer
 from engine.drawers.painting import PaintingDrawer
 from engine.drawers.pixel import PixelDrawer
 
 DRAWERS: dict[str, type[Drawer]] = {
+    ImageDrawer.name: ImageDrawer,
     PixelDrawer.name: PixelDrawer,
     PaintingDrawer.name: PaintingDrawer,
 }

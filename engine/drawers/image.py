@@ -1,0 +1,106 @@
+"""Image: a VQGAN latent decoded to pixels (VQGAN+CLIP, Crowson 2021; clipit's default style)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from engine import presets
+from engine.drawers.base import Drawer, DrawerContext
+from engine.models import ModelCache
+from engine.vqgan import VQGAN, vqgan_factor
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
+
+# Decoder checkpointing is switched on automatically from this many pixels (best quality's
+# widescreen 640x352) up: there the decoder's full-resolution activations dominate the memory of
+# a step, and recomputing them costs about one more decoder forward per step.
+CHECKPOINT_MIN_PIXELS = 640 * 352
+
+
+class _ClampST(torch.autograd.Function):
+    """Clamp to [0, 1]; the gradient passes wherever a descent step moves the value back inward.
+
+    As in the VQGAN+CLIP notebooks' ClampWithGrad: a plain clamp would zero the gradient of every
+    saturated pixel, so it could never come back.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        # Inside the range x - clamp(x) is 0: always passes. Outside, only toward the range.
+        return grad * (grad * (x - x.clamp(0.0, 1.0)) >= 0)
+
+
+def clamp_st(x: torch.Tensor) -> torch.Tensor:
+    """`x.clamp(0, 1)` whose gradient still pulls out-of-range values back."""
+    out: torch.Tensor = _ClampST.apply(x)
+    return out
+
+
+class ImageDrawer(Drawer):
+    """A (1, embed_dim, H/f, W/f) VQGAN latent, quantised and decoded each render (clipit)."""
+
+    name: ClassVar[str] = "image"
+    default_lr: ClassVar[float] = 0.2  # clipit's default for VQGAN latents
+
+    @classmethod
+    def resolve(cls, settings: Settings, size: tuple[int, int]) -> dict[str, Any]:
+        """Trim the size to a multiple of the VQGAN's f; decide decoder checkpointing."""
+        from engine.settings import SettingsError
+
+        try:
+            f = vqgan_factor(settings.vqgan_model)
+        except ValueError as exc:
+            raise SettingsError("vqgan_model", str(exc)) from None
+        size = presets.trim(size, f)
+        checkpointing = settings.decoder_checkpointing
+        if checkpointing is None:
+            checkpointing = size[0] * size[1] >= CHECKPOINT_MIN_PIXELS
+        return {
+            "size": size,
+            "learning_rate": settings.learning_rate or cls.default_lr,
+            "decoder_checkpointing": checkpointing,
+        }
+
+    def __init__(self, ctx: DrawerContext):
+        super().__init__(ctx)
+        models = ctx.models if ctx.models is not None else ModelCache()
+        self.vqgan: VQGAN = models.vqgan(ctx.settings.vqgan_model, ctx.device)
+        self.checkpointing = bool(ctx.settings.decoder_checkpointing)
+        codebook = self.vqgan.codebook.detach()  # (n_embed, D)
+        # Per-channel range of the codebook: the latent is kept inside it (clipit).
+        self.z_min = codebook.min(0).values.view(1, -1, 1, 1)
+        self.z_max = codebook.max(0).values.view(1, -1, 1, 1)
+        self.z = self._start_latent(ctx).requires_grad_(True)  # (1, D, H/f, W/f)
+
+    @torch.no_grad()
+    def _start_latent(self, ctx: DrawerContext) -> torch.Tensor:
+        f = self.vqgan.f
+        assert self.width % f == 0 and self.height % f == 0, "size not resolved by ImageDrawer"
+        if ctx.init_image is not None:
+            return self.vqgan.encode(ctx.init_image.to(ctx.device) * 2 - 1).detach().clone()
+        rows, cols = self.height // f, self.width // f
+        codebook = self.vqgan.codebook.detach()
+        # Drawn on the CPU generator, so a seed gives the same start on every device.
+        idx = torch.randint(codebook.shape[0], (rows * cols,), generator=ctx.generator)
+        return codebook[idx.to(codebook.device)].T.reshape(1, -1, rows, cols).clone()
+
+    def parameters(self) -> list[dict[str, Any]]:
+        return [{"params": [self.z], "lr": self.ctx.settings.learning_rate}]
+
+    def render(self) -> torch.Tensor:
+        z_q = self.vqgan.quantize_latent(self.z)  # (1, D, H/f, W/f), straight-through
+        out = self.vqgan.decode(z_q, checkpointing=self.checkpointing)  # (1, 3, H, W) ~[-1, 1]
+        return clamp_st((out + 1) / 2)
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        self.z.copy_(torch.maximum(torch.minimum(self.z, self.z_max), self.z_min))
