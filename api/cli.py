@@ -1,0 +1,199 @@
+"""The `text2art` command: generate, serve, worker, models."""
+
+from __future__ import annotations
+
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+import typer
+
+# Settings fields whose CLI flag differs from the field name, and list-valued fields.
+_FLAG_NAMES = {"clip_models": "clip-model", "make_video": "video", "image_prompts": "image-prompt"}
+_MULTIPLE = {"clip_models", "image_prompts"}
+# Fields the CLI does not expose as flags (the prompt is an argument).
+_NO_FLAG = {"prompts"}
+
+
+def _settings_options() -> list[click.Option]:
+    """One click option per Settings field, with its help text from the Settings model."""
+    from engine.settings import Settings
+
+    options = []
+    for name, info in Settings.model_fields.items():
+        if name in _NO_FLAG:
+            continue
+        flag = "--" + _FLAG_NAMES.get(name, name.replace("_", "-"))
+        help_text = info.description or ""
+        if name in _MULTIPLE:
+            options.append(
+                click.Option([flag, name], multiple=True, help=help_text + " Repeatable.")
+            )
+        elif _is_bool(info.annotation):
+            options.append(
+                click.Option([f"{flag}/--no-{flag[2:]}", name], default=None, help=help_text)
+            )
+        else:
+            default = None if info.is_required() else info.get_default(call_default_factory=True)
+            shown = f" [default: {default}]" if default not in (None, [], "") else ""
+            options.append(click.Option([flag, name], default=None, help=help_text + shown))
+    return options
+
+
+def _is_bool(annotation: Any) -> bool:
+    return annotation is bool or bool in typing.get_args(annotation)
+
+
+def _collect(ctx: click.Context, prompt: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """Settings values: from `--from PNG` first, then every option given on the command line."""
+    from engine.output import read_png_settings
+
+    values: dict[str, Any] = {}
+    source = params.pop("from_png")
+    if source:
+        values = read_png_settings(source)
+    for name, value in params.items():
+        given = ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        if given and value not in (None, ()):
+            values[name] = list(value) if name in _MULTIPLE else value
+    if prompt is not None:
+        values["prompts"] = prompt
+    if not source and prompt is None:
+        raise click.UsageError("give a PROMPT (or --from IMAGE.png to reproduce an image)")
+    return values
+
+
+def _run_generate(ctx: click.Context, prompt: str | None, out: str, **params: Any) -> None:
+    """Generate an image from a prompt (writes PNG, plus SVG for painting and MP4 with --video)."""
+    from engine.settings import Settings, SettingsError
+
+    values = _collect(ctx, prompt, params)
+    try:
+        settings = Settings.create(**values).resolve()
+    except SettingsError as exc:
+        _fail(str(exc))
+    out_path = Path(out)
+    _generate_with_progress(settings, out_path)
+
+
+def _generate_with_progress(settings: Any, out_path: Path) -> None:
+    """Run the loop with a progress bar, then write the outputs and print where they are."""
+    from tqdm import tqdm
+
+    from engine import SettingsError, generate
+    from engine.generate import pick_device
+
+    device = pick_device(settings.device)
+    if device.type == "cpu":
+        click.echo(
+            "note: no CUDA GPU found, running on the CPU (slow for full-size models)", err=True
+        )
+    video = out_path.with_suffix(".mp4") if settings.make_video else None
+    bar = tqdm(total=settings.iterations, unit="it", dynamic_ncols=True, file=sys.stderr)
+    started = time.perf_counter()
+
+    def on_step(step: Any) -> None:
+        bar.set_postfix(loss=f"{step.loss:.3f}", refresh=False)
+        bar.update(1)
+        if device.type == "cpu" and step.iteration == 3:
+            per_it = (time.perf_counter() - started) / 3
+            bar.write(f"estimated time on CPU: about {per_it * step.total:.0f} s", file=sys.stderr)
+
+    try:
+        result = generate(settings, on_step=on_step, video_path=video)
+    except (SettingsError, ValueError) as exc:
+        bar.close()
+        _fail(str(exc))
+    except RuntimeError as exc:  # missing weights, H.264 encoder, out of memory: one line
+        bar.close()
+        _fail(str(exc).splitlines()[0], code=1)
+    bar.close()
+    _write_outputs(result, out_path)
+
+
+def _write_outputs(result: Any, out_path: Path) -> None:
+    from engine.output import save_png
+
+    save_png(result.image, result.settings, out_path)
+    click.echo(f"wrote {out_path}")
+    if result.svg is not None:
+        svg = out_path.with_suffix(".svg")
+        svg.write_text(result.svg, encoding="utf-8")
+        click.echo(f"wrote {svg}")
+    if result.video_path is not None:
+        click.echo(f"wrote {result.video_path}")
+    click.echo(f"seed {result.settings.seed}")
+
+
+def _fail(message: str, code: int = 2) -> typing.NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def _generate_command() -> click.Command:
+    params: list[click.Parameter] = [
+        click.Argument(["prompt"], required=False),
+        click.Option(["--out", "-o"], default="text2art.png", show_default=True,
+                     help="Output PNG (the SVG and MP4 go beside it)."),
+        click.Option(["--from", "from_png"], default=None,
+                     help="Reproduce the image whose PNG metadata holds its settings."),
+        *_settings_options(),
+    ]  # fmt: skip
+    return click.Command(
+        "generate",
+        callback=click.pass_context(_run_generate),
+        params=params,
+        help="Generate an image from PROMPT, e.g. 'underwater city | artstation:0.5'.",
+    )
+
+
+def build_cli() -> click.Group:
+    """The click group: typer sub-commands plus `generate`, whose flags come from Settings."""
+    from api.cli_models import models_app
+
+    app = typer.Typer(
+        help="text2art: type a sentence, get a piece of art.",
+        no_args_is_help=True,
+        add_completion=False,
+    )
+    app.add_typer(models_app, name="models")
+
+    @app.command()
+    def serve(
+        host: str | None = typer.Option(
+            None, help="Address to bind (default: $T2A_HOST or 127.0.0.1)."
+        ),
+        port: int | None = typer.Option(None, help="Port (default: $T2A_PORT or 8000)."),
+        share: bool = typer.Option(
+            False, "--share", help="Open an ngrok tunnel (needs NGROK_AUTHTOKEN); print its URLs."
+        ),
+    ) -> None:
+        """Run the HTTP service: POST /generate, Swagger UI at /docs."""
+        from api.serve import serve as run_service
+
+        run_service(host, port, share)
+    group = typer.main.get_group(app)
+    group.add_command(_generate_command())
+    return group
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: bad input is one line on stderr and exit code 2."""
+    group = build_cli()
+    try:
+        group.main(args=argv, prog_name="text2art", standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help, --version
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        _fail("aborted", code=130)
+    except click.UsageError as exc:
+        _fail(exc.format_message().splitlines()[0])
+    except click.ClickException as exc:
+        _fail(exc.format_message(), code=exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

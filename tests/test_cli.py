@@ -1,0 +1,100 @@
+"""The `text2art` command, run in-process through `api.cli.main` and as a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from api.cli import main
+
+FAST = ["--clip-model", "tiny-random", "--size", "32x32", "--cutouts", "4", "--device", "cpu"]
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_writes_png_and_prints_path_and_seed(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "a.png"
+    code, stdout, _ = run(
+        ["generate", "underwater city", "--style", "pixel art", "--iterations", "3",
+         "--seed", "3", "--out", str(out), *FAST],
+        capsys,
+    )  # fmt: skip
+    assert code == 0
+    assert f"wrote {out}" in stdout and "seed 3" in stdout
+    with Image.open(out) as img:
+        assert img.size == (32, 32) and img.text["seed"] == "3"
+
+
+def test_same_command_twice_gives_identical_files(tmp_path: Path, capsys) -> None:
+    args = ["generate", "a cat", "--style", "Pixel Art", "--iterations", "3", "--seed", "5", *FAST]
+    assert run([*args, "--out", str(tmp_path / "1.png")], capsys)[0] == 0
+    assert run([*args, "--out", str(tmp_path / "2.png")], capsys)[0] == 0
+    assert (tmp_path / "1.png").read_bytes() == (tmp_path / "2.png").read_bytes()
+
+
+def test_from_png_reproduces(tmp_path: Path, capsys) -> None:
+    first = tmp_path / "first.png"
+    args = ["generate", "a dog", "--style", "pixel", "--iterations", "2", *FAST]
+    assert run([*args, "--out", str(first)], capsys)[0] == 0  # random seed, reported
+    code, stdout, _ = run(["generate", "--from", str(first), "--out", str(tmp_path / "b.png")], capsys)
+    assert code == 0
+    assert first.read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--style", "watercolour"], "error: style: unknown style 'watercolour'; choose one of"),
+        (["--iterations", "0"], "error: iterations: Input should be greater than or equal to 1"),
+        (["--iterations", "1000000000"], "error: iterations: must be between 1 and 5000"),
+        (["--size", "huge"], "error: size: expected WIDTHxHEIGHT"),
+        (["--quality", "ultra"], "error: quality: unknown value 'ultra'"),
+        (["--palette", "#12"], "error: palette: '#12' is neither a palette name"),
+        (["--bogus", "1"], "error: No such option '--bogus'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, capsys) -> None:
+    code, _, err = run(["generate", "a cat", "--style", "pixel art", *args], capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), err
+
+
+def test_empty_prompt_and_missing_prompt(capsys) -> None:
+    code, _, err = run(["generate", "  ", "--style", "pixel art"], capsys)
+    assert code == 2 and "error: prompts: the prompt is empty" in err
+    code, _, err = run(["generate"], capsys)
+    assert code == 2 and "give a PROMPT" in err
+
+
+def test_help_lists_settings_flags(capsys) -> None:
+    code, out, _ = run(["generate", "--help"], capsys)
+    assert code == 0
+    for flag in ("--style", "--quality", "--aspect", "--scale", "--size", "--iterations",
+                 "--seed", "--cutouts", "--clip-model", "--out", "--video", "--from"):  # fmt: skip
+        assert flag in out
+    assert "Pixel-art grid as COLUMNSxROWS" in out  # help text comes from Settings
+
+
+def test_console_script_runs_as_a_process(tmp_path: Path) -> None:
+    out = tmp_path / "p.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "api.cli", "generate", "a tree", "--style", "pixel art",
+         "--iterations", "2", "--seed", "1", "--out", str(out), *FAST],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "note: no CUDA GPU found, running on the CPU" in proc.stderr
+    assert out.exists()
