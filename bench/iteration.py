@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--clip-model", default="ViT-B/32:random")
     ap.add_argument("--aspect", default="square")
     ap.add_argument("--iterations", type=int, default=None)
+    ap.add_argument("--clip-precision", default="auto", choices=["auto", "float32", "bfloat16"])
     ap.add_argument("--qualities", nargs="+", default=None, choices=list(QUALITY))
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -72,8 +73,13 @@ def main() -> None:
     iterations = args.iterations or (4 if cpu else 30)
     qualities = args.qualities or (["draft", "normal"] if cpu else list(QUALITY))
     models = ModelCache()
+    clip = models.clip(args.clip_model, device)
+    clip.precision = args.clip_precision
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
-    print(f"device: {name}, style: {args.style}, CLIP: {args.clip_model}, {iterations} iterations\n")
+    print(
+        f"device: {name}, style: {args.style}, CLIP: {args.clip_model} "
+        f"({args.clip_precision}), {iterations} iterations\n"
+    )
     print("| quality | size | cutouts | s/iteration (median) | it/s | peak memory (MiB) |")
     print("|---|---|---|---|---|---|")
     for q in qualities:

@@ -22,6 +22,12 @@ def _u(n: int, lo: float, hi: float, g: torch.Generator, *shape: int) -> torch.T
     return torch.rand((n, *shape), generator=g) * (hi - lo) + lo
 
 
+def _device_generator(g: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on `device` seeded from `g`: bulk noise is drawn where it is used, not copied."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    return torch.Generator(device).manual_seed(seed)
+
+
 def _rect(cx: torch.Tensor, cy: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """Corners (tl, tr, br, bl) of axis-aligned boxes.  (n,) x4 -> (n, 4, 2)"""
     dx = torch.stack([-w, w, w, -w], dim=1) / 2
@@ -101,8 +107,7 @@ class Cutouts:
         views = self._colour_jitter(views, g)
         out = torch.cat([whole_views(image, s, self.n_whole), views])  # (n, 3, S, S)
         fac = _u(self.n, 0, self.noise, g).view(-1, 1, 1, 1).to(dev)
-        noise = torch.randn(out.shape, generator=g).to(dev)
-        return out + fac * noise
+        return out + fac * torch.randn(out.shape, generator=_device_generator(g, dev), device=dev)
 
     def _colour_jitter(self, views: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Hue +-0.1 turn and saturation x0.9-1.1 on the zoom group, each view with p = 0.7."""

@@ -52,11 +52,24 @@ class ClipModel:
         tokens = self.tokenizer(list(texts)).to(self.device)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
+    # "auto": bfloat16 autocast on CUDA (OpenAI ran CLIP in half precision on GPUs; bfloat16 keeps
+    # float32's range, so small gradients do not underflow), float32 elsewhere.
+    precision: str = "auto"
+
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings of images in [0, 1] at the input size.  (B, 3, S, S) -> (B, d)"""
         mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
         std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
-        return F.normalize(self.model.encode_image((x - mean) / std).float(), dim=-1)
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=self._autocast(x.device)):
+            features = self.model.encode_image((x - mean) / std)
+        return F.normalize(features.float(), dim=-1)
+
+    def _autocast(self, device: torch.device) -> bool:
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"precision must be auto, float32 or bfloat16, not {self.precision!r}")
+        if self.precision == "auto":
+            return device.type == "cuda"
+        return self.precision == "bfloat16"
 
 
 def known_clip_models() -> list[str]:

@@ -38,6 +38,7 @@ def tiny_config(tmp_path: Path, **overrides: Any) -> ApiConfig:
     """The service on tiny offline models, no start-up warm-up, small upload limits."""
     values: dict[str, Any] = {
         "clip_models": ["tiny-random"],
+        "vqgan_model": "tiny-random",
         "cutouts": 4,
         "device": "cpu",
         "output_dir": tmp_path / "outputs",

@@ -138,3 +138,25 @@ def test_weights_signs_and_stops(tiny: ClipModel) -> None:
     x = image.clone().requires_grad_(True)
     build_targets(tiny, parse_prompts("cat:1:10"), []).loss(tiny.encode_image(x)).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0  # the floor lets gradients through
+
+
+def test_bfloat16_autocast_matches_float32(tiny: ClipModel) -> None:
+    x = torch.rand(2, 3, 32, 32)
+    full = tiny.encode_image(x)  # "auto" is float32 on the CPU
+    tiny.precision = "bfloat16"
+    try:
+        half = tiny.encode_image(x)
+    finally:
+        tiny.precision = "auto"
+    assert half.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(full, half).min() > 0.99
+    assert not torch.equal(full, half)
+
+
+def test_unknown_precision_is_refused(tiny: ClipModel) -> None:
+    tiny.precision = "float8"
+    try:
+        with pytest.raises(ValueError, match="auto, float32 or bfloat16"):
+            tiny.encode_image(torch.rand(1, 3, 32, 32))
+    finally:
+        tiny.precision = "auto"
