@@ -75,7 +75,8 @@ def main() -> None:
     models = ModelCache()
     clip = models.clip(args.clip_model, device)
     clip.precision = args.clip_precision
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
+    cpu_name = f"CPU x{torch.get_num_threads()}"
+    name = torch.cuda.get_device_name() if device.type == "cuda" else cpu_name
     print(
         f"device: {name}, style: {args.style}, CLIP: {args.clip_model} "
         f"({args.clip_precision}), {iterations} iterations\n"
