@@ -16,14 +16,14 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import RedirectResponse
 
 from api.config import ApiConfig
 from api.deps import Readiness
 from api.errors import install_error_handlers
 from api.forms import check_style, server_overrides
 from api.gpu import GpuLock
-from api.routes import generate, health, outputs
+from api.jobs import start_jobs, stop_jobs
+from api.routes import gallery, generate, health, jobs, outputs, web
 from engine import ModelCache, Settings, __version__
 from engine.drawers import list_drawers
 from engine.generate import generate as run_engine
@@ -69,14 +69,11 @@ def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = N
     app.include_router(outputs.router)
     app.include_router(health.router)
     # --- jobs service (lead): include the jobs and gallery routers here -------------------
-    # app.include_router(jobs.router); app.include_router(gallery.router)
+    app.include_router(jobs.router)
+    app.include_router(gallery.router)
     # ---------------------------------------------------------------------------------------
-    app.add_api_route("/", _to_docs, include_in_schema=False)  # until the web page exists
+    web.mount_web(app)  # "/" is the web page, "/static/..." its assets
     return app
-
-
-async def _to_docs() -> RedirectResponse:
-    return RedirectResponse("/docs")
 
 
 @asynccontextmanager
@@ -94,9 +91,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         else:
             app.state.readiness.state = "ready"
         # --- jobs service (lead): start the worker here; it shares app.state.models/gpu -----
+        app.state.jobs = await start_jobs(app)
         # ---------------------------------------------------------------------------------
         yield
         # --- jobs service (lead): stop the worker here ----------------------------------------
+        await stop_jobs(app)
         tasks.cancel_scope.cancel()  # an unfinished warm-up is abandoned, not awaited
 
 

@@ -67,9 +67,11 @@ def find_token(authtoken: str | None = None) -> str:
 
 
 def load_config() -> ApiConfig:
-    """`ApiConfig()` from the environment; a bad variable is a one-line UsageError."""
+    """The service's and the jobs' settings from the environment; a bad one is a one-line error."""
+    from api.jobs.config import ServiceConfig
+
     try:
-        return ApiConfig()
+        return ServiceConfig()
     except ValidationError as exc:
         err = exc.errors()[0]
         name = "T2A_" + str(err["loc"][0]).upper() if err["loc"] else "T2A_*"
@@ -91,7 +93,10 @@ def serve(
     host = host or config.host
     port = config.port if port is None else port
     token = find_token(authtoken) if share else ""
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port))
+    # Open SSE streams must not hold the shutdown (and so the worker's stop) for long.
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host=host, port=port, timeout_graceful_shutdown=5)
+    )
     if on_server is not None:
         on_server(server)
     tunnel = tunnel_factory(port, token) if share else None

@@ -1,0 +1,221 @@
+"""Notifications when a job ends: e-mail (smtplib, STARTTLS or SSL) and signed JSON webhooks.
+
+Deliveries run in background threads, are retried with exponential backoff, and never change
+the job's outcome: a job that succeeded stays succeeded when its e-mail bounces. Headers are
+built with `email.message.EmailMessage`, which refuses CR/LF in header values; the prompt only
+reaches the Subject with control characters removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import smtplib
+import socket
+import ssl
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from api.jobs.config import JobsConfig
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Text2Art-Signature"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_MEDIA = {"png": ("image", "png"), "mp4": ("video", "mp4"), "svg": ("image", "svg+xml")}
+
+
+class PermanentError(Exception):
+    """A delivery that no retry can fix (bad address, webhook refused with 4xx)."""
+
+
+@dataclass
+class Notice:
+    """What a notification says about a finished job."""
+
+    job_id: str
+    status: str  # succeeded | failed | cancelled
+    prompt: str
+    summary: str  # "pixel art, draft, seed 7, 32x32"
+    links: dict[str, str]  # job, image, video, ...
+    error: str | None = None
+    files: dict[str, Path] = field(default_factory=dict)  # attachments by extension
+
+
+# -- e-mail --------------------------------------------------------------------------------
+def subject_text(text: str, limit: int = 60) -> str:
+    """One header-safe line: control characters (CR, LF, ...) become spaces, then trimmed."""
+    line = " ".join(_CONTROL.sub(" ", text).split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def email_text(notice: Notice, attached: list[str]) -> tuple[str, str]:
+    """Subject and plain-text body of the e-mail for a finished job."""
+    prompt = subject_text(notice.prompt)
+    lines = [f"Prompt: {notice.prompt}", f"Settings: {notice.summary}"]
+    lines += [f"{name.capitalize()}: {url}" for name, url in notice.links.items()]
+    details = "\n".join(lines)
+    if notice.status == "succeeded":
+        names = ", ".join(attached) or "nothing (the files are linked above)"
+        body = f"Your picture is ready.\n\n{details}\n\nAttached: {names}.\n"
+        return f'text2art: "{prompt}" is ready', body
+    reason = notice.error or f"the job ended as {notice.status}"
+    body = f"Your picture could not be made: {reason}\n\n{details}\n\nYou may submit it again.\n"
+    return f'text2art: "{prompt}" failed', body
+
+
+def build_email(notice: Notice, sender: str, to: str, max_attachment: int) -> EmailMessage:
+    """The message with the result attached (files over `max_attachment` bytes are left out)."""
+    files = {e: p for e, p in notice.files.items() if p.is_file()}
+    files = {e: p for e, p in files.items() if p.stat().st_size <= max_attachment}
+    subject, body = email_text(notice, [p.name for p in files.values()])
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg["Message-ID"] = make_msgid(domain="text2art")
+    msg.set_content(body)
+    for ext, path in files.items():
+        maintype, subtype = _MEDIA[ext]
+        data = path.read_bytes()
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=path.name)
+    return msg
+
+
+def send_email(msg: EmailMessage, config: JobsConfig) -> None:
+    """Send through the configured SMTP server (STARTTLS, SSL or plain), logging in if set."""
+    assert config.smtp_host is not None
+    host, port, timeout = config.smtp_host, config.smtp_port, config.smtp_timeout
+    context = ssl.create_default_context()
+    smtp: smtplib.SMTP
+    if config.smtp_security == "ssl":
+        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+    else:
+        smtp = smtplib.SMTP(host, port, timeout=timeout)
+    with smtp:
+        if config.smtp_security == "starttls":
+            smtp.starttls(context=context)
+        if config.smtp_user:
+            smtp.login(config.smtp_user, config.smtp_password or "")
+        try:
+            smtp.send_message(msg)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise PermanentError(f"the server refused the address ({exc})") from None
+
+
+# -- webhooks ------------------------------------------------------------------------------
+def sign(body: bytes, secret: str) -> str:
+    """`sha256=<hex HMAC-SHA256 of the body>`, GitHub's webhook signature format."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def webhook_request(
+    url: str, payload: dict[str, Any], secret: str | None
+) -> urllib.request.Request:
+    """The POST request: JSON body, event and delivery headers, signature when a secret is set."""
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "text2art-webhook",
+        "X-Text2Art-Event": str(payload.get("event", "job.finished")),
+        "X-Text2Art-Delivery": uuid.uuid4().hex,
+    }
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(body, secret)
+    return urllib.request.Request(url, data=body, headers=headers, method="POST")
+
+
+def check_public_host(url: str) -> None:
+    """PermanentError when the URL's host resolves to a loopback, private or reserved address."""
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError as exc:
+        raise OSError(f"cannot resolve {host!r} ({exc})") from None
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not ip.is_global:
+            raise PermanentError(f"{host} resolves to the non-public address {ip}")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect could point the POST at an internal address: treat it as a failure."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def post_webhook(req: urllib.request.Request, timeout: float, allow_private: bool) -> None:
+    """POST once; 2xx is success, 4xx (but 408/429) is permanent, anything else is retried."""
+    if not allow_private:
+        check_public_host(req.full_url)
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        if 400 <= exc.code < 500 and exc.code not in (408, 429) or 300 <= exc.code < 400:
+            raise PermanentError(f"the webhook answered HTTP {exc.code}") from None
+        raise OSError(f"the webhook answered HTTP {exc.code}") from None
+
+
+# -- background delivery with retries ------------------------------------------------------
+StateCallback = Callable[[str, str, str], None]  # (kind: email|webhook, job id, state)
+
+
+class Notifier:
+    """Runs deliveries in background threads, retrying failures with exponential backoff."""
+
+    def __init__(self, attempts: int, backoff: float, on_state: StateCallback, threads: int = 4):
+        self.attempts, self.backoff = attempts, backoff
+        self._on_state = on_state
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="t2a-notify")
+
+    def submit(self, kind: str, job_id: str, send: Callable[[], None]) -> None:
+        """Deliver in the background: `send()` raises to fail (PermanentError: no retry)."""
+        self._pool.submit(self._deliver, kind, job_id, send)
+
+    def stop(self) -> None:
+        """Abandon waiting retries and queued deliveries (logged); sends under way finish."""
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _deliver(self, kind: str, job_id: str, send: Callable[[], None]) -> None:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                send()
+            except PermanentError as exc:
+                return self._state(kind, job_id, f"failed: {exc}")
+            except Exception as exc:
+                log.warning("job %s: %s attempt %d failed: %s", job_id, kind, attempt, exc)
+                delay = self.backoff * 2 ** (attempt - 1)
+                if attempt == self.attempts or self._stop.wait(delay):
+                    return self._state(kind, job_id, f"failed after {attempt} tries: {exc}")
+            else:
+                return self._state(kind, job_id, "sent")
+
+    def _state(self, kind: str, job_id: str, state: str) -> None:
+        log.log(
+            logging.INFO if state == "sent" else logging.WARNING,
+            "job %s: %s %s",
+            job_id,
+            kind,
+            state,
+        )
+        try:
+            self._on_state(kind, job_id, state[:200])
+        except Exception:  # a notification never breaks anything else
+            log.exception("job %s: cannot record the %s state", job_id, kind)

@@ -1,0 +1,101 @@
+"""The job queue: huey, carrying job ids from the API to the workers.
+
+`SqliteHuey` (a file beside the outputs) by default; `RedisHuey` or `PostgresHuey` when
+`T2A_QUEUE_URL` names one, so the same code runs embedded in `text2art serve` or with many
+`text2art worker` processes, one per GPU. A worker runs huey's `Consumer` in threads; it is
+started and stopped by its owner (the app's lifespan or the worker command), never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from huey import MemoryHuey, PostgresHuey, RedisHuey, SqliteHuey
+from huey.api import Huey
+from huey.consumer import Consumer
+
+log = logging.getLogger(__name__)
+
+QUEUE_SCHEMES = ("sqlite", "redis", "rediss", "postgresql", "postgres", "memory")
+
+
+def make_huey(url: str, name: str) -> Huey:
+    """A huey instance for the queue URL (sqlite:///file, redis://..., postgresql://...)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+")[0]  # 'postgresql+psycopg' -> 'postgresql'
+    if scheme == "sqlite":
+        path = Path(url.split("://", 1)[1].removeprefix("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteHuey(name, filename=str(path), results=False)
+    if scheme in ("redis", "rediss"):
+        return RedisHuey(name, url=url, results=False)
+    if scheme in ("postgresql", "postgres"):
+        dsn = parts._replace(scheme="postgresql").geturl()  # psycopg wants a plain scheme
+        return PostgresHuey(name, dsn=dsn, results=False)
+    if scheme == "memory":  # one process only: for tests
+        return MemoryHuey(name, results=False)
+    raise ValueError(
+        f"unknown queue URL {url!r}; use one of the schemes {', '.join(QUEUE_SCHEMES)}"
+    )
+
+
+class _ThreadConsumer(Consumer):
+    """huey's consumer without signal handlers: the process's owner (uvicorn, the CLI) has them."""
+
+    def _set_signal_handlers(self) -> None:
+        pass
+
+
+class JobQueue:
+    """Enqueue job ids; optionally consume them in threads, calling `handler(job_id)`."""
+
+    def __init__(self, url: str, name: str):
+        self.huey = make_huey(url, name)
+        self._task = self.huey.task(name="run_job")(self._run)
+        self._handler: Callable[[str], None] | None = None
+        self._consumer: Consumer | None = None
+
+    def _run(self, job_id: str) -> None:
+        assert self._handler is not None, "a worker dequeued a job without a handler"
+        self._handler(job_id)
+
+    def enqueue(self, job_id: str) -> None:
+        """Put a job id at the end of the queue."""
+        self._task(job_id)
+
+    def requeue(self, job_id: str) -> None:
+        """Put a job id back ahead of newer jobs (it was submitted before them).
+
+        Huey's SQLite and PostgreSQL queues honour the priority; Redis keeps FIFO order.
+        """
+        self._task(job_id, priority=1)
+
+    def pending_ids(self) -> set[str]:
+        """Job ids waiting in the queue (read without removing them)."""
+        return {str(task.args[0]) for task in self.huey.pending() if task.args}
+
+    def start_consumer(self, handler: Callable[[str], None], threads: int = 1) -> None:
+        """Run `handler(job_id)` for each dequeued job in `threads` worker threads."""
+        assert self._consumer is None, "consumer already started"
+        self._handler = handler
+        # Poll an empty SQLite queue every 0.1 s, backing off to 1 s (Redis/Postgres block).
+        self._consumer = _ThreadConsumer(
+            self.huey, workers=threads, periodic=False, initial_delay=0.1, max_delay=1.0
+        )
+        self._consumer.start()
+        log.info("job worker started (%d thread(s))", threads)
+
+    def stop_consumer(self, timeout: float) -> None:
+        """Stop taking jobs; wait up to `timeout` s for the running ones to return."""
+        if self._consumer is None:
+            return
+        self._consumer.shutdown_timeout = timeout
+        self._consumer.stop(graceful=True)
+        self._consumer = None
+
+    def close(self) -> None:
+        """Close the queue's storage connection."""
+        self.huey.storage.close()

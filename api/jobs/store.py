@@ -1,0 +1,285 @@
+"""Job records in a SQL database through SQLAlchemy 2.x (a SQLite file or any SQLAlchemy URL).
+
+The database is the source of truth: the queue only carries job ids. Every change of state is a
+conditional UPDATE (`... WHERE status = 'queued'`), so two workers, a worker and a cancel, or two
+reapers never both win; `version` grows with every change and is the SSE event id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the jobs schema."""
+
+
+class Job(Base):
+    """One generation request and everything known about its run (times are epoch seconds)."""
+
+    __tablename__ = "t2a_jobs"
+    __table_args__ = (
+        Index("ix_t2a_jobs_status_seq", "status", "seq"),
+        Index("ix_t2a_jobs_gallery", "public", "status", "seq"),
+        Index("ix_t2a_jobs_client", "client_id", "created_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # FIFO order
+    id: Mapped[str] = mapped_column(String(32), unique=True, index=True)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the form values as sent
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)  # resolved engine.Settings
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
+    base_url: Mapped[str] = mapped_column(Text, default="")  # where it was submitted (links)
+    delete_token_hash: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, default=None)
+    finished_at: Mapped[float | None] = mapped_column(Float, default=None)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, default=None)
+    worker_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a worker claimed it
+    iteration: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    loss: Mapped[float | None] = mapped_column(Float, default=None)
+    run_seconds: Mapped[float | None] = mapped_column(Float, default=None)  # engine time so far
+    preview_iteration: Mapped[int | None] = mapped_column(Integer, default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    outputs: Mapped[list[str]] = mapped_column(JSON, default=list)  # kept extensions
+    email_state: Mapped[str | None] = mapped_column(String(200), default=None)
+    webhook_state: Mapped[str | None] = mapped_column(String(200), default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    @property
+    def prompt(self) -> str:
+        """The text prompts of the job."""
+        return str(self.settings.get("prompts", ""))
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 of a delete token (only the hash is stored)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh secret delete token."""
+    return secrets.token_urlsafe(32)
+
+
+def token_matches(token: str, job: Job) -> bool:
+    """Whether `token` is the job's delete token (constant-time comparison)."""
+    return hmac.compare_digest(hash_token(token), job.delete_token_hash)
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine; SQLite gets WAL and a busy timeout so threads and processes share it."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(conn: Any, _record: Any) -> None:
+        cursor = conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+class JobStore:
+    """All reads and writes of job records; returns detached `Job` rows."""
+
+    def __init__(self, url: str):
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed at the end of the block (rolled back on error)."""
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- create and read -----------------------------------------------------------------
+    def add(self, job: Job) -> Job:
+        """Insert a new job."""
+        with self.session() as s:
+            s.add(job)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None."""
+        with self.session() as s:
+            return s.scalar(select(Job).where(Job.id == job_id))
+
+    def position(self, job: Job) -> int | None:
+        """Queued jobs ahead of this one (0: it starts next); None unless it is queued."""
+        if job.status != QUEUED:
+            return None
+        with self.session() as s:
+            ahead = select(func.count()).where(Job.status == QUEUED, Job.seq < job.seq)
+            return int(s.scalar(ahead) or 0)
+
+    def count(self, status: str) -> int:
+        """How many jobs have this status."""
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).where(Job.status == status)) or 0)
+
+    def submissions_since(self, client_id: str, since: float) -> list[float]:
+        """Creation times of the client's jobs since `since`, oldest first (rate limit)."""
+        with self.session() as s:
+            query = select(Job.created_at).where(
+                Job.client_id == client_id, Job.created_at >= since
+            )
+            return sorted(s.scalars(query))
+
+    def ids(self, status: str) -> list[str]:
+        """Ids of the jobs with this status, in submission order."""
+        with self.session() as s:
+            return list(s.scalars(select(Job.id).where(Job.status == status).order_by(Job.seq)))
+
+    def gallery(self, page: int, per_page: int) -> tuple[list[Job], int]:
+        """Public succeeded jobs, newest first, one page; and how many there are."""
+        where = (Job.public.is_(True), Job.status == SUCCEEDED)
+        with self.session() as s:
+            total = int(s.scalar(select(func.count()).where(*where)) or 0)
+            query = select(Job).where(*where).order_by(Job.seq.desc())
+            rows = s.scalars(query.offset((page - 1) * per_page).limit(per_page))
+            return list(rows), total
+
+    def recent_durations(self, limit: int = 20) -> list[float]:
+        """Engine seconds of the latest succeeded jobs (for queue ETAs)."""
+        with self.session() as s:
+            query = (
+                select(Job.run_seconds)
+                .where(Job.status == SUCCEEDED, Job.run_seconds.is_not(None))
+                .order_by(Job.seq.desc())
+                .limit(limit)
+            )
+            return [float(v) for v in s.scalars(query) if v is not None]
+
+    # -- state changes (conditional: each returns whether it applied) ----------------------
+    def _update(self, job_id: str, where: Sequence[Any], **values: Any) -> bool:
+        values.setdefault("version", Job.version + 1)
+        with self.session() as s:
+            result = s.execute(update(Job).where(Job.id == job_id, *where).values(**values))
+            return bool(getattr(result, "rowcount", 0))
+
+    def claim(self, job_id: str, worker_id: str) -> Job | None:
+        """queued -> running for this worker; None if the job is gone, cancelled or taken."""
+        now = time.time()
+        values: dict[str, Any] = {"status": RUNNING, "worker_id": worker_id, "started_at": now}
+        values.update(heartbeat_at=now, attempts=Job.attempts + 1, iteration=0, loss=None)
+        if not self._update(job_id, [Job.status == QUEUED], **values):
+            return None
+        return self.get(job_id)
+
+    def progress(self, job_id: str, worker_id: str, **values: Any) -> bool:
+        """Record progress of a running job (iteration, total, loss, preview_iteration, ...)."""
+        values["heartbeat_at"] = time.time()
+        return self._update(job_id, self._owned(worker_id), **values)
+
+    def heartbeat(self, job_id: str, worker_id: str) -> bool:
+        """The worker is alive (not a visible change: the version stays)."""
+        where = self._owned(worker_id)
+        return self._update(job_id, where, heartbeat_at=time.time(), version=Job.version)
+
+    def finish(self, job_id: str, worker_id: str, status: str, **values: Any) -> bool:
+        """running -> a final status, by the worker that runs it."""
+        assert status in FINAL
+        values.update(status=status, finished_at=time.time(), heartbeat_at=None)
+        return self._update(job_id, self._owned(worker_id), **values)
+
+    def release(self, job_id: str, worker_id: str) -> bool:
+        """running -> queued after a clean worker shutdown; the attempt does not count."""
+        values: dict[str, Any] = {"status": QUEUED, "worker_id": None, "heartbeat_at": None}
+        values.update(iteration=0, preview_iteration=None, started_at=None)
+        return self._update(job_id, self._owned(worker_id), attempts=Job.attempts - 1, **values)
+
+    def cancel_queued(self, job_id: str) -> bool:
+        """queued -> cancelled (it never starts)."""
+        values = {"status": CANCELLED, "finished_at": time.time()}
+        return self._update(job_id, [Job.status == QUEUED], **values)
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask the worker of a running job to stop (it ends as cancelled)."""
+        return self._update(job_id, [Job.status == RUNNING], cancel_requested=True)
+
+    def requeue_dead(self, job: Job) -> bool:
+        """running (dead worker) -> queued, if nobody changed it since `job` was read."""
+        values: dict[str, Any] = {"status": QUEUED, "worker_id": None, "heartbeat_at": None}
+        values.update(iteration=0, preview_iteration=None, started_at=None)
+        return self._update(job.id, self._unchanged(job), **values)
+
+    def end_dead(self, job: Job, status: str, error: str | None = None) -> bool:
+        """running (dead worker) -> failed or cancelled, if unchanged since `job` was read."""
+        assert status in FINAL
+        values = {"status": status, "error": error, "finished_at": time.time()}
+        return self._update(job.id, self._unchanged(job), heartbeat_at=None, **values)
+
+    def set_fields(self, job_id: str, **values: Any) -> bool:
+        """Set plain fields (notification states) without a visible change."""
+        return self._update(job_id, [], version=Job.version, **values)
+
+    def delete(self, job_id: str) -> bool:
+        """Remove the record."""
+        with self.session() as s:
+            result = s.execute(delete(Job).where(Job.id == job_id))
+            return bool(getattr(result, "rowcount", 0))
+
+    def running(self) -> list[Job]:
+        """Every running job (for the dead-worker check)."""
+        with self.session() as s:
+            return list(s.scalars(select(Job).where(Job.status == RUNNING)))
+
+    @staticmethod
+    def _owned(worker_id: str) -> list[Any]:
+        return [Job.status == RUNNING, Job.worker_id == worker_id]
+
+    @staticmethod
+    def _unchanged(job: Job) -> list[Any]:
+        beat = Job.heartbeat_at
+        same_beat = beat.is_(None) if job.heartbeat_at is None else beat == job.heartbeat_at
+        return [Job.status == RUNNING, Job.version == job.version, same_beat]

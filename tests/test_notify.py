@@ -1,0 +1,337 @@
+"""E-mail through a real SMTP server on 127.0.0.1 (aiosmtpd), signed webhooks to a local HTTP
+server, retries with backoff, and header injection."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import hmac
+import io
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from PIL import Image
+from test_jobs import jobs_config, serving, submit, wait_for
+
+import api.jobs.notify as notify
+from api.jobs.notify import (
+    SIGNATURE_HEADER,
+    Notice,
+    Notifier,
+    PermanentError,
+    build_email,
+    check_public_host,
+    post_webhook,
+    send_email,
+    webhook_request,
+)
+from api.jobs.service import JobService
+from api.jobs.store import FAILED
+from engine import ModelCache, Settings
+
+
+class Inbox:
+    """aiosmtpd handler keeping every message; answers 451 (try later) to the first `busy`."""
+
+    def __init__(self, busy: int = 0):
+        self.envelopes: list[Any] = []
+        self.busy = busy
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.busy:
+            self.busy -= 1
+            return "451 4.3.0 busy, try again later"
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+    def message(self, index: int = 0) -> EmailMessage:
+        raw = self.envelopes[index].content
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox, port = Inbox(busy=1), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+def smtp_config(out: Path, port: int, **overrides: Any) -> Any:
+    return jobs_config(
+        out,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_security="none",
+        smtp_sender="text2art <art@example.org>",
+        public_url="https://art.example.org/",
+        **overrides,
+    )
+
+
+def test_result_email_with_png_and_mp4_over_real_smtp(
+    smtp: tuple[Inbox, int], tmp_path: Path, models: ModelCache
+) -> None:
+    inbox, port = smtp
+    with serving(smtp_config(tmp_path, port), models) as client:
+        job = submit(client, iterations=10, make_video="true", email="Ada@Example.org")
+        done = wait_for(lambda: (j := client.get(f"/jobs/{job['id']}").json())["notifications"]
+                        ["email"] not in (None, "pending") and j)  # fmt: skip
+    assert done["status"] == "succeeded" and done["notifications"]["email"] == "sent"
+    assert len(inbox.envelopes) == 1  # the first try got 451 and was retried
+    assert inbox.envelopes[0].rcpt_tos == ["Ada@example.org"]  # normalised domain
+    msg = inbox.message()
+    assert msg["To"] == "Ada@example.org" and msg["From"] == "text2art <art@example.org>"
+    assert msg["Subject"] == 'text2art: "a castle" is ready'
+    body = msg.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "Prompt: a castle" in text and "pixel art, draft, square" in text
+    assert f"Attached: {job['id']}.png, {job['id']}.mp4." in text
+    assert f"Job: https://art.example.org/jobs/{job['id']}" in text
+    files = {part.get_filename(): part for part in msg.iter_attachments()}
+    assert set(files) == {f"{job['id']}.png", f"{job['id']}.mp4"}
+    png = files[f"{job['id']}.png"]
+    assert png.get_content_type() == "image/png"
+    assert Image.open(io.BytesIO(png.get_content())).size == (32, 32)
+    mp4 = files[f"{job['id']}.mp4"]
+    assert mp4.get_content_type() == "video/mp4"
+    assert mp4.get_content() == (tmp_path / f"{job['id']}.mp4").read_bytes()
+
+
+def test_failure_email_says_why(smtp: tuple[Inbox, int], tmp_path: Path) -> None:
+    inbox, port = smtp
+    inbox.busy = 0
+    service = JobService(smtp_config(tmp_path, port))
+    try:
+        settings = Settings.create(prompts="a castle", style="pixel art", size=(32, 32)).resolve()
+        job, _ = service.submit("1" * 32, settings, {}, email="ada@example.org")
+        assert service.store.claim(job.id, "me") is not None
+        service.store.finish(job.id, "me", FAILED, error="the GPU ran out of memory; try less")
+        service.notify(job.id)
+        wait_for(lambda: inbox.envelopes)
+    finally:
+        service.stop()
+    msg = inbox.message()
+    assert msg["Subject"] == 'text2art: "a castle" failed'
+    assert not list(msg.iter_attachments())
+    body = msg.get_body(("plain",))
+    assert body is not None
+    assert "could not be made: the GPU ran out of memory; try less" in body.get_content()
+
+
+def test_prompt_cannot_inject_headers(smtp: tuple[Inbox, int], tmp_path: Path) -> None:
+    inbox, port = smtp
+    inbox.busy = 0
+    prompt = "a castle\r\nBcc: victim@example.org\r\nX-Evil: 1\n\nhello"
+    notice = Notice("2" * 32, "succeeded", prompt, "pixel art", {"job": "https://x/jobs/2"})
+    msg = build_email(notice, "art@example.org", "ada@example.org", 1000)
+    assert msg["Subject"] == 'text2art: "a castle Bcc: victim@example.org X-Evil: 1 hello" is ready'
+    send_email(msg, smtp_config(tmp_path, port))
+    received = inbox.message()
+    assert inbox.envelopes[0].rcpt_tos == ["ada@example.org"]
+    assert received["Bcc"] is None and received["X-Evil"] is None
+    assert "\n" not in received["Subject"] and "\r" not in received["Subject"]
+    with pytest.raises(ValueError):  # EmailMessage itself refuses a header with a line break
+        EmailMessage()["Subject"] = prompt
+
+
+def test_large_files_are_linked_not_attached(tmp_path: Path) -> None:
+    (tmp_path / "j.png").write_bytes(b"\x89PNG small")
+    (tmp_path / "j.mp4").write_bytes(b"\0" * 5000)
+    files = {"png": tmp_path / "j.png", "mp4": tmp_path / "j.mp4"}
+    links = {"job": "https://x/jobs/j", "video": "https://x/outputs/j.mp4"}
+    notice = Notice("j", "succeeded", "a castle", "pixel art", links, files=files)
+    msg = build_email(notice, "art@example.org", "ada@example.org", max_attachment=1000)
+    assert [part.get_filename() for part in msg.iter_attachments()] == ["j.png"]
+    body = msg.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "Attached: j.png." in text and "Video: https://x/outputs/j.mp4" in text
+
+
+class FakeSMTP:
+    """Records the calls `send_email` makes."""
+
+    calls: list[str] = []
+
+    def __init__(self, host: str, port: int, **kwargs: Any):
+        self.calls.append(f"{type(self).__name__} {host}:{port}")
+
+    def __enter__(self) -> FakeSMTP:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.calls.append("quit")
+
+    def starttls(self, **kwargs: Any) -> None:
+        self.calls.append("starttls")
+
+    def login(self, user: str, password: str) -> None:
+        self.calls.append(f"login {user} {password}")
+
+    def send_message(self, msg: EmailMessage) -> None:
+        self.calls.append(f"send {msg['To']}")
+
+
+class FakeSMTP_SSL(FakeSMTP):  # noqa: N801 (named after smtplib's class)
+    pass
+
+
+@pytest.mark.parametrize(
+    ("security", "user", "expected"),
+    [
+        (
+            "starttls",
+            "me",
+            ["FakeSMTP mail:587", "starttls", "login me pw", "send a@b.org", "quit"],
+        ),
+        ("ssl", "me", ["FakeSMTP_SSL mail:587", "login me pw", "send a@b.org", "quit"]),
+        ("none", None, ["FakeSMTP mail:587", "send a@b.org", "quit"]),
+    ],
+)
+def test_smtp_security_and_login(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, security: str, user: str | None,
+    expected: list[str],
+) -> None:  # fmt: skip
+    monkeypatch.setattr(notify.smtplib, "SMTP", FakeSMTP)
+    monkeypatch.setattr(notify.smtplib, "SMTP_SSL", FakeSMTP_SSL)
+    monkeypatch.setattr(FakeSMTP, "calls", [])
+    config = jobs_config(tmp_path, smtp_host="mail", smtp_security=security, smtp_user=user,
+                         smtp_password="pw")  # fmt: skip
+    msg = EmailMessage()
+    msg["To"] = "a@b.org"
+    send_email(msg, config)
+    assert FakeSMTP.calls == expected
+
+
+def run_notifier(send: Any, attempts: int = 3) -> tuple[str, int]:
+    """Deliver once with `send`; returns the final state and the number of tries."""
+    states: list[str] = []
+    done = threading.Event()
+    tries = [0]
+
+    def counted() -> None:
+        tries[0] += 1
+        send(tries[0])
+
+    notifier = Notifier(
+        attempts, 0.01, lambda kind, job_id, state: (states.append(state), done.set())
+    )
+    notifier.submit("email", "3" * 32, counted)
+    assert done.wait(10)
+    notifier.stop()
+    return states[0], tries[0]
+
+
+def test_notifier_retries_with_backoff_and_never_raises() -> None:
+    def flaky(n: int) -> None:
+        if n < 3:
+            raise OSError("connection refused")
+
+    def broken(n: int) -> None:
+        raise OSError("connection refused")
+
+    def refused(n: int) -> None:
+        raise PermanentError("the server refused the address")
+
+    assert run_notifier(flaky) == ("sent", 3)
+    assert run_notifier(broken) == ("failed after 3 tries: connection refused", 3)
+    assert run_notifier(refused) == ("failed: the server refused the address", 1)
+
+
+class Hooks(BaseHTTPRequestHandler):
+    """Records POSTs; answers with the next status of `server.statuses` (then 200)."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        server: Any = self.server
+        server.received.append((dict(self.headers), body))
+        status = server.statuses.pop(0) if server.statuses else 200
+        self.send_response(status)
+        if status == 302:
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hooks() -> Iterator[Any]:
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
+    server.received, server.statuses = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_webhook_is_signed_and_retried(hooks: Any, tmp_path: Path, models: ModelCache) -> None:
+    hooks.statuses = [500]
+    url = f"http://127.0.0.1:{hooks.server_address[1]}/hook"
+    config = jobs_config(tmp_path, webhook_secret="s3cret", webhook_allow_private=True)
+    with serving(config, models) as client:
+        job = submit(client, iterations=3, webhook_url=url)
+        done = wait_for(lambda: (j := client.get(f"/jobs/{job['id']}").json())["notifications"]
+                        ["webhook"] not in (None, "pending") and j)  # fmt: skip
+    assert done["notifications"]["webhook"] == "sent" and len(hooks.received) == 2
+    (first, _), (headers, body) = hooks.received
+    assert first["X-Text2Art-Delivery"] == headers["X-Text2Art-Delivery"]  # same delivery, again
+    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers[SIGNATURE_HEADER], expected)
+    assert headers["Content-Type"] == "application/json"
+    payload = json.loads(body)
+    assert payload["event"] == "job.finished" and payload["job"]["id"] == job["id"]
+    assert payload["job"]["status"] == "succeeded"
+    assert payload["job"]["links"]["image"].endswith(f"/outputs/{job['id']}.png")
+    assert "webhook_url" not in body.decode() and "delete_token" not in body.decode()
+
+
+def test_webhook_without_secret_has_no_signature(hooks: Any) -> None:
+    url = f"http://127.0.0.1:{hooks.server_address[1]}/hook"
+    post_webhook(webhook_request(url, {"event": "job.finished"}, None), 5, allow_private=True)
+    headers, body = hooks.received[0]
+    assert SIGNATURE_HEADER not in headers and json.loads(body) == {"event": "job.finished"}
+
+
+def test_webhook_refuses_private_hosts_redirects_and_4xx(hooks: Any) -> None:
+    url = f"http://127.0.0.1:{hooks.server_address[1]}/hook"
+    req = webhook_request(url, {"event": "job.finished"}, "s")
+    with pytest.raises(PermanentError, match="non-public address 127.0.0.1"):
+        post_webhook(req, 5, allow_private=False)
+    with pytest.raises(PermanentError, match="non-public"):
+        check_public_host("http://localhost/hook")
+    assert hooks.received == []
+    hooks.statuses = [302, 404, 503]
+    with pytest.raises(PermanentError, match="HTTP 302"):  # never follows a redirect
+        post_webhook(req, 5, allow_private=True)
+    with pytest.raises(PermanentError, match="HTTP 404"):
+        post_webhook(req, 5, allow_private=True)
+    with pytest.raises(OSError, match="HTTP 503"):  # retried by the notifier
+        post_webhook(req, 5, allow_private=True)
+    assert len(hooks.received) == 3
