@@ -274,9 +274,10 @@ def test_unknown_outputs_are_404(client: TestClient, path: str) -> None:
     assert r.status_code == 404 and "output" in r.json()["detail"]
 
 
-def test_root_redirects_to_docs_and_every_field_is_documented(client: TestClient) -> None:
+def test_root_is_the_web_page_and_every_field_is_documented(client: TestClient) -> None:
     r = client.get("/", follow_redirects=False)
-    assert r.status_code in (302, 307) and r.headers["location"] == "/docs"
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "<form" in r.text
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/generate"]["post"]["requestBody"]

@@ -1,0 +1,776 @@
+// The text2art page: the form, the job being made (live over SSE) and the gallery.
+
+import { api, setApiKey } from "./api.js";
+import { clockIn, formatBytes, formatDuration, formatSize, h, settingsSummary } from "./format.js";
+import { Gallery } from "./gallery.js";
+
+const $ = (selector) => document.querySelector(selector);
+const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+// Errors on fields the page has no control for are shown beside the closest one.
+const FIELD_ALIASES = { size: "scale", prompt: "prompts" };
+const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
+const EMPTY_TEXT = {
+  idle: "Your picture appears here as it is made.",
+  queued: "Waiting for its turn…",
+  running: "The first preview is on its way…",
+  failed: "No picture this time.",
+  cancelled: "No picture: the job was cancelled.",
+};
+
+const page = {
+  uploadLimit: DEFAULT_UPLOAD_LIMIT,
+  info: null,
+  retryTimer: null,
+};
+
+// ---------------------------------------------------------------- the form
+
+const form = $("#create-form");
+const promptBox = $("#prompts");
+
+function keywordPattern(word) {
+  const escaped = word.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`(^|[,|]\\s*|\\s)${escaped}(?=$|\\s*[,|])`, "i");
+}
+
+/** Append a style keyword to the prompt, or take it out again when it is already there. */
+function toggleKeyword(word) {
+  const text = promptBox.value.trim();
+  if (keywordPattern(word).test(text)) {
+    promptBox.value = text
+      .replace(keywordPattern(word), "")
+      .replace(/^[,\s]+|[,\s]+$/g, "")
+      .replace(/,\s*,/g, ",");
+  } else {
+    promptBox.value = text ? `${text.replace(/[,\s]+$/, "")}, ${word}` : word;
+  }
+  syncChips(); // focus stays on the chip, so a keyboard user can go on to the next one
+}
+
+function syncChips() {
+  for (const chip of document.querySelectorAll(".chip")) {
+    chip.setAttribute("aria-pressed", String(keywordPattern(chip.dataset.keyword).test(promptBox.value)));
+  }
+}
+
+/** The request body: empty optional fields are left out so the server's defaults apply. */
+function formData() {
+  const data = new FormData();
+  const value = (id) => $(`#${id}`).value.trim();
+  data.set("prompts", value("prompts"));
+  data.set("style", form.elements.style.value);
+  data.set("quality", value("quality"));
+  data.set("aspect", form.elements.aspect.value);
+  for (const name of ["seed", "iterations", "scale"]) {
+    if (value(name) !== "") data.set(name, value(name));
+  }
+  data.set("make_video", String($("#make_video").checked));
+  data.set("public", String($("#public").checked));
+  if (value("email")) data.set("email", value("email"));
+  const file = $("#init_image").files[0];
+  if (file) data.set("init_image", file, file.name);
+  return data;
+}
+
+function setRadio(name, value) {
+  if (value === undefined || value === null) return;
+  const wanted = String(value).toLowerCase();
+  for (const input of form.elements[name]) input.checked = input.value === wanted;
+}
+
+/** Put a job's (or a gallery item's) settings into the form. */
+function fillForm(s) {
+  if (!s) return;
+  if (s.prompts ?? s.prompt) promptBox.value = s.prompts ?? s.prompt;
+  setRadio("style", s.style);
+  setRadio("aspect", s.aspect);
+  if (s.quality) $("#quality").value = s.quality;
+  $("#seed").value = s.seed ?? "";
+  $("#iterations").value = s.iterations ?? "";
+  $("#scale").value = s.scale ?? "";
+  if (s.make_video !== undefined) $("#make_video").checked = Boolean(s.make_video);
+  if (s.seed !== undefined || s.iterations || s.scale) $("#advanced").open = true;
+  syncChips();
+  updateHints();
+}
+
+function updateHints() {
+  const info = page.info;
+  const quality = info?.qualities?.[$("#quality").value];
+  if (quality?.iterations) $("#iterations").placeholder = `${quality.iterations} (quality's default)`;
+  if (info?.default_scale) $("#scale").placeholder = `${info.default_scale} (default)`;
+  const base = info?.aspects?.[form.elements.aspect.value]?.base_size;
+  $("#size-hint").textContent = base ? ` (${formatSize(base)} at 1)` : "";
+  // Before a job exists, the empty canvas takes the chosen aspect's shape.
+  if (base && !view.job) $("#canvas").style.setProperty("--ar", String(base[0] / base[1]));
+}
+
+// ---------------------------------------------------------------- errors beside fields
+
+function clearErrors() {
+  for (const el of form.querySelectorAll(".field-error")) {
+    el.hidden = true;
+    el.textContent = "";
+  }
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+  for (const el of form.querySelectorAll(".field.has-error")) el.classList.remove("has-error");
+  hideAlert();
+}
+
+function fieldControl(name) {
+  return form.querySelector(`[name="${name}"]`) || document.getElementById(name);
+}
+
+/** Show each message beside its field; focus the first one. Unknown fields go to the alert. */
+function showFieldErrors(fields) {
+  const unplaced = [];
+  let first = null;
+  for (const [raw, message] of Object.entries(fields)) {
+    const name = FIELD_ALIASES[raw] || raw;
+    const slot = document.getElementById(`${name}-error`);
+    if (!slot) {
+      unplaced.push(raw === "form" ? message : `${raw}: ${message}`);
+      continue;
+    }
+    slot.textContent = raw === name ? message : `${raw}: ${message}`;
+    slot.hidden = false;
+    slot.closest(".field")?.classList.add("has-error");
+    const control = fieldControl(name);
+    control?.setAttribute("aria-invalid", "true");
+    const fold = slot.closest("details");
+    if (fold) fold.open = true;
+    first ||= control;
+  }
+  if (unplaced.length) showAlert(unplaced.join(" "));
+  first?.focus();
+}
+
+function showAlert(text, kind = "error") {
+  const alert = $("#form-alert");
+  alert.textContent = text;
+  alert.dataset.kind = kind;
+  alert.hidden = false;
+}
+
+function hideAlert() {
+  clearInterval(page.retryTimer);
+  $("#form-alert").hidden = true;
+}
+
+/** "The queue is full right now. Try again in 30 s (at 14:05)." with a live countdown. */
+function showRetry(err) {
+  const seconds = err.retryAfter;
+  if (seconds === null || seconds === undefined) {
+    showAlert(`${err.message} Please try again in a little while.`, "warning");
+    return;
+  }
+  const until = Date.now() + seconds * 1000;
+  const at = clockIn(seconds);
+  const render = () => {
+    const left = Math.ceil((until - Date.now()) / 1000);
+    if (left <= 0) {
+      clearInterval(page.retryTimer);
+      showAlert(`${err.message} You can try again now.`, "warning");
+      return;
+    }
+    showAlert(`${err.message} Please try again in ${formatDuration(left)} (at ${at}).`, "warning");
+  };
+  render();
+  clearInterval(page.retryTimer);
+  page.retryTimer = setInterval(render, 1000);
+}
+
+function showSubmitError(err) {
+  if (err.status === 422 && Object.keys(err.fields).length) {
+    showFieldErrors(err.fields);
+  } else if (err.status === 503 || err.status === 429) {
+    showRetry(err);
+  } else if (err.status === 401) {
+    $("#api-key-field").hidden = false;
+    showFieldErrors({ api_key: "Enter a valid API key for this server." });
+  } else {
+    showAlert(err.message);
+  }
+}
+
+// ---------------------------------------------------------------- the start image
+
+function checkUpload() {
+  const file = $("#init_image").files[0];
+  if (file && file.size > page.uploadLimit) {
+    showFieldErrors({
+      init_image: `This file is ${formatBytes(file.size)}; the limit is ${formatBytes(page.uploadLimit)}.`,
+    });
+    return false;
+  }
+  return true;
+}
+
+function showUpload() {
+  const input = $("#init_image");
+  const file = input.files[0];
+  const preview = $("#init-preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  $("#init_image-error").hidden = true;
+  input.closest(".field").classList.remove("has-error");
+  if (!file) {
+    preview.hidden = true;
+    preview.removeAttribute("src");
+    $("#init-text").innerHTML = "<strong>Choose an image</strong> or drop it here";
+    $("#init-clear").hidden = true;
+    return;
+  }
+  preview.src = URL.createObjectURL(file);
+  preview.alt = `Preview of the start image ${file.name}`;
+  preview.hidden = false;
+  $("#init-text").textContent = `${file.name} · ${formatBytes(file.size)}`;
+  $("#init-clear").hidden = false;
+  checkUpload();
+}
+
+function clearUpload() {
+  $("#init_image").value = "";
+  showUpload();
+  $("#init_image").focus();
+}
+
+// ---------------------------------------------------------------- submitting
+
+async function submit(event) {
+  event?.preventDefault();
+  clearErrors();
+  if (!checkUpload()) return;
+  const button = $("#submit");
+  button.disabled = true;
+  button.dataset.busy = "true";
+  try {
+    if (!$("#api-key-field").hidden) setApiKey($("#api_key").value.trim());
+    const job = await api.submit(formData());
+    rememberToken(job);
+    setJobInUrl(job.id);
+    view.start(job);
+    $("#job").scrollIntoView({ behavior: "smooth", block: "nearest" });
+  } catch (err) {
+    showSubmitError(err);
+  } finally {
+    button.disabled = false;
+    delete button.dataset.busy;
+  }
+}
+
+// The delete token (needed to cancel) is kept in this browser only, per job.
+const tokens = new Map();
+
+function rememberToken(job) {
+  if (!job.delete_token) return;
+  tokens.set(job.id, job.delete_token);
+  try {
+    localStorage.setItem(`text2art:token:${job.id}`, job.delete_token);
+  } catch {
+    // storage is off: the token lives as long as the page
+  }
+}
+
+function deleteToken(id) {
+  if (tokens.has(id)) return tokens.get(id);
+  try {
+    return localStorage.getItem(`text2art:token:${id}`);
+  } catch {
+    return null;
+  }
+}
+
+function parse(text) {
+  try {
+    const data = JSON.parse(text);
+    return data && typeof data === "object" ? data : {};
+  } catch {
+    return {};
+  }
+}
+
+
+
+function jobFromUrl() {
+  const params = new URLSearchParams(location.search);
+  return params.get("job") || new URLSearchParams(location.hash.slice(1)).get("job");
+}
+
+function setJobInUrl(id) {
+  const url = new URL(location.href);
+  url.hash = "";
+  if (id) url.searchParams.set("job", id);
+  else url.searchParams.delete("job");
+  history.pushState({ job: id }, "", url);
+}
+
+// ---------------------------------------------------------------- the job being made
+
+/** Follows one job: opens its event stream, merges what arrives and redraws. */
+class JobView {
+  constructor(root) {
+    this.root = root;
+    this.job = null;
+    this.source = null;
+    this.pollTimer = null;
+    this.previewVersion = 0;
+    this.rate = null; // {iteration, time} of the first progress seen, for an ETA estimate
+    this.lastPolled = -1; // the iteration of the last poll, to refresh the preview when it moves
+    this.finished = null; // the id of the job whose end was handled
+    this.notice = null; // a message about this job that is not its error (a failed cancel)
+  }
+
+  /** Show a job the page just submitted. */
+  start(job) {
+    this.stop();
+    this.job = { status: "queued", ...job };
+    this.notice = null;
+    this.previewVersion = 0;
+    this.rate = null;
+    this.render();
+    if (this.job.status === "running" && this.job.progress?.iteration) {
+      this.newPreview({ iteration: this.job.progress.iteration }); // reopened mid-run
+    }
+    this.follow();
+  }
+
+  /** Show a job by id (reloading a job's URL). */
+  async open(id) {
+    this.stop();
+    try {
+      const job = await api.job(id);
+      fillForm(job.settings);
+      $("#public").checked = Boolean(job.public);
+      this.start(job);
+    } catch (err) {
+      this.job = null;
+      this.render();
+      showAlert(err.status === 404 ? "That job no longer exists." : err.message);
+    }
+  }
+
+  reset() {
+    this.stop();
+    this.job = null;
+    this.render();
+  }
+
+  stop() {
+    this.source?.close();
+    this.source = null;
+    clearTimeout(this.pollTimer);
+  }
+
+  follow() {
+    if (!this.job || FINAL.has(this.job.status)) return;
+    if (!("EventSource" in window)) {
+      this.poll();
+      return;
+    }
+    // The browser reconnects by itself, sending Last-Event-ID so the server resumes.
+    const source = new EventSource(this.job.links?.events || api.eventsUrl(this.job.id));
+    this.source = source;
+    for (const type of ["status", "position", "progress", "preview", "deleted"]) {
+      source.addEventListener(type, (event) => this.onEvent(type, parse(event.data)));
+    }
+    source.onerror = () => {
+      // Closed for good (e.g. 204 after the end): ask for the state instead.
+      if (source.readyState === EventSource.CLOSED && this.source === source) this.poll();
+    };
+  }
+
+  /** One server event: `status` (the whole job), `position`, `progress`, `preview`, `deleted`. */
+  onEvent(type, data) {
+    if (!this.job) return;
+    if (type === "status") this.merge(data);
+    else if (type === "position") this.merge({ status: "queued", ...data });
+    else if (type === "progress") this.onProgress(data);
+    else if (type === "preview") this.newPreview(data);
+    else if (type === "deleted") this.merge({ status: "failed", error: "This job was deleted." });
+    if (FINAL.has(this.job.status)) this.finish();
+  }
+
+  onProgress({ iteration, total, fraction, eta_seconds }) {
+    const status = FINAL.has(this.job.status) ? this.job.status : "running";
+    this.merge({ status, position: null, progress: { iteration, total, fraction }, eta_seconds });
+  }
+
+  merge(data) {
+    const { links, progress, ...rest } = data;
+    this.job = {
+      ...this.job,
+      ...rest,
+      links: { ...this.job.links, ...(links || {}) },
+      progress: progress ? { ...this.job.progress, ...progress } : this.job.progress,
+    };
+    this.render();
+  }
+
+  /** Load the new preview off-screen, then swap it in (no flash of an empty frame). */
+  newPreview(data) {
+    this.previewVersion = data.iteration ?? this.previewVersion + 1;
+    const base = data.url || this.job.links?.preview || api.previewUrl(this.job.id);
+    const url = `${base}${base.includes("?") ? "&" : "?"}v=${this.previewVersion}`;
+    const id = this.job.id;
+    const loader = new Image();
+    loader.onload = () => {
+      // Late answers for another job, or after the result is shown, are dropped.
+      if (this.job?.id !== id || this.job.status === "succeeded") return;
+      const img = $("#preview-image");
+      img.src = url;
+      img.hidden = false;
+      $("#empty-state").hidden = true;
+    };
+    loader.src = url;
+  }
+
+  /** The job ended: close the stream and fetch the full record (links, settings). */
+  async finish() {
+    const id = this.job.id;
+    if (this.finished === id) return;
+    this.finished = id;
+    this.stop();
+    let full = null;
+    try {
+      full = await api.job(id);
+    } catch {
+      // keep what the stream said
+    }
+    if (this.job?.id !== id) return; // the page moved on to another job meanwhile
+    if (full) this.merge(full);
+    else this.render();
+    if (this.job.status === "succeeded" && this.job.public) gallery.refresh();
+  }
+
+  async poll() {
+    const id = this.job.id;
+    try {
+      const job = await api.job(id);
+      if (this.job?.id !== id) return;
+      const moved = job.status === "running" && job.progress?.iteration > this.lastPolled;
+      this.lastPolled = job.progress?.iteration ?? -1;
+      this.merge(job);
+      if (moved) this.newPreview({ iteration: this.lastPolled });
+      if (FINAL.has(job.status)) {
+        this.finish();
+        return;
+      }
+    } catch {
+      // a blip: try again
+    }
+    this.pollTimer = setTimeout(() => this.poll(), 2000);
+  }
+
+  async cancel() {
+    const button = $("#cancel");
+    button.disabled = true;
+    button.textContent = "Cancelling…";
+    const id = this.job.id;
+    try {
+      const answer = await api.cancel(id, deleteToken(id));
+      if (this.job?.id === id) this.merge(answer);
+    } catch (err) {
+      if (this.job?.id !== id) return;
+      if (err.status === 409) {
+        this.finish(); // it ended meanwhile: show how
+        return;
+      }
+      this.notice = `Could not cancel: ${err.message}`;
+      this.render();
+    } finally {
+      button.disabled = false;
+      button.textContent = "Cancel";
+    }
+    if (this.job?.id === id && FINAL.has(this.job.status)) this.finish();
+  }
+
+  render() {
+    const job = this.job;
+    const state = job ? job.status : "idle";
+    this.root.dataset.state = state;
+    $("#empty-state").hidden = Boolean(job && (this.previewVersion || state === "succeeded"));
+    $("#empty-text").textContent = EMPTY_TEXT[state] || EMPTY_TEXT.idle;
+    $("#status-block").hidden = !job;
+    // Only the submitter (who holds the job's delete token) may cancel it.
+    $("#running-actions").hidden = !job || FINAL.has(state) || !deleteToken(job.id);
+    $("#result").hidden = state !== "succeeded";
+    this.renderBadge(state);
+    this.renderCanvas(job);
+    if (!job) {
+      $("#job-link").hidden = true;
+      return;
+    }
+    this.renderStatus(job);
+    this.renderResult(job);
+    const link = $("#job-link");
+    link.replaceChildren("Job ", h("a", { href: `?job=${encodeURIComponent(job.id)}`, text: job.id }));
+    link.hidden = false;
+  }
+
+  renderBadge(state) {
+    const labels = {
+      queued: "Queued",
+      running: "Running",
+      succeeded: "Done",
+      failed: "Failed",
+      cancelled: "Cancelled",
+    };
+    const badge = $("#job-badge");
+    badge.hidden = !labels[state];
+    badge.textContent = labels[state] || "";
+    badge.dataset.state = state;
+  }
+
+  renderCanvas(job) {
+    const size = job?.settings?.size;
+    const canvas = $("#canvas");
+    if (Array.isArray(size)) canvas.style.setProperty("--ar", String(size[0] / size[1]));
+    else canvas.style.removeProperty("--ar");
+    const pixel = job?.settings?.style === "pixel art" || form.elements.style.value === "pixel art";
+    canvas.classList.toggle("pixelated", Boolean(job) && pixel);
+    const prompt = job?.settings?.prompts || "your prompt";
+    $("#preview-image").alt = `Work in progress: ${prompt}`;
+    if (!job || job.status === "queued") {
+      $("#preview-image").hidden = true;
+      $("#preview-image").removeAttribute("src");
+    }
+    if (!job || job.status !== "succeeded") {
+      $("#result-image").hidden = true;
+      $("#result-image").removeAttribute("src");
+      $("#result-video").hidden = true;
+      $("#result-video").removeAttribute("src");
+    }
+  }
+
+  renderStatus(job) {
+    const text = $("#job-status");
+    const bar = $("#progress");
+    const detail = $("#progress-text");
+    const error = $("#job-error");
+    const fraction = progressFraction(job);
+    const pct = Math.floor(fraction * 100);
+    bar.hidden = FINAL.has(job.status);
+    bar.classList.toggle("indeterminate", job.status === "queued");
+    bar.setAttribute("aria-valuenow", String(job.status === "succeeded" ? 100 : pct));
+    $("#progress-bar").style.width = `${job.status === "succeeded" ? 100 : pct}%`;
+    detail.hidden = job.status !== "running";
+    const message = job.status === "failed" ? job.error || "The generation failed." : this.notice;
+    error.textContent = message || "";
+    error.hidden = !message;
+    text.textContent = statusText(job, pct);
+    if (job.status === "running") detail.textContent = this.progressDetail(job);
+    this.announce(job, pct);
+  }
+
+  /** Tell screen readers about a new state and every quarter of the way, not every tick. */
+  announce(job, pct) {
+    const step = job.status === "running" ? Math.floor(pct / 25) * 25 : null;
+    const key = `${job.id}:${job.status}:${job.position}:${step}`;
+    if (key === this.announced) return;
+    this.announced = key;
+    $("#job-announce").textContent = job.status === "running" ? `${step}% done` : statusText(job, pct);
+  }
+
+  progressDetail(job) {
+    const p = job.progress || {};
+    const parts = [];
+    if (p.total) parts.push(`iteration ${p.iteration ?? 0} of ${p.total}`);
+    const eta = job.eta_seconds ?? this.estimateEta(p);
+    if (eta !== null && eta !== undefined) parts.push(`about ${formatDuration(eta)} left`);
+    else parts.push("estimating time left…");
+    return parts.join(" · ");
+  }
+
+  estimateEta(p) {
+    if (!p.total || p.iteration === undefined) return null;
+    const now = Date.now();
+    if (!this.rate || p.iteration < this.rate.iteration) this.rate = { iteration: p.iteration, time: now };
+    const done = p.iteration - this.rate.iteration;
+    if (done < 2) return null;
+    const perStep = (now - this.rate.time) / 1000 / done;
+    return perStep * (p.total - p.iteration);
+  }
+
+  renderResult(job) {
+    if (job.status !== "succeeded") return;
+    const s = job.settings || {};
+    const links = job.links || {};
+    const image = $("#result-image");
+    const imageUrl = links.image || links.png;
+    if (imageUrl && image.getAttribute("src") !== imageUrl) {
+      image.onload = () => {
+        $("#preview-image").hidden = true;
+      };
+      image.src = imageUrl;
+    }
+    image.alt = `${s.prompts || "Generated art"}, as ${s.style || "art"} (seed ${s.seed ?? "unknown"})`;
+    image.hidden = !imageUrl;
+    const video = $("#result-video");
+    const videoUrl = links.video || links.mp4;
+    video.hidden = !videoUrl;
+    if (videoUrl && video.getAttribute("src") !== videoUrl) video.src = videoUrl;
+    video.setAttribute("aria-label", `Video of the making of ${s.prompts || "the picture"}`);
+    $("#result-prompt").textContent = s.prompts || "";
+    $("#result-seed").textContent = s.seed ?? "unknown";
+    $("#result-settings").textContent = settingsSummary(s);
+    $("#downloads").replaceChildren(...downloadLinks(job.id, links));
+  }
+}
+
+function progressFraction(job) {
+  const p = job.progress;
+  if (!p) return 0;
+  if (typeof p.fraction === "number") return Math.min(1, Math.max(0, p.fraction));
+  return p.total ? Math.min(1, (p.iteration || 0) / p.total) : 0;
+}
+
+function statusText(job, pct) {
+  const texts = {
+    queued: () => queueText(job.position),
+    running: () => (job.cancel_requested ? "Stopping…" : `Making your art: ${pct}%`),
+    succeeded: () => doneText(job),
+    failed: () => "This one did not work out.",
+    cancelled: () => "Cancelled. Nothing more will be made for this job.",
+  };
+  return (texts[job.status] || (() => `Status: ${job.status}`))();
+}
+
+function queueText(position) {
+  if (position === undefined || position === null) return "Waiting in the queue…";
+  if (position <= 0) return "In the queue: you are next.";
+  if (position === 1) return "In the queue: 1 job ahead of yours.";
+  return `In the queue: ${position} jobs ahead of yours.`;
+}
+
+/** Epoch seconds or an ISO string -> milliseconds (NaN when absent). */
+function toMillis(value) {
+  if (typeof value === "number") return value * 1000;
+  return value ? Date.parse(value) : NaN;
+}
+
+function doneText(job) {
+  const start = toMillis(job.started_at);
+  const end = toMillis(job.finished_at);
+  if (Number.isFinite(start) && Number.isFinite(end) && end >= start) {
+    return `Done in ${formatDuration((end - start) / 1000)}.`;
+  }
+  return "Done.";
+}
+
+const DOWNLOADS = [
+  ["image", "png", "PNG"],
+  ["video", "mp4", "MP4 video"],
+  ["svg", "svg", "SVG"],
+];
+
+/** Download links for every file the job made. */
+function downloadLinks(id, links) {
+  const anchors = [];
+  for (const [key, ext, label] of DOWNLOADS) {
+    const url = links[key] || links[ext];
+    if (!url) continue;
+    anchors.push(
+      h("a", { class: "button ghost small download", href: url, download: `text2art-${id}.${ext}` },
+        h("span", { "aria-hidden": "true", text: "↓" }), ` ${label}`),
+    );
+  }
+  return anchors;
+}
+
+// ---------------------------------------------------------------- start-up
+
+const view = new JobView($("#job"));
+const gallery = new Gallery({
+  onUse(settings) {
+    fillForm(settings);
+    form.scrollIntoView({ behavior: "smooth", block: "start" });
+    promptBox.focus({ preventScroll: true });
+    const note = $("#form-note");
+    note.textContent = "Settings loaded. Change anything you like, then create.";
+    note.hidden = false;
+  },
+});
+
+async function loadInfo() {
+  try {
+    const info = await api.info();
+    page.info = info;
+    const limit = info.limits?.max_upload_bytes ?? info.max_upload_bytes ?? info.upload?.max_bytes;
+    if (Number.isFinite(limit)) page.uploadLimit = limit;
+    for (const input of form.elements.style) {
+      const available = !Array.isArray(info.styles) || info.styles.includes(input.value);
+      input.disabled = !available;
+      input.closest(".choice").title = available ? "" : "Not installed on this server";
+    }
+    const styles = [...form.elements.style];
+    if (styles.find((input) => input.checked)?.disabled) {
+      const first = styles.find((input) => !input.disabled);
+      if (first) first.checked = true;
+    }
+    if (info.api_key_required) $("#api-key-field").hidden = false;
+    // A server without SMTP says so; then the page does not offer e-mail at all.
+    if (info.email_enabled === false) $('[data-field="email"]').hidden = true;
+  } catch {
+    // the page works with its defaults
+  }
+  $("#upload-limit").textContent = formatBytes(page.uploadLimit);
+  updateHints();
+}
+
+function wire() {
+  form.addEventListener("submit", submit);
+  for (const chip of document.querySelectorAll(".chip")) {
+    chip.addEventListener("click", () => toggleKeyword(chip.dataset.keyword));
+  }
+  promptBox.addEventListener("input", syncChips);
+  promptBox.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
+  });
+  $("#quality").addEventListener("change", updateHints);
+  for (const input of form.elements.aspect) input.addEventListener("change", updateHints);
+  $("#init_image").addEventListener("change", showUpload);
+  $("#init-clear").addEventListener("click", clearUpload);
+  $("#cancel").addEventListener("click", () => view.cancel());
+  $("#again-seed").addEventListener("click", () => {
+    $("#seed").value = view.job?.settings?.seed ?? "";
+    form.requestSubmit();
+  });
+  $("#new-seed").addEventListener("click", () => {
+    $("#seed").value = "";
+    form.requestSubmit();
+  });
+  window.addEventListener("popstate", () => {
+    const id = jobFromUrl();
+    if (id) view.open(id);
+    else view.reset();
+  });
+  wireDrop();
+}
+
+/** Dropping an image anywhere on the upload box chooses it. */
+function wireDrop() {
+  const drop = $(".upload-drop");
+  const input = $("#init_image");
+  drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    drop.classList.add("dragging");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("dragging");
+    if (event.dataTransfer?.files?.length) {
+      input.files = event.dataTransfer.files;
+      showUpload();
+    }
+  });
+}
+
+wire();
+syncChips();
+loadInfo();
+gallery.refresh();
+const initialJob = jobFromUrl();
+if (initialJob) view.open(initialJob);
+else view.render();
+document.documentElement.dataset.ready = "true";

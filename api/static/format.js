@@ -1,0 +1,71 @@
+// Small formatting helpers shared by the page's modules.
+
+/** 10485760 -> "10 MB". */
+export function formatBytes(bytes) {
+  if (!Number.isFinite(bytes)) return "";
+  const units = ["bytes", "KB", "MB", "GB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const shown = unit === 0 ? value : Math.round(value * 10) / 10;
+  return `${shown} ${units[unit]}`;
+}
+
+/** 83 -> "1 min 23 s"; 7 -> "7 s". */
+export function formatDuration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return s % 60 ? `${m} min ${s % 60} s` : `${m} min`;
+  const h = Math.floor(m / 60);
+  return m % 60 ? `${h} h ${m % 60} min` : `${h} h`;
+}
+
+/** The wall-clock time `seconds` from now, e.g. "14:05". */
+export function clockIn(seconds) {
+  const when = new Date(Date.now() + seconds * 1000);
+  return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/** [640, 360] or "640x360" -> "640 × 360". */
+export function formatSize(size) {
+  if (Array.isArray(size) && size.length === 2) return `${size[0]} × ${size[1]}`;
+  if (typeof size === "string" && size) return size.replace(/x/i, " × ");
+  return "";
+}
+
+/** An ISO timestamp as a short local date and time. */
+export function formatDate(value) {
+  if (!value) return "";
+  const date = new Date(typeof value === "number" ? value * 1000 : value);
+  if (Number.isNaN(date.getTime())) return String(value);
+  return date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+}
+
+/** "pixel art · draft · square · 120 × 120 · 20 iterations" from job settings. */
+export function settingsSummary(s) {
+  if (!s) return "";
+  const parts = [s.style, s.quality, s.aspect, formatSize(s.size)];
+  if (s.iterations) parts.push(`${s.iterations} iterations`);
+  if (s.scale) parts.push(`scale ${s.scale}`);
+  return parts.filter(Boolean).join(" · ");
+}
+
+/** Create an element with attributes and children in one call. */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = value;
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) el.append(child);
+  }
+  return el;
+}

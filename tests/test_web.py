@@ -1,0 +1,316 @@
+"""The web page in a real browser: Playwright drives Debian's Chromium against a real uvicorn
+serving `create_app` with the tiny models. Screenshots go to `test-output/web/`."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "web"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 30_000
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+)
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"{CHROMIUM} is missing (apt-get install chromium); `.ci/run` installs it",
+        allow_module_level=True,
+    )
+
+
+class Server:
+    """uvicorn serving `app` on 127.0.0.1 and a free port, in a background thread."""
+
+    def __init__(self, app: Any):
+        import uvicorn
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive(), "uvicorn did not start"
+            assert time.monotonic() < deadline, "uvicorn took more than 30 s to start"
+            time.sleep(0.05)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def tiny_service_config(output_dir: Path) -> Any:
+    """The service on the tiny models: small, fast runs and frequent previews."""
+    from api.jobs.config import ServiceConfig
+
+    return ServiceConfig(
+        output_dir=output_dir,
+        clip_models=["tiny-random"],
+        vqgan_model="tiny-random",
+        cutouts=2,
+        device="cpu",
+        preload=False,
+        preview_every=2,
+        progress_interval=0.1,
+        rate_limit=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory, models: Any) -> Iterator[str]:
+    from api.app import create_app
+
+    app = create_app(tiny_service_config(tmp_path_factory.mktemp("web-service")), models=models)
+    with Server(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shots() -> Path:
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    SHOTS.mkdir(parents=True)
+    return SHOTS
+
+
+@pytest.fixture
+def page(browser: Any, base_url: str) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=base_url)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto("/")
+    page.wait_for_selector("html[data-ready]")
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+# Records every text the status line shows and every preview the page displays, so a test sees
+# each step of the job.
+RECORD = """() => {
+  window.statusLog = [];
+  window.previews = [];
+  const status = document.querySelector('#job-status');
+  new MutationObserver(() => window.statusLog.push(status.textContent))
+    .observe(status, {childList: true, characterData: true, subtree: true});
+  const preview = document.querySelector('#preview-image');
+  new MutationObserver(() => window.previews.push(preview.getAttribute('src')))
+    .observe(preview, {attributes: true, attributeFilter: ['src']});
+}"""
+
+
+def fill_form(page: Any, prompt: str, *, iterations: int, public: bool = False) -> None:
+    """A tiny pixel-art job: 40x40 at scale 0.3."""
+    page.get_by_label("Prompt", exact=True).fill(prompt)
+    page.get_by_role("radio", name=re.compile("Pixel art")).check()
+    page.locator("#advanced summary").click()
+    page.get_by_label("Iterations", exact=True).fill(str(iterations))
+    page.get_by_label("Scale", exact=True).fill("0.3")
+    page.get_by_label("Seed", exact=True).fill("3")
+    if public:
+        page.get_by_role("switch", name="Publish to the gallery").check()
+
+
+def wait_for_text(page: Any, selector: str, pattern: str) -> None:
+    """Wait until the element's text matches `pattern` (a JavaScript regular expression)."""
+    page.wait_for_function(
+        "([s, p]) => new RegExp(p).test(document.querySelector(s).textContent)",
+        arg=[selector, pattern],
+    )
+
+
+def natural_width(page: Any, selector: str) -> int:
+    return int(page.eval_on_selector(selector, "img => img.complete ? img.naturalWidth : 0"))
+
+
+def test_make_pixel_art_watch_it_progress_and_find_it_in_the_gallery(page: Any) -> None:
+    page.get_by_label("Prompt", exact=True).fill("a lighthouse")
+    page.get_by_role("button", name="artstation").click()
+    assert page.get_by_label("Prompt", exact=True).input_value() == "a lighthouse, artstation"
+    fill_form(page, "a lighthouse, artstation", iterations=30, public=True)
+    page.evaluate(RECORD)
+    page.get_by_role("button", name="Create art").click()
+
+    page.wait_for_function("document.querySelector('#result-image').naturalWidth > 0")
+    page.screenshot(path=str(SHOTS / "done.png"), full_page=True)
+    log = page.evaluate("window.statusLog")
+    assert any(re.search(r"\d+%", text) for text in log), log  # the progress text changed
+    assert log[-1].startswith("Done"), log
+    assert any(src and "preview.png" in src for src in page.evaluate("window.previews"))
+    assert page.locator("#job-badge").inner_text() == "Done"
+    assert page.locator("#result-seed").inner_text() == "3"
+    assert "pixel art" in page.locator("#result-settings").inner_text()
+    assert page.get_by_role("link", name=re.compile("PNG")).count() == 1
+    job_id = re.search(r"[?&]job=(\w+)", page.url)
+    assert job_id, page.url
+
+    tile = page.get_by_role("button", name=re.compile("a lighthouse, artstation"))
+    tile.wait_for()
+    assert natural_width(page, ".tile img") > 0
+    tile.click()
+    dialog = page.get_by_role("dialog")
+    assert "a lighthouse, artstation" in dialog.inner_text()
+    page.screenshot(path=str(SHOTS / "gallery-dialog.png"))
+    page.get_by_label("Prompt", exact=True).fill("something else")  # behind the dialog
+    dialog.get_by_role("button", name="Use these settings").click()
+    assert page.get_by_label("Prompt", exact=True).input_value() == "a lighthouse, artstation"
+
+    page.reload()  # the job's URL shows the same job
+    page.wait_for_function("document.querySelector('#result-image').naturalWidth > 0")
+    assert page.locator("#job-badge").inner_text() == "Done"
+    assert page.get_by_label("Prompt", exact=True).input_value() == "a lighthouse, artstation"
+
+    for button, seed in [("Again with this seed", "3"), ("New seed", "")]:
+        url = page.url
+        page.get_by_role("button", name=button).click()
+        page.wait_for_url(lambda new, old=url: new != old)  # a new job, in the address bar
+        assert page.get_by_label("Seed", exact=True).input_value() == seed
+        page.get_by_role("button", name="Cancel").click()  # free the worker for the next tests
+        wait_for_text(page, "#job-badge", "^Cancelled$")
+        page.go_back()  # the finished job again
+        wait_for_text(page, "#job-badge", "^Done$")
+
+
+@pytest.mark.parametrize("value", ["0", "999999"])
+def test_invalid_iterations_are_shown_beside_the_field(page: Any, value: str) -> None:
+    fill_form(page, "a castle", iterations=1)
+    page.get_by_label("Iterations", exact=True).fill(value)
+    page.get_by_role("button", name="Create art").click()
+    error = page.locator("#iterations-error")
+    error.wait_for(state="visible")
+    assert "iterations" not in page.url
+    assert error.inner_text().strip(), "a message that says what is allowed"
+    if value == "999999":
+        assert "5000" in error.inner_text()
+    assert page.get_by_label("Iterations", exact=True).get_attribute("aria-invalid") == "true"
+    assert page.locator("#job-badge").is_hidden()  # nothing was submitted
+    page.screenshot(path=str(SHOTS / f"invalid-{value}.png"))
+
+
+def test_cancel_while_running_and_while_queued(page: Any) -> None:
+    fill_form(page, "an endless staircase", iterations=3000)
+    page.get_by_role("button", name="Create art").click()
+    wait_for_text(page, "#job-status", "Making your art")
+
+    second = page.context.new_page()  # same browser: it knows the first job's delete token
+    second.goto("/")
+    second.wait_for_selector("html[data-ready]")
+    fill_form(second, "a queue of people", iterations=3000)
+    second.get_by_role("button", name="Create art").click()
+    wait_for_text(second, "#job-status", "you are next")
+    second.get_by_role("button", name="Cancel").click()
+    wait_for_text(second, "#job-badge", "^Cancelled$")
+    assert second.get_by_role("button", name="Cancel").is_hidden()
+    second.screenshot(path=str(SHOTS / "cancelled-queued.png"))
+    second.close()
+
+    page.get_by_role("button", name="Cancel").click()
+    wait_for_text(page, "#job-badge", "^Cancelled$")
+    assert "Cancelled" in page.locator("#job-status").inner_text()
+    assert page.get_by_role("button", name="Cancel").is_hidden()
+    page.screenshot(path=str(SHOTS / "cancelled-running.png"))
+
+
+def test_keyboard_adds_keywords_and_picks_choices(page: Any) -> None:
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("a fox")
+    prompt.focus()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # the first chip
+    page.keyboard.press("Tab")
+    page.keyboard.press("Space")  # the second
+    assert prompt.input_value() == "a fox, artstation, unreal engine"
+    page.keyboard.press("Space")  # pressed again: taken out
+    assert prompt.input_value() == "a fox, artstation"
+    page.get_by_role("radio", name=re.compile("Square")).focus()
+    page.keyboard.press("ArrowRight")
+    assert page.get_by_role("radio", name=re.compile("Wide")).is_checked()
+
+
+@pytest.mark.parametrize(("status", "words"), [(503, "queue is full"), (429, "too quickly")])
+def test_busy_answers_say_when_to_retry(page: Any, status: int, words: str) -> None:
+    def busy(route: Any) -> None:
+        body = '{"detail": "busy"}'
+        headers = {"Retry-After": "42", "Content-Type": "application/json"}
+        route.fulfill(status=status, body=body, headers=headers)
+
+    page.route("**/jobs", busy)
+    fill_form(page, "a castle", iterations=1)
+    page.get_by_role("button", name="Create art").click()
+    alert = page.locator("#form-alert")
+    alert.wait_for(state="visible")
+    assert words in alert.inner_text()
+    assert re.search(r"try again in 4[12] s \(at \d\d:\d\d", alert.inner_text()), alert.inner_text()
+
+
+# An 11 MB file made in the page (faster than sending one through the driver).
+HUGE_FILE = """input => {
+  const files = new DataTransfer();
+  files.items.add(new File([new Uint8Array(11 * 1024 * 1024)], 'huge.png', {type: 'image/png'}));
+  input.files = files.files;
+  input.dispatchEvent(new Event('change'));
+}"""
+
+
+def test_start_image_shows_a_preview_and_the_size_limit(page: Any) -> None:
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (16, 12), (200, 40, 90)).save(png, format="PNG")
+    upload = page.locator("#init_image")
+    assert "10 MB" in page.locator("#init_image-hint").inner_text()
+    upload.set_input_files({"name": "start.png", "mimeType": "image/png", "buffer": png.getvalue()})
+    page.wait_for_function("document.querySelector('#init-preview').naturalWidth === 16")
+    assert "start.png" in page.locator("#init-text").inner_text()
+
+    upload.evaluate(HUGE_FILE)
+    error = page.locator("#init_image-error")
+    error.wait_for(state="visible")
+    assert "limit is 10 MB" in error.inner_text()
+    page.get_by_role("button", name="Remove").click()
+    assert page.locator("#init-preview").is_hidden()
+    assert error.is_hidden()
+
+
+def test_phone_layout_has_no_horizontal_scroll(browser: Any, base_url: str) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, base_url=base_url)
+    page = context.new_page()
+    page.goto("/")
+    page.wait_for_selector("html[data-ready]")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    page.screenshot(path=str(SHOTS / "phone.png"), full_page=True)
+    context.close()
+    assert overflow <= 0

@@ -1,0 +1,208 @@
+"""The web page without a browser: it is served, its assets load, its controls are labelled and
+match the API's fields and the engine's choices."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from api.routes.web import STATIC_DIR, mount_web
+from engine.settings import ASPECTS, QUALITIES, STYLES
+
+# The fields of POST /jobs the page sends (the /generate form plus email and public).
+JOB_FIELDS = {
+    "prompts",
+    "style",
+    "quality",
+    "aspect",
+    "scale",
+    "seed",
+    "iterations",
+    "make_video",
+    "init_image",
+    "email",
+    "public",
+}
+KEYWORDS = [
+    "artstation",
+    "unreal engine",
+    "deviantart",
+    "#pixelart",
+    "pencil sketch",
+    "low poly",
+    "Thomas Kinkade",
+    "James Gurney",
+]
+CONTROLS = {"input", "select", "textarea"}
+VOID = {"input", "img", "br", "hr", "meta", "link", "source", "col", "area", "base", "wbr"}
+
+
+class Page(HTMLParser):
+    """Every element with its attributes, its text, and the labels that wrap it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[dict] = []
+        self._open: list[dict] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        labels = [e for e in self._open if e["tag"] == "label"]
+        element = {"tag": tag, "attrs": dict(attrs), "text": "", "in_label": bool(labels)}
+        self.elements.append(element)
+        if tag not in VOID:
+            self._open.append(element)
+
+    def handle_endtag(self, tag: str) -> None:
+        for i in range(len(self._open) - 1, -1, -1):
+            if self._open[i]["tag"] == tag:
+                del self._open[i:]
+                break
+
+    def handle_data(self, data: str) -> None:
+        for element in self._open:
+            element["text"] += data
+
+    def find(self, tag: str | None = None, **attrs: str) -> list[dict]:
+        """Elements with this tag (any when None) whose attributes include `attrs`."""
+        return [
+            e
+            for e in self.elements
+            if (tag is None or e["tag"] == tag)
+            and all(e["attrs"].get(k.rstrip("_")) == v for k, v in attrs.items())
+        ]
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    app = FastAPI()
+    mount_web(app)
+    return TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def page() -> Page:
+    parser = Page()
+    parser.feed((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
+    return parser
+
+
+def test_root_serves_the_page_uncached(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["cache-control"] == "no-cache"
+    assert '<form id="create-form"' in response.text
+    assert "<title>text2art" in response.text
+
+
+def local_assets(page: Page) -> set[str]:
+    """Every /static URL the page links to (stylesheet, scripts, icons, images)."""
+    urls = {e["attrs"].get("href") for e in page.find("link")}
+    urls |= {e["attrs"].get("src") for e in page.elements if e["tag"] in {"script", "img"}}
+    return {u for u in urls if u and u.startswith("/static/")}
+
+
+def test_every_asset_is_served_by_the_app_itself(client: TestClient, page: Page) -> None:
+    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)=["'](https?:)?//""", html), "no CDN or external asset"
+    types = {".css": "text/css", ".js": "javascript", ".svg": "image/svg+xml"}
+    assets = local_assets(page)
+    assert {"/static/style.css", "/static/app.js", "/static/favicon.svg"} <= assets
+    for url in assets:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert types[Path(url).suffix] in response.headers["content-type"], url
+        assert response.headers["cache-control"] == "no-cache"
+
+
+def test_every_module_import_resolves(client: TestClient) -> None:
+    scripts = sorted(STATIC_DIR.glob("*.js"))
+    assert scripts
+    for script in scripts:
+        source = script.read_text(encoding="utf-8")
+        assert "http://" not in source and "https://" not in source, script.name
+        for target in re.findall(r"""from\s+["'](\./[^"']+)["']""", source):
+            url = "/static/" + target.removeprefix("./")
+            assert client.get(url).status_code == 200, f"{script.name} imports {target}"
+
+
+def test_missing_static_file_is_404(client: TestClient) -> None:
+    assert client.get("/static/nope.js").status_code == 404
+    assert client.get("/static/../routes/web.py").status_code == 404
+
+
+def accessible_name(page: Page, element: dict) -> bool:
+    attrs = element["attrs"]
+    if attrs.get("aria-label") or element["in_label"]:
+        return True
+    if attrs.get("aria-labelledby"):
+        return all(page.find(id=i) for i in attrs["aria-labelledby"].split())
+    return bool(attrs.get("id") and page.find("label", for_=attrs["id"]))
+
+
+def test_every_control_is_labelled(page: Page) -> None:
+    controls = [e for e in page.elements if e["tag"] in CONTROLS]
+    assert len(controls) >= len(JOB_FIELDS)
+    unlabelled = [e["attrs"] for e in controls if not accessible_name(page, e)]
+    assert unlabelled == []
+    buttons = page.find("button")
+    assert all(b["text"].strip() or b["attrs"].get("aria-label") for b in buttons)
+
+
+def test_every_image_has_alt_text(page: Page) -> None:
+    images = page.find("img")
+    assert images
+    assert all("alt" in img["attrs"] for img in images)
+
+
+def test_form_sends_every_job_field_and_leaves_validation_to_the_server(page: Page) -> None:
+    form = page.find("form", id="create-form")[0]
+    assert "novalidate" in form["attrs"], "422 messages beside fields need the server to check"
+    names = {e["attrs"].get("name") for e in page.elements if e["tag"] in CONTROLS}
+    assert names >= JOB_FIELDS
+    for field in JOB_FIELDS:  # a slot beside each field for its 422 message
+        assert page.find("p", id=f"{field}-error"), field
+
+
+def test_choices_match_the_engine(page: Page) -> None:
+    styles = [e["attrs"]["value"] for e in page.find("input", name="style")]
+    aspects = [e["attrs"]["value"] for e in page.find("input", name="aspect")]
+    qualities = [e["attrs"]["value"] for e in page.find("option") if "value" in e["attrs"]]
+    assert sorted(styles) == sorted(STYLES)
+    assert sorted(aspects) == sorted(ASPECTS)
+    assert qualities == list(QUALITIES)
+
+
+def test_keyword_chips_are_the_articles_modifiers(page: Page) -> None:
+    chips = [e for e in page.find("button") if "chip" in e["attrs"].get("class", "").split()]
+    assert [c["attrs"]["data-keyword"] for c in chips] == KEYWORDS
+    assert all(c["attrs"].get("type") == "button" for c in chips)  # never submit the form
+
+
+def test_advanced_fold_holds_seed_iterations_and_scale(page: Page) -> None:
+    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    fold = html[html.index('<details class="advanced"') : html.index("</details>")]
+    for name in ("seed", "iterations", "scale"):
+        assert f'name="{name}"' in fold
+
+
+def test_the_service_serves_the_page_and_accepts_every_field_it_sends(tmp_path: Path) -> None:
+    from api.app import create_app
+    from api.jobs.config import ServiceConfig
+
+    config = ServiceConfig(output_dir=tmp_path, preload=False, run_worker_in_process=False)
+    client = TestClient(create_app(config))  # no lifespan: nothing runs, only routes are read
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code == 200, "create_app must call mount_web (no /docs redirect)"
+    assert '<form id="create-form"' in response.text
+    assert client.get("/static/app.js").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/" not in schema["paths"]
+    body = schema["paths"]["/jobs"]["post"]["requestBody"]["content"]
+    ref = body["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert set(schema["components"]["schemas"][ref]["properties"]) >= JOB_FIELDS
