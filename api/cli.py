@@ -150,7 +150,7 @@ def _generate_command() -> click.Command:
     )
 
 
-def build_cli() -> click.Group:
+def build_cli() -> Any:
     """The click group: typer sub-commands plus `generate`, whose flags come from Settings."""
     from api.cli_models import models_app
 
@@ -175,9 +175,14 @@ def build_cli() -> click.Group:
         from api.serve import serve as run_service
 
         run_service(host, port, share)
-    group = typer.main.get_group(app)
+
+    from api.cli_worker import register as register_worker
+
+    register_worker(app)
+    group: Any = typer.main.get_group(app)
+    # typer >= 0.29 runs on its own copy of click; a plain click command still plugs in.
     group.add_command(_generate_command())
-    return group
+    return group  # type: ignore[no-any-return]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -185,14 +190,25 @@ def main(argv: list[str] | None = None) -> None:
     group = build_cli()
     try:
         group.main(args=argv, prog_name="text2art", standalone_mode=False)
-    except click.exceptions.Exit as exc:  # --help, --version
-        raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Abort:
+    except Exception as exc:  # noqa: BLE001 - click's and typer's click's exceptions alike
+        _exit_for(exc)
+
+
+def _exit_for(exc: Exception) -> typing.NoReturn:
+    """Map a click exception (from click or typer's own copy of it) to one line and an exit code.
+
+    The two copies share class names and attributes but not classes, so match by name.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "Exit" in names:  # --help, --version, typer.Exit
+        raise SystemExit(getattr(exc, "exit_code", 0)) from None
+    if "Abort" in names:
         _fail("aborted", code=130)
-    except click.UsageError as exc:
-        _fail(exc.format_message().splitlines()[0])
-    except click.ClickException as exc:
-        _fail(exc.format_message(), code=exc.exit_code)
+    if "UsageError" in names:
+        _fail(str(exc.format_message()).splitlines()[0])  # type: ignore[attr-defined]
+    if "ClickException" in names:
+        _fail(exc.format_message(), code=exc.exit_code)  # type: ignore[attr-defined]
+    raise exc
 
 
 if __name__ == "__main__":

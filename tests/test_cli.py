@@ -48,7 +48,8 @@ def test_from_png_reproduces(tmp_path: Path, capsys) -> None:
     first = tmp_path / "first.png"
     args = ["generate", "a dog", "--style", "pixel", "--iterations", "2", *FAST]
     assert run([*args, "--out", str(first)], capsys)[0] == 0  # random seed, reported
-    code, stdout, _ = run(["generate", "--from", str(first), "--out", str(tmp_path / "b.png")], capsys)
+    again = ["generate", "--from", str(first), "--out", str(tmp_path / "b.png")]
+    code, stdout, _ = run(again, capsys)
     assert code == 0
     assert first.read_bytes() == (tmp_path / "b.png").read_bytes()
 
@@ -67,6 +68,21 @@ def test_from_png_reproduces(tmp_path: Path, capsys) -> None:
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, capsys) -> None:
     code, _, err = run(["generate", "a cat", "--style", "pixel art", *args], capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nosuch"], "error: No such command 'nosuch'"),
+        (["models", "list", "--bogus"], "error: No such option: --bogus"),
+        (["serve", "--port", "x"], "error: Invalid value for '--port'"),
+    ],
+)
+def test_usage_errors_of_every_command_are_one_line(args, message, capsys) -> None:
+    code, _, err = run(args, capsys)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), err
