@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--clip-model", default="ViT-B/32:random")
     ap.add_argument("--aspect", default="square")
     ap.add_argument("--iterations", type=int, default=None)
-    ap.add_argument("--clip-precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    ap.add_argument("--clip-precision", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--qualities", nargs="+", default=None, choices=list(QUALITY))
     args = ap.parse_args()
     device = torch.device(args.device)

@@ -22,30 +22,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.iteration import peak_mib, reset_peak  # noqa: E402
 from engine.drawers import painting  # noqa: E402
 from engine.raster import RasterOptions, flat_samples, render_strokes  # noqa: E402
 
 FULL_STROKES = [64, 256, 1024, 2048]
 FULL_SIZES = ["224x224", "400x224", "640x352"]
-
-
-def reset_peak(device: torch.device) -> None:
-    """Start a new peak-memory window (CUDA allocator, or the process's peak RSS on Linux)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_mib(device: torch.device) -> float:
-    """Peak memory since `reset_peak`: CUDA allocated bytes, or peak RSS on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> float:

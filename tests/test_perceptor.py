@@ -142,12 +142,12 @@ def test_weights_signs_and_stops(tiny: ClipModel) -> None:
 
 def test_bfloat16_autocast_matches_float32(tiny: ClipModel) -> None:
     x = torch.rand(2, 3, 32, 32)
-    full = tiny.encode_image(x)  # "auto" is float32 on the CPU
+    full = tiny.encode_image(x)  # float32 by default
     tiny.precision = "bfloat16"
     try:
         half = tiny.encode_image(x)
     finally:
-        tiny.precision = "auto"
+        tiny.precision = "float32"
     assert half.dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(full, half).min() > 0.99
     assert not torch.equal(full, half)
@@ -156,7 +156,7 @@ def test_bfloat16_autocast_matches_float32(tiny: ClipModel) -> None:
 def test_unknown_precision_is_refused(tiny: ClipModel) -> None:
     tiny.precision = "float8"
     try:
-        with pytest.raises(ValueError, match="auto, float32 or bfloat16"):
+        with pytest.raises(ValueError, match="float32 or bfloat16"):
             tiny.encode_image(torch.rand(1, 3, 32, 32))
     finally:
-        tiny.precision = "auto"
+        tiny.precision = "float32"
