@@ -35,17 +35,6 @@ NET2NET = "taming.models.cond_transformer.Net2NetTransformer"
 # Where a Net2NetTransformer checkpoint keeps the VQGAN.
 NET2NET_PREFIX = "first_stage_model."
 
-# Downsampling factor of every registry checkpoint, so sizes resolve without loading weights.
-FACTORS: dict[str, int] = {
-    "imagenet_f16_16384": 16,
-    "imagenet_f16_1024": 16,
-    "openimages_f8_8192": 8,
-    "wikiart_16384": 16,
-    "wikiart_1024": 16,
-    "sflckr": 16,
-}
-
-
 # With decoder checkpointing, levels 0..RECOMPUTED_LEVELS (the high-resolution ones) recompute
 # their activations in backward.
 RECOMPUTED_LEVELS = 2
@@ -430,12 +419,14 @@ def _init_random_(model: nn.Module, generator: torch.Generator) -> None:
 
 def vqgan_factor(name: str) -> int:
     """Downsampling factor f of a named VQGAN, without loading it."""
+    from engine.weights import VQGAN_MODELS  # the registry knows f: sizes resolve offline
+
     if name == TINY:
         return TINY_CONFIG.factor
-    if name not in FACTORS:
-        choices = ", ".join([TINY, *FACTORS])
+    if name not in VQGAN_MODELS:
+        choices = ", ".join([TINY, *VQGAN_MODELS])
         raise ValueError(f"unknown VQGAN model {name!r}; choose one of {choices}")
-    return FACTORS[name]
+    return VQGAN_MODELS[name].factor
 
 
 def load_named_vqgan(name: str, device: torch.device | str = "cpu") -> VQGAN:

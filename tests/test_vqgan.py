@@ -8,7 +8,6 @@ import os
 import pickle
 import subprocess
 import sys
-import types
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -119,12 +118,12 @@ def test_factors() -> None:
         vqgan_factor("nope")
 
 
-def test_factors_agree_with_the_weights_registry() -> None:
-    weights = pytest.importorskip("engine.weights")
-    registry = getattr(weights, "VQGAN_MODELS", None)
-    if registry is None:
-        pytest.skip("engine.weights has no VQGAN_MODELS table")
-    assert {name: entry.factor for name, entry in registry.items()} == vq.FACTORS
+def test_factors_come_from_the_weights_registry() -> None:
+    from engine.weights import VQGAN_MODELS
+
+    assert vqgan_factor("imagenet_f16_16384") == 16
+    assert vqgan_factor("openimages_f8_8192") == 8
+    assert all(vqgan_factor(name) == entry.factor for name, entry in VQGAN_MODELS.items())
 
 
 def test_encode_decode_shapes() -> None:
@@ -189,9 +188,9 @@ def test_named_model_goes_through_the_weights_registry(
         calls.append(name)
         return config, ckpt
 
-    fake = types.ModuleType("engine.weights")
-    fake.vqgan_paths = vqgan_paths  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "engine.weights", fake)
+    import engine.weights
+
+    monkeypatch.setattr(engine.weights, "vqgan_paths", vqgan_paths)
     model = load_named_vqgan("wikiart_1024")
     assert calls == ["wikiart_1024"]
     assert torch.equal(model.codebook, source.codebook)
