@@ -54,7 +54,10 @@ def _collect(ctx: click.Context, prompt: str | None, params: dict[str, Any]) -> 
     values: dict[str, Any] = {}
     source = params.pop("from_png")
     if source:
-        values = read_png_settings(source)
+        try:
+            values = read_png_settings(source)
+        except (OSError, ValueError) as exc:
+            _fail(f"--from: {exc}")
     for name, value in params.items():
         given = ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
         if given and value not in (None, ()):
@@ -110,8 +113,14 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
     except RuntimeError as exc:  # missing weights, H.264 encoder, out of memory: one line
         bar.close()
         _fail(str(exc).splitlines()[0], code=1)
+    except KeyboardInterrupt:
+        bar.close()
+        _fail("interrupted", code=130)
     bar.close()
-    _write_outputs(result, out_path)
+    try:
+        _write_outputs(result, out_path)
+    except OSError as exc:
+        _fail(f"cannot write {out_path}: {exc.strerror or exc}", code=1)
 
 
 def _write_outputs(result: Any, out_path: Path) -> None:

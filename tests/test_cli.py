@@ -88,6 +88,24 @@ def test_usage_errors_of_every_command_are_one_line(args, message, capsys) -> No
     assert len(lines) == 1 and lines[0].startswith(message), err
 
 
+def test_from_a_foreign_or_missing_png_is_one_line(tmp_path: Path, capsys) -> None:
+    foreign = tmp_path / "foreign.png"
+    Image.new("RGB", (4, 4)).save(foreign)
+    code, _, err = run(["generate", "--from", str(foreign)], capsys)
+    assert code == 2 and err.strip().startswith("error: --from:") and "no text2art settings" in err
+    code, _, err = run(["generate", "--from", str(tmp_path / "none.png")], capsys)
+    assert code == 2 and err.strip().startswith("error: --from:") and len(err.splitlines()) == 1
+
+
+def test_unwritable_output_is_one_line(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where a directory should be
+    args = ["generate", "a cat", "--style", "pixel art", "--iterations", "1", *FAST]
+    code, _, err = run([*args, "--out", str(blocker / "a.png")], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert f"error: cannot write {blocker / 'a.png'}" in err
+
+
 def test_empty_prompt_and_missing_prompt(capsys) -> None:
     code, _, err = run(["generate", "  ", "--style", "pixel art"], capsys)
     assert code == 2 and "error: prompts: the prompt is empty" in err
