@@ -96,14 +96,16 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
         )
     video = out_path.with_suffix(".mp4") if settings.make_video else None
     bar = tqdm(total=settings.iterations, unit="it", dynamic_ncols=True, file=sys.stderr)
-    started = time.perf_counter()
+    stamps: list[float] = []
 
     def on_step(step: Any) -> None:
         bar.set_postfix(loss=f"{step.loss:.3f}", refresh=False)
         bar.update(1)
-        if device.type == "cpu" and step.iteration == 3:
-            per_it = (time.perf_counter() - started) / 3
-            bar.write(f"estimated time on CPU: about {per_it * step.total:.0f} s", file=sys.stderr)
+        stamps.append(time.perf_counter())
+        # The first iterations pay for warm-up: estimate from iterations 2 to 5.
+        if device.type == "cpu" and step.iteration == 5 < step.total:
+            left = (stamps[4] - stamps[1]) / 3 * (step.total - 5)
+            bar.write(f"estimated time left on CPU: about {left:.0f} s", file=sys.stderr)
 
     try:
         result = generate(settings, on_step=on_step, video_path=video)
