@@ -304,6 +304,8 @@ def test_info_health_and_ready(client: TestClient) -> None:
     assert "clip:tiny-random@cpu" in info["models_loaded"]
     assert info["overrides"]["clip_models"] == ["tiny-random"]
     assert info["links"]["docs"] == "http://testserver/docs"
+    assert info["upload"] == {"max_bytes": 50_000, "max_pixels": 256 * 256}
+    assert info["email_enabled"] is False  # no SMTP server configured
 
 
 def test_cors_any_origin_without_credentials(client: TestClient) -> None:

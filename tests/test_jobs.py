@@ -275,6 +275,7 @@ def test_gallery_pages_public_succeeded_jobs_newest_first_without_email(
     # E-mail to a closed port: delivery fails, the jobs still succeed.
     config = jobs_config(tmp_path, smtp_host="127.0.0.1", smtp_port=9, smtp_security="none")
     with serving(config.model_copy(update={"notify_attempts": 1}), models) as client:
+        assert client.get("/info").json()["email_enabled"] is True
         ids = []
         for i, public in enumerate([True, True, False, True]):
             job = submit(client, iterations=2, seed=i, public=public, email="ada@example.org")

@@ -61,10 +61,18 @@ def info(request: Request, config: ConfigDep, models: ModelsDep, gpu: GpuDep) ->
         "overrides": server_overrides(config),
         "limits": config.limits().model_dump(),
         "models_loaded": models.loaded(),
+        "upload": {"max_bytes": config.max_upload_bytes, "max_pixels": config.max_upload_pixels},
+        "email_enabled": _email_enabled(request),
         "api_key_required": bool(config.api_keys),
         "gpu": {"busy": gpu.busy, "waiting": gpu.waiting, "max_waiting": gpu.max_waiting},
         "links": _links(request),
     }
+
+
+def _email_enabled(request: Request) -> bool:
+    """Whether jobs can e-mail results (an SMTP server is configured for the jobs service)."""
+    jobs = getattr(request.app.state, "jobs", None)
+    return bool(jobs is not None and getattr(jobs.config, "smtp_host", None))
 
 
 def _links(request: Request) -> dict[str, str]:
