@@ -71,6 +71,22 @@ def wide_quads(n: int, w: int, h: int, g: torch.Generator) -> torch.Tensor:
     return _jitter(rotated + centre, amount, g)
 
 
+def warp_quads(images: torch.Tensor, quads: torch.Tensor, size: int) -> torch.Tensor:
+    """Warp each image's source quad onto a size x size square.  (B, 3, H, W), (B, 4, 2) ->
+    (B, 3, S, S)"""
+    s = size
+    dst = _rect(*(torch.full((len(quads),), v) for v in ((s - 1) / 2, (s - 1) / 2, s - 1, s - 1)))
+    # Matrices from the source quads to the cut square, computed on CPU in float64.
+    m = get_perspective_transform(quads.double() - 0.5, dst.double()).float().to(images.device)
+    return warp_perspective(images, m, (s, s), align_corners=True)
+
+
+def wide_views(images: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+    """One random whole-image view (as `wide_quads`) of each image.  (B, 3, H, W) -> (B, 3, S, S)"""
+    _, _, h, w = images.shape
+    return warp_quads(images, wide_quads(len(images), w, h, g), size)
+
+
 def whole_views(image: torch.Tensor, size: int, copies: int) -> torch.Tensor:
     """The whole image, pooled (avg + max) / 2 to fit, letterboxed.  -> (copies, 3, size, size)"""
     _, _, h, w = image.shape
@@ -83,12 +99,16 @@ def whole_views(image: torch.Tensor, size: int, copies: int) -> torch.Tensor:
 
 
 class Cutouts:
-    """n augmented square views of size `cut_size` (the CLIP model's input)."""
+    """n augmented square views of size `cut_size` (the CLIP model's input).
 
-    def __init__(self, cut_size: int, n: int, noise: float = 0.1):
+    `zoom=False` leaves out the zoom crops (and their hue jitter): every view then shows the
+    whole picture, for a model whose captions name where things are and their exact colours.
+    """
+
+    def __init__(self, cut_size: int, n: int, noise: float = 0.1, zoom: bool = True):
         self.cut_size, self.n, self.noise = cut_size, n, noise
         self.n_whole = max(1, n // 8)
-        self.n_zoom = (n - self.n_whole) // 2
+        self.n_zoom = (n - self.n_whole) // 2 if zoom else 0
         self.n_wide = n - self.n_whole - self.n_zoom
 
     def __call__(self, image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -96,14 +116,7 @@ class Cutouts:
         _, _, h, w = image.shape
         s, dev = self.cut_size, image.device
         quads = torch.cat([zoom_quads(self.n_zoom, w, h, g), wide_quads(self.n_wide, w, h, g)])
-        dst = _rect(
-            *(torch.full((len(quads),), v) for v in ((s - 1) / 2, (s - 1) / 2, s - 1, s - 1))
-        )
-        # Matrices from the source quads to the cut square, computed on CPU in float64.
-        m = get_perspective_transform(quads.double() - 0.5, dst.double()).float().to(dev)
-        views = warp_perspective(
-            image.expand(len(quads), -1, -1, -1), m, (s, s), align_corners=True
-        )
+        views = warp_quads(image.expand(len(quads), -1, -1, -1), quads, s)
         views = self._colour_jitter(views, g)
         out = torch.cat([whole_views(image, s, self.n_whole), views])  # (n, 3, S, S)
         fac = _u(self.n, 0, self.noise, g).view(-1, 1, 1, 1).to(dev)

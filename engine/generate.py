@@ -90,6 +90,11 @@ def _open_image_prompts(paths: list[str]) -> list[Image.Image]:
     return images
 
 
+def _views_key(clip: ClipModel) -> tuple[int, bool]:
+    """Models that take the same views share one batch of cutouts."""
+    return clip.input_size, clip.zoom_views
+
+
 class _Objective:
     """Everything the loss needs: CLIP models with their targets and cutouts, extra penalties."""
 
@@ -99,15 +104,17 @@ class _Objective:
         images = _open_image_prompts(s.image_prompts)
         self.clips = clips
         self.targets: list[Targets] = [build_targets(c, prompts, images) for c in clips]
-        self.cutouts = {c.input_size: Cutouts(c.input_size, s.cutouts) for c in clips}
+        self.cutouts = {
+            _views_key(c): Cutouts(c.input_size, s.cutouts, zoom=c.zoom_views) for c in clips
+        }
         self.settings, self.init = s, init
 
     def __call__(self, image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Total loss of one render.  image: (1, 3, H, W)"""
-        views = {size: cut(image, g) for size, cut in self.cutouts.items()}  # (n, 3, S, S) each
+        views = {key: cut(image, g) for key, cut in self.cutouts.items()}  # (n, 3, S, S) each
         loss = image.new_zeros(())
         for clip, targets in zip(self.clips, self.targets, strict=True):
-            loss = loss + targets.loss(clip.encode_image(views[clip.input_size]))
+            loss = loss + targets.loss(clip.encode_image(views[_views_key(clip)]))
         s = self.settings
         if s.init_weight and self.init is not None:
             loss = loss + s.init_weight * (image - self.init).pow(2).mean()

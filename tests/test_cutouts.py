@@ -44,3 +44,25 @@ def test_zoom_views_are_crops_of_the_image() -> None:
     out = c(torch.full((1, 3, 50, 50), 0.5), torch.Generator().manual_seed(0))
     zoom = out[c.n_whole : c.n_whole + c.n_zoom]
     assert (zoom - 0.5).abs().max() < 0.05
+
+
+def test_without_zoom_every_view_shows_both_halves_in_their_own_colours() -> None:
+    img = torch.zeros(1, 3, 48, 48)
+    img[:, 0, :, :24] = 1.0  # red left half
+    img[:, 2, :, 24:] = 1.0  # blue right half
+    whole = Cutouts(16, 64, noise=0.0, zoom=False)
+    assert whole.n_zoom == 0 and whole.n_whole + whole.n_wide == 64
+    views = whole(img, torch.Generator().manual_seed(0))  # (64, 3, 16, 16)
+    red = (views[:, 0] > 0.8).flatten(1).any(1)
+    blue = (views[:, 2] > 0.8).flatten(1).any(1)
+    assert red.all() and blue.all()
+    assert views[:, 1].max() < 1e-4  # no hue jitter: nothing turns green
+    # Red stays on the left of blue in every view (rotations are at most 15 degrees).
+    cols = torch.arange(16.0)
+    red_x = ((views[:, 0] > 0.8).float().sum(1) * cols).sum(1) / (views[:, 0] > 0.8).sum((1, 2))
+    blue_x = ((views[:, 2] > 0.8).float().sum(1) * cols).sum(1) / (views[:, 2] > 0.8).sum((1, 2))
+    assert (red_x < blue_x).all()
+    # With zoom, some crops fall inside one half.
+    zoomed = Cutouts(16, 64, noise=0.0)(img, torch.Generator().manual_seed(0))
+    one_colour = ~((zoomed[:, 0] > 0.8).flatten(1).any(1) & (zoomed[:, 2] > 0.8).flatten(1).any(1))
+    assert one_colour.any()
