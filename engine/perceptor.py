@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from engine import presets
 from engine.prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ ARCHITECTURES: dict[str, str] = {
     "RN50x4": "RN50x4-quickgelu",
 }
 TINY = "tiny-random"
+SHAPES = presets.SHAPES_CLIP  # the bundled offline model of engine.shapes
 # Keys of OpenAI's TorchScript archives that are attributes, not weights.
 _NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -56,6 +58,9 @@ class ClipModel:
     # float32 is the default: on an H100 a step is bound by kernel launches, not arithmetic, and
     # autocast adds a cast per weight per step (measured slower); T4s have no native bfloat16.
     precision: str = "float32"
+    # Whether zoomed-in crops are fair views of a picture. True for CLIP (trained on crops of
+    # photos); False for a model that reads the whole scene, where a crop changes the caption.
+    zoom_views: bool = True
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings of images in [0, 1] at the input size.  (B, 3, S, S) -> (B, d)"""
@@ -70,7 +75,7 @@ class ClipModel:
 
 def known_clip_models() -> list[str]:
     """Names accepted by `load_clip` (besides 'ARCH=path' and 'ARCH:random')."""
-    return [*ARCHITECTURES, TINY]
+    return [*ARCHITECTURES, TINY, SHAPES]
 
 
 def load_clip(name: str, device: torch.device | str = "cpu") -> ClipModel:
@@ -79,6 +84,10 @@ def load_clip(name: str, device: torch.device | str = "cpu") -> ClipModel:
 
     device = torch.device(device)
     arch_name, weights = _split_name(name)
+    if arch_name == SHAPES:
+        from engine.shapes.model import load_shapes_clip
+
+        return load_shapes_clip(device)  # type: ignore[no-any-return]
     if arch_name == TINY:
         model, tok_arch = _tiny_clip(), "ViT-B-32"
     else:
@@ -103,11 +112,11 @@ def _split_name(name: str) -> tuple[str, str | None]:
         if sep and weights != "random":
             raise ValueError(f"unknown CLIP model {name!r}; use 'NAME:random' or 'NAME=/path'")
     arch = arch.strip()
-    if arch not in ARCHITECTURES and arch != TINY:
+    if arch not in ARCHITECTURES and arch not in (TINY, SHAPES):
         choices = ", ".join(known_clip_models())
         raise ValueError(f"unknown CLIP model {arch!r}; choose one of {choices}")
-    if arch == TINY and sep:
-        raise ValueError("'tiny-random' takes no weights file")
+    if arch in (TINY, SHAPES) and sep:
+        raise ValueError(f"{arch!r} takes no weights file")
     return arch, (weights.strip() or None) if sep else None
 
 

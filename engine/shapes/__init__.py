@@ -1,0 +1,1 @@
+"""A tiny offline world of coloured shapes with a CLIP-style model trained on it."""

@@ -1,0 +1,210 @@
+"""Zero-shot retrieval gates of the 'shapes' CLIP (used by scripts/eval_shapes_model.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.shapes.world import (
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    Scene,
+    Shape,
+    random_scene,
+    render,
+    to_array,
+)
+
+GATES = {"colour": 0.95, "shape": 0.85, "position": 0.80}
+
+
+def variants(s: Scene, attr: str) -> list[Scene]:
+    """The scene first, then every scene differing only in `attr`."""
+    values = {
+        "colour": [c for c in COLOURS if c not in (s.colour, s.background)],
+        "shape": [x for x in SHAPES if x != s.shape],
+        "position": [p for p in POSITIONS if p != s.position],
+    }[attr]
+    return [s] + [dataclasses.replace(s, **{attr: v}) for v in values]  # type: ignore[arg-type]
+
+
+def held_out(n: int, seed: int) -> list[Scene]:
+    """n scenes with every attribute named in the caption (seed apart from training's 0)."""
+    rng = np.random.default_rng(seed)
+    return [random_scene(rng, mention=1.0) for _ in range(n)]
+
+
+@torch.no_grad()
+def accuracies(clip: Any, scenes: list[Scene], seed: int) -> dict[str, float]:
+    """Fraction of scenes whose own caption ranks first, per attribute."""
+    rng = np.random.default_rng(seed + 1)
+    x = torch.from_numpy(np.stack([to_array(render(s, 64, 0.04, rng)) for s in scenes]))
+    ims = clip.encode_image(x)  # (n, d)
+    out = {}
+    for attr in GATES:
+        hits = 0
+        for i, s in enumerate(scenes):
+            txt = clip.encode_text([v.caption() for v in variants(s, attr)])
+            hits += int((txt @ ims[i]).argmax().item() == 0)
+        out[attr] = hits / len(scenes)
+    return out
+
+
+# -- judging generated pictures ---------------------------------------------------------------
+
+
+def distractors(scene: Scene) -> list[Scene]:
+    """The scene, then every caption that differs from it in one thing it names: the (first)
+    shape's colour, shape or position, the background, or, with two shapes, the second's colour
+    and shape and the two swapped."""
+    out = [scene] + [v for a in ("colour", "shape") for v in variants(scene, a)[1:]]
+    if scene.say_position:
+        out += variants(scene, "position")[1:]
+    if scene.say_background:
+        taken = {t.colour for t in scene.shapes()} | {scene.background}
+        out += [dataclasses.replace(scene, background=c) for c in COLOURS if c not in taken]
+    if scene.second is not None:
+        second = scene.second
+        out += [
+            dataclasses.replace(scene, second=dataclasses.replace(second, colour=c))
+            for c in COLOURS
+            if c not in (scene.colour, second.colour, scene.background)
+        ]
+        out += [
+            dataclasses.replace(scene, second=dataclasses.replace(second, shape=x))
+            for x in SHAPES
+            if x != second.shape
+        ]
+        first = scene.shapes()[0]
+        swapped = dataclasses.replace(
+            scene,
+            shape=second.shape,
+            colour=second.colour,
+            second=dataclasses.replace(second, shape=first.shape, colour=first.colour),
+        )
+        out += [swapped] if swapped != scene else []
+    return out
+
+
+@torch.no_grad()
+def ranks_first(clip: Any, image: np.ndarray, scene: Scene) -> bool:
+    """Whether the model prefers the scene's own caption to all its `distractors`.
+    image: (H, W, 3) uint8, resized to the model's input by its encoder."""
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div(255)[None]  # (1, 3, H, W)
+    x = torch.nn.functional.interpolate(x, size=(clip.input_size,) * 2, mode="area")
+    sims = clip.encode_text([d.caption() for d in distractors(scene)]) @ clip.encode_image(x)[0]
+    return int(sims.argmax()) == 0
+
+
+def nearest_colours(image: np.ndarray) -> np.ndarray:
+    """Index into COLOURS of each pixel's nearest named colour.  (H, W, 3) uint8 -> (H, W)"""
+    ref = np.array(list(COLOURS.values()), dtype=float)  # (K, 3)
+    dist = ((image[..., None, :].astype(float) - ref) ** 2).sum(-1)  # (H, W, K)
+    return np.asarray(dist.argmin(-1))
+
+
+def colour_shares(image: np.ndarray) -> dict[str, float]:
+    """Fraction of the pixels nearest to each named colour."""
+    counts = np.bincount(nearest_colours(image).ravel(), minlength=len(COLOURS))
+    return dict(zip(COLOURS, (counts / counts.sum()).tolist(), strict=True))
+
+
+def colours_agree(image: np.ndarray, scene: Scene, least: float = 0.05) -> bool:
+    """Every shape's colour covers at least `least` of the picture and is among the commonest
+    colours besides the background (one per shape, plus one for neighbours such as red and
+    orange that share pixels); a named background is the commonest colour of all."""
+    shares = colour_shares(image)
+    if scene.say_background and max(shares, key=shares.__getitem__) != scene.background:
+        return False
+    shares.pop(scene.background, None)
+    wanted = [t.colour for t in scene.shapes()]
+    top = sorted(shares, key=shares.__getitem__, reverse=True)[: len(wanted) + 1]
+    return all(c in top and shares[c] >= least for c in wanted)
+
+
+def positions_agree(image: np.ndarray, scene: Scene) -> bool:
+    """Each shape's colour has its centre of mass on the named side (left/right third of the
+    picture's width from the middle, likewise top/bottom); True when positions are not named."""
+    if not scene.say_position:
+        return True
+    names = nearest_colours(image)
+    h, w = names.shape
+    for thing in scene.shapes():
+        ys, xs = np.nonzero(names == list(COLOURS).index(thing.colour))
+        if len(xs) == 0:
+            return False
+        fx, fy = POSITIONS[thing.position]
+        cx, cy = xs.mean() / (w - 1), ys.mean() / (h - 1)
+        for want, got in ((fx, cx), (fy, cy)):
+            if want != 0.5 and (got - 0.5) * (want - 0.5) <= 0:  # on the wrong side
+                return False
+            if want == 0.5 and abs(got - 0.5) > 1 / 6:  # not near the middle
+                return False
+    return True
+
+
+def prompt(
+    shape: str,
+    colour: str,
+    background: str | None = None,
+    position: str | None = None,
+    second: tuple[str, str, str] | None = None,
+) -> Scene:
+    """A prompt as people write it: size left out, position and background only when given.
+    `second` is (shape, colour, position) of a second shape."""
+    return Scene(
+        shape,
+        colour,
+        background or "white",  # the caption leaves it out; the judges ignore it
+        position=position or "centre",
+        say_size=False,
+        say_position=position is not None,
+        say_background=background is not None,
+        second=Shape(*second, size="large") if second else None,
+    )
+
+
+# Prompts used while choosing the semantic settings below; the tests hold out their own.
+TUNING_PROMPTS = [
+    prompt("circle", "blue"),
+    prompt("square", "red", "yellow"),
+    prompt("star", "purple", position="right"),
+    prompt("triangle", "green", "black"),
+    prompt("ring", "orange"),
+    prompt("circle", "yellow", position="left", second=("square", "blue", "right")),
+]
+# Small CPU runs of each style for the semantic checks (64x64, the shapes model's input size).
+SEMANTIC_SETTINGS: dict[str, dict[str, Any]] = {
+    "pixel art": {"pixel_size": (16, 16), "iterations": 100, "learning_rate": 0.1},
+    "painting": {"strokes": 64, "iterations": 100, "learning_rate": 2.0},
+    "image": {"vqgan_model": "shapes", "iterations": 100},
+}
+
+
+def semantic_settings(scene: Scene, style: str, seed: int = 1) -> Any:
+    """engine.Settings of a small CPU run that draws the scene's caption in `style`."""
+    from engine import Settings
+
+    return Settings.create(
+        prompts=scene.caption(),
+        style=style,
+        clip_models=["shapes"],
+        size=(64, 64),
+        cutouts=16,
+        seed=seed,
+        device="cpu",
+        **SEMANTIC_SETTINGS[style],
+    )
+
+
+def judge(clip: Any, image: np.ndarray, scene: Scene) -> dict[str, bool]:
+    """The three verdicts on a generated picture: ranked first, colours, positions."""
+    return {
+        "ranked": ranks_first(clip, image, scene),
+        "colours": colours_agree(image, scene),
+        "positions": positions_agree(image, scene),
+    }
