@@ -29,6 +29,10 @@ from torch.utils.checkpoint import checkpoint
 log = logging.getLogger(__name__)
 
 TINY = "tiny-random"
+# Bundled with the package: a small VQModel trained on the procedural shapes world
+# (scripts/train_shapes_vqgan.py), for offline runs and tests with real weights.
+SHAPES = "shapes"
+SHAPES_FILES = ("shapes_vqgan.yaml", "shapes_vqgan.safetensors")
 VQMODEL = "taming.models.vqgan.VQModel"
 GUMBELVQ = "taming.models.vqgan.GumbelVQ"
 NET2NET = "taming.models.cond_transformer.Net2NetTransformer"
@@ -417,22 +421,34 @@ def _init_random_(model: nn.Module, generator: torch.Generator) -> None:
             m.weight.copy_(torch.empty(m.weight.shape).normal_(generator=generator))
 
 
+def shapes_paths() -> tuple[Path, Path]:
+    """(config yaml, safetensors weights) of the bundled 'shapes' VQGAN in engine/assets."""
+    from engine.shapes.model import asset_path
+
+    return asset_path(SHAPES_FILES[0]), asset_path(SHAPES_FILES[1])
+
+
 def vqgan_factor(name: str) -> int:
     """Downsampling factor f of a named VQGAN, without loading it."""
     from engine.weights import VQGAN_MODELS  # the registry knows f: sizes resolve offline
 
     if name == TINY:
         return TINY_CONFIG.factor
+    if name == SHAPES:
+        return read_config(shapes_paths()[0])[0].factor  # the yaml only, no weights
     if name not in VQGAN_MODELS:
-        choices = ", ".join([TINY, *VQGAN_MODELS])
+        choices = ", ".join([TINY, SHAPES, *VQGAN_MODELS])
         raise ValueError(f"unknown VQGAN model {name!r}; choose one of {choices}")
     return VQGAN_MODELS[name].factor
 
 
 def load_named_vqgan(name: str, device: torch.device | str = "cpu") -> VQGAN:
-    """'tiny-random' (seeded random weights) or a registry checkpoint, downloaded on first use."""
+    """'tiny-random' (seeded random weights), the bundled 'shapes' or a registry checkpoint
+    (downloaded on first use)."""
     if name == TINY:
         return build_vqgan(TINY_CONFIG, torch.Generator().manual_seed(0), device)
+    if name == SHAPES:
+        return load_vqgan(*shapes_paths(), device)
     vqgan_factor(name)  # unknown names: ValueError listing the choices
     from engine.weights import vqgan_paths
 

@@ -114,7 +114,7 @@ def test_factors() -> None:
     assert vqgan_factor("imagenet_f16_16384") == 16
     assert vqgan_factor("openimages_f8_8192") == 8
     assert vqgan_factor("tiny-random") == TINY_CONFIG.factor == 4
-    with pytest.raises(ValueError, match="choose one of tiny-random, imagenet_f16_16384"):
+    with pytest.raises(ValueError, match="choose one of tiny-random, shapes, imagenet_f16_16384"):
         vqgan_factor("nope")
 
 
