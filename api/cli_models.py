@@ -37,7 +37,8 @@ def list_models() -> None:
 
     rows = [("KIND", "NAME", "SIZE", "CACHED", "PATH")]
     for m in weights.list_models():
-        rows.append((m.kind, m.name, _human(m.size), "yes" if m.cached else "no", str(m.path)))
+        cached = "bundled" if m.bundled and m.cached else "yes" if m.cached else "no"
+        rows.append((m.kind, m.name, _human(m.size), cached, str(m.path)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     typer.echo(f"cache: {weights.cache_dir()} (set TEXT2ART_CACHE to move it)")
     for row in rows:
@@ -88,6 +89,11 @@ def download(
     """Download a model's files into the cache (resumes an interrupted download)."""
     from engine import weights
 
+    bundled = [m for m in weights.bundled_models() if m.name == name and kind in (None, m.kind)]
+    if bundled:
+        for m in bundled:
+            typer.echo(f"bundled with text2art, nothing to download: {m.path}")
+        return
     try:
         files = weights.model_files(name, kind)
     except ValueError as exc:

@@ -28,6 +28,20 @@ ASPECT: dict[str, tuple[int, int]] = {
 
 DEFAULT_CUTOUTS = 40
 
+# Defaults of runs guided by the bundled 'shapes' CLIP alone (engine.shapes): its world is flat
+# shapes seen at 64 px, so a small canvas, a coarse pixel grid, fewer views and the bundled VQGAN
+# make a recognisable picture offline in well under a minute on a laptop CPU.  Only the settings
+# a request leaves out are taken from here.
+SHAPES_CLIP = "shapes"
+SHAPES_WORLD: dict[str, object] = {
+    "size": (64, 64),
+    "iterations": 100,
+    "cutouts": 16,
+    "pixel_size": (16, 16),
+    "strokes": 256,
+    "vqgan_model": "shapes",
+}
+
 
 def base_size(aspect: str, scale: float) -> tuple[int, int]:
     """The aspect's base size times `scale`, rounded down to whole pixels."""

@@ -223,10 +223,32 @@ class Settings(BaseModel):
             raise settings_error(exc) from None
 
     def resolve(self, limits: Limits | None = None) -> Settings:
-        """Fill what the presets decide (size, iterations, models, cutouts, seed); check limits."""
+        """Fill what the presets decide (size, iterations, models, cutouts, seed); check limits.
+        Runs guided by the 'shapes' CLIP alone take what they leave out from
+        `presets.SHAPES_WORLD` first."""
+        limits = limits or Limits()
+        if self.clip_models == [presets.SHAPES_CLIP]:
+            return self._shapes_world().resolve_presets(limits)
+        return self.resolve_presets(limits)
+
+    def _shapes_world(self) -> Settings:
+        """The settings with what they leave out taken from `presets.SHAPES_WORLD`; a quality
+        above draft keeps its iterations and size, an aspect or scale its size and grid."""
+        given = self.model_fields_set
+        skip = set()
+        if self.quality != "draft":
+            skip |= {"iterations", "size", "pixel_size"}
+        if self.aspect != "square" or self.scale is not None:
+            skip |= {"size", "pixel_size"}
+        if self.style != "pixel art":
+            skip.add("pixel_size")  # a pixel grid means nothing to the other styles
+        update = {k: v for k, v in presets.SHAPES_WORLD.items() if k not in given | skip}
+        return self.model_copy(update=update)
+
+    def resolve_presets(self, limits: Limits) -> Settings:
+        """`resolve` after any model-specific defaults are in."""
         from engine.drawers import drawer_class
 
-        limits = limits or Limits()
         q = presets.QUALITY[self.quality]
         scale = self.scale if self.scale is not None else q.scale
         if scale > limits.max_scale:

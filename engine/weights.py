@@ -103,6 +103,7 @@ class ModelStatus:
     cached: bool
     size: int  # bytes, all files together (approximate)
     path: Path  # the weights file (for a VQGAN, its checkpoint)
+    bundled: bool = False  # shipped inside the package (the offline 'shapes' models)
 
 
 def _approx(size: int) -> tuple[int, int]:
@@ -432,6 +433,22 @@ def list_models() -> list[ModelStatus]:
             cached = all(path.is_file() for _, _, path in files)
             size = sum(spec.size for _, spec, _ in files)
             rows.append(ModelStatus(kind, name, cached, size, files[-1][2]))
+    return rows + bundled_models()
+
+
+def bundled_models() -> list[ModelStatus]:
+    """The 'shapes' CLIP and VQGAN shipped in engine/assets (no download, no cache)."""
+    from engine.shapes.model import asset_path
+    from engine.vqgan import SHAPES, shapes_paths
+
+    rows = []
+    for kind, files in (
+        ("clip", (asset_path("shapes_clip.safetensors"),)),
+        ("vqgan", shapes_paths()),
+    ):
+        present = all(f.is_file() for f in files)
+        size = sum(f.stat().st_size for f in files if f.is_file())
+        rows.append(ModelStatus(kind, SHAPES, present, size, files[-1], bundled=True))  # type: ignore[arg-type]
     return rows
 
 

@@ -133,3 +133,35 @@ def test_settings_json_round_trip() -> None:
     r = Settings.create(**PIXEL, seed=1, palette="pico8").resolve()
     again = Settings.create(**r.to_json_dict())
     assert again == r
+
+
+def test_shapes_model_alone_takes_the_shapes_world_defaults() -> None:
+    pixel = Settings.create(prompts="a red circle", clip_models=["shapes"], **PIXEL).resolve()
+    assert (pixel.size, pixel.pixel_size) == ((64, 64), (16, 16))
+    assert (pixel.iterations, pixel.cutouts) == (100, 16)
+    painting = Settings.create(clip_models=["shapes"], style="painting").resolve()
+    assert (painting.size, painting.strokes, painting.vqgan_model) == ((64, 64), 256, "shapes")
+    assert painting.pixel_size is None  # a pixel grid means nothing to the painting style
+
+
+def test_shapes_world_defaults_never_override_what_was_given() -> None:
+    s = Settings.create(
+        clip_models=["shapes"], iterations=7, cutouts=5, pixel_size=(8, 8), **PIXEL
+    ).resolve()
+    assert (s.iterations, s.cutouts, s.pixel_size) == (7, 5, (8, 8))
+    wide = Settings.create(clip_models=["shapes"], aspect="widescreen", **PIXEL).resolve()
+    assert wide.size[0] > wide.size[1]  # the aspect decides the size, not the 64x64 default
+    strokes = Settings.create(clip_models=["shapes"], style="painting", strokes=1024).resolve()
+    assert strokes.strokes == 1024  # given, even though it equals the usual default
+    best = Settings.create(clip_models=["shapes"], quality="best", **PIXEL).resolve()
+    assert best.iterations == QUALITY["best"].iterations and best.size[0] > 64
+    # The service passes the form's aspect and scale even when left at their defaults.
+    form = Settings.create(clip_models=["shapes"], aspect="square", scale=None, **PIXEL)
+    assert form.resolve().size == (64, 64)
+
+
+def test_other_models_keep_the_quality_presets() -> None:
+    for models in (["tiny-random"], ["shapes", "tiny-random"]):
+        s = Settings.create(clip_models=models, **PIXEL).resolve()
+        assert s.iterations == QUALITY["draft"].iterations and s.cutouts == 40
+        assert s.size != (64, 64)

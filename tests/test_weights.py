@@ -383,7 +383,12 @@ def test_list_models_reports_the_cache(cache: Path) -> None:
     rows = {(m.kind, m.name): m for m in weights.list_models()}
     assert set(rows) == {("clip", n) for n in weights.CLIP_MODELS} | {
         ("vqgan", n) for n in weights.VQGAN_MODELS
-    }
+    } | {("clip", "shapes"), ("vqgan", "shapes")}
+    for kind in ("clip", "vqgan"):  # shipped in the package, outside the cache
+        shapes = rows[kind, "shapes"]
+        assert shapes.bundled and shapes.cached and shapes.path.is_file()
+        assert cache not in shapes.path.parents and 0 < shapes.size <= 5 * 1024 * 1024
+    assert not rows["clip", "RN50"].bundled
     assert rows["clip", "RN50"].cached and rows["clip", "RN50"].path == cache / "clip" / "RN50.pt"
     assert not rows["clip", "ViT-B/32"].cached
     assert rows["vqgan", "imagenet_f16_16384"].path.name == "imagenet_f16_16384.ckpt"
@@ -426,6 +431,20 @@ def test_cli_list(cache: Path) -> None:
     rn50 = re.escape(str(cache / "clip" / "RN50.pt"))
     assert re.search(rf"^clip +RN50 +244 MB +yes +{rn50}$", result.stdout, re.MULTILINE)
     assert re.search(r"vqgan +imagenet_f16_16384 +980 MB +no ", result.stdout)
+    assert re.search(
+        r"^clip +shapes +\S+ MB +bundled +\S+shapes_clip.safetensors$", result.stdout, re.M
+    )
+
+
+def test_cli_download_of_a_bundled_model_needs_no_network(cache: Path) -> None:
+    result = CliRunner().invoke(models_app, ["download", "shapes", "--kind", "vqgan"])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(
+        r"bundled with text2art, nothing to download: \S+shapes_vqgan.safetensors\n", result.stdout
+    )
+    both = CliRunner().invoke(models_app, ["download", "shapes"])
+    assert both.exit_code == 0 and both.stdout.count("bundled with text2art") == 2
+    assert not cache.exists() or not any(cache.iterdir())
 
 
 def test_cli_download(server: Server, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
