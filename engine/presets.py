@@ -30,8 +30,8 @@ DEFAULT_CUTOUTS = 40
 
 # Defaults of runs guided by the bundled 'shapes' CLIP alone (engine.shapes): its world is flat
 # shapes seen at 64 px, so a small canvas, a coarse pixel grid, fewer views and the bundled VQGAN
-# make a recognisable picture offline in well under a minute on a laptop CPU.  Only the settings
-# a request leaves out are taken from here.
+# (every style in under half a minute on a 2-core CPU, offline).  Only the settings a request
+# leaves out are taken from here.
 SHAPES_CLIP = "shapes"
 SHAPES_WORLD: dict[str, object] = {
     "size": (64, 64),
