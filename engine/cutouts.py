@@ -53,21 +53,23 @@ def zoom_quads(n: int, w: int, h: int, g: torch.Generator) -> torch.Tensor:
     return _jitter(_rect(cx, cy, cw, ch), torch.full((n,), 0.1), g)
 
 
-def wide_quads(n: int, w: int, h: int, g: torch.Generator) -> torch.Tensor:
-    """Source quads of whole-image views: rotate 15 deg, shift 10%, scale 0.9-1.1, perspective."""
+def wide_quads(n: int, w: int, h: int, g: torch.Generator, strength: float = 1.0) -> torch.Tensor:
+    """Source quads of whole-image views: rotate 15 deg, shift 10%, scale 0.9-1.1, perspective
+    0.2 with p = 0.4; `strength` scales every one of these amounts."""
+    a = strength
     side = float(max(w, h))  # a square around the image keeps portrait portrait
-    scale = _u(n, 0.9, 1.1, g)
-    cx = w / 2 + _u(n, -0.1, 0.1, g) * w
-    cy = h / 2 + _u(n, -0.1, 0.1, g) * h
+    scale = _u(n, 1 - 0.1 * a, 1 + 0.1 * a, g)
+    cx = w / 2 + _u(n, -0.1 * a, 0.1 * a, g) * w
+    cy = h / 2 + _u(n, -0.1 * a, 0.1 * a, g) * h
     quads = _rect(cx, cy, side * scale, side * scale)
-    angle = _u(n, -15, 15, g) * math.pi / 180
+    angle = _u(n, -15 * a, 15 * a, g) * math.pi / 180
     cos, sin = angle.cos()[:, None], angle.sin()[:, None]
     centre = torch.stack([cx, cy], dim=-1)[:, None]  # (n, 1, 2)
     d = quads - centre
     rotated = torch.stack(
         [cos * d[..., 0] - sin * d[..., 1], sin * d[..., 0] + cos * d[..., 1]], -1
     )
-    amount = torch.where(_u(n, 0, 1, g) < 0.4, 0.2, 0.0)  # perspective with p = 0.4
+    amount = torch.where(_u(n, 0, 1, g) < 0.4, 0.2 * a, 0.0)  # perspective with p = 0.4
     return _jitter(rotated + centre, amount, g)
 
 
@@ -103,10 +105,13 @@ class Cutouts:
 
     `zoom=False` leaves out the zoom crops (and their hue jitter): every view then shows the
     whole picture, for a model whose captions name where things are and their exact colours.
+    `wide` scales the wide views' rotation, shift, scale and perspective (1: clipit's).
     """
 
-    def __init__(self, cut_size: int, n: int, noise: float = 0.1, zoom: bool = True):
-        self.cut_size, self.n, self.noise = cut_size, n, noise
+    def __init__(
+        self, cut_size: int, n: int, noise: float = 0.1, zoom: bool = True, wide: float = 1.0
+    ):
+        self.cut_size, self.n, self.noise, self.wide = cut_size, n, noise, wide
         self.n_whole = max(1, n // 8)
         self.n_zoom = (n - self.n_whole) // 2 if zoom else 0
         self.n_wide = n - self.n_whole - self.n_zoom
@@ -115,7 +120,8 @@ class Cutouts:
         """(1, 3, H, W) in [0, 1] -> (n, 3, S, S)"""
         _, _, h, w = image.shape
         s, dev = self.cut_size, image.device
-        quads = torch.cat([zoom_quads(self.n_zoom, w, h, g), wide_quads(self.n_wide, w, h, g)])
+        zoom = zoom_quads(self.n_zoom, w, h, g)
+        quads = torch.cat([zoom, wide_quads(self.n_wide, w, h, g, self.wide)])
         views = warp_quads(image.expand(len(quads), -1, -1, -1), quads, s)
         views = self._colour_jitter(views, g)
         out = torch.cat([whole_views(image, s, self.n_whole), views])  # (n, 3, S, S)

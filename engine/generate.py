@@ -90,9 +90,9 @@ def _open_image_prompts(paths: list[str]) -> list[Image.Image]:
     return images
 
 
-def _views_key(clip: ClipModel) -> tuple[int, bool]:
+def _views_key(clip: ClipModel) -> tuple[int, bool, float]:
     """Models that take the same views share one batch of cutouts."""
-    return clip.input_size, clip.zoom_views
+    return clip.input_size, clip.zoom_views, clip.view_strength
 
 
 class _Objective:
@@ -105,7 +105,8 @@ class _Objective:
         self.clips = clips
         self.targets: list[Targets] = [build_targets(c, prompts, images) for c in clips]
         self.cutouts = {
-            _views_key(c): Cutouts(c.input_size, s.cutouts, zoom=c.zoom_views) for c in clips
+            _views_key(c): Cutouts(c.input_size, s.cutouts, zoom=c.zoom_views, wide=c.view_strength)
+            for c in clips
         }
         self.settings, self.init = s, init
 

@@ -61,6 +61,8 @@ class ClipModel:
     # Whether zoomed-in crops are fair views of a picture. True for CLIP (trained on crops of
     # photos); False for a model that reads the whole scene, where a crop changes the caption.
     zoom_views: bool = True
+    # How far the whole-picture views move (engine.cutouts.Cutouts' `wide`; 1 is clipit's).
+    view_strength: float = 1.0
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings of images in [0, 1] at the input size.  (B, 3, S, S) -> (B, d)"""

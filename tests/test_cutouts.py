@@ -66,3 +66,21 @@ def test_without_zoom_every_view_shows_both_halves_in_their_own_colours() -> Non
     zoomed = Cutouts(16, 64, noise=0.0)(img, torch.Generator().manual_seed(0))
     one_colour = ~((zoomed[:, 0] > 0.8).flatten(1).any(1) & (zoomed[:, 2] > 0.8).flatten(1).any(1))
     assert one_colour.any()
+
+
+def test_wide_strength_scales_how_far_whole_views_move() -> None:
+    img = torch.zeros(1, 3, 64, 64)
+    img[:, :, 24:40, 24:40] = 1.0  # a white square in the middle
+    still = Cutouts(64, 16, noise=0.0, zoom=False, wide=0.0)(img, torch.Generator())
+    assert (still - img).abs().mean() < 0.01  # wide=0: the picture, resampled in place
+
+    def spread(wide: float) -> float:
+        views = Cutouts(64, 64, noise=0.0, zoom=False, wide=wide)(img, torch.Generator())
+        mass = views[:, 0].sum((1, 2))  # (64,)
+        ys = torch.arange(64.0)
+        cy = (views[:, 0].sum(2) * ys).sum(1) / mass
+        cx = (views[:, 0].sum(1) * ys).sum(1) / mass
+        return float(torch.hypot(cx - 31.5, cy - 31.5).mean())  # mean shift of the square
+
+    assert spread(0.0) < 0.5 < spread(0.3) < 0.5 * spread(1.0)
+    assert spread(1.0) > 2.0  # clipit's views shift by up to 10% of the side
