@@ -41,6 +41,9 @@ SHAPES_WORLD: dict[str, object] = {
     "strokes": 256,
     "vqgan_model": "shapes",
 }
+# Step sizes of the shapes world per style: its pictures are flat colour fields that must form in
+# 100 iterations, so pixel cells and stroke points move faster than CLIP's defaults let them.
+SHAPES_LEARNING_RATES: dict[str, float] = {"pixel art": 0.1, "painting": 2.0}
 
 
 def base_size(aspect: str, scale: float) -> tuple[int, int]:

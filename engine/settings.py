@@ -242,7 +242,10 @@ class Settings(BaseModel):
             skip |= {"size", "pixel_size"}
         if self.style != "pixel art":
             skip.add("pixel_size")  # a pixel grid means nothing to the other styles
-        update = {k: v for k, v in presets.SHAPES_WORLD.items() if k not in given | skip}
+        world = dict(presets.SHAPES_WORLD)
+        if self.style in presets.SHAPES_LEARNING_RATES:
+            world["learning_rate"] = presets.SHAPES_LEARNING_RATES[self.style]
+        update = {k: v for k, v in world.items() if k not in given | skip}
         return self.model_copy(update=update)
 
     def resolve_presets(self, limits: Limits) -> Settings:

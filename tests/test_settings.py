@@ -142,6 +142,12 @@ def test_shapes_model_alone_takes_the_shapes_world_defaults() -> None:
     painting = Settings.create(clip_models=["shapes"], style="painting").resolve()
     assert (painting.size, painting.strokes, painting.vqgan_model) == ((64, 64), 256, "shapes")
     assert painting.pixel_size is None  # a pixel grid means nothing to the painting style
+    # Flat colour fields must form in 100 iterations: faster steps than the styles' defaults.
+    assert (pixel.learning_rate, painting.learning_rate) == (0.1, 2.0)
+    image = Settings.create(clip_models=["shapes"], style="image").resolve()
+    assert image.learning_rate == 0.2  # the image style's own default
+    given = Settings.create(clip_models=["shapes"], learning_rate=0.5, **PIXEL).resolve()
+    assert given.learning_rate == 0.5
 
 
 def test_shapes_world_defaults_never_override_what_was_given() -> None:

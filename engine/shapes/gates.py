@@ -17,6 +17,7 @@ from engine.shapes.world import (
     random_scene,
     render,
     to_array,
+    with_defaults,
 )
 
 GATES = {"colour": 0.95, "shape": 0.85, "position": 0.80}
@@ -127,10 +128,9 @@ def colours_agree(image: np.ndarray, scene: Scene, least: float = 0.05) -> bool:
 
 
 def positions_agree(image: np.ndarray, scene: Scene) -> bool:
-    """Each shape's colour has its centre of mass on the named side (left/right third of the
-    picture's width from the middle, likewise top/bottom); True when positions are not named."""
-    if not scene.say_position:
-        return True
+    """Each shape's colour has its centre of mass on the named side (left/right of the middle,
+    likewise top/bottom), or within a sixth of the side from the middle where the position is
+    the centre (named, or left out: the world's default)."""
     names = nearest_colours(image)
     h, w = names.shape
     for thing in scene.shapes():
@@ -154,18 +154,20 @@ def prompt(
     position: str | None = None,
     second: tuple[str, str, str] | None = None,
 ) -> Scene:
-    """A prompt as people write it: size left out, position and background only when given.
-    `second` is (shape, colour, position) of a second shape."""
-    return Scene(
+    """A prompt as people write it: size left out, position and background only when given
+    (what is left out takes the world's defaults). `second` is (shape, colour, position) of a
+    second shape."""
+    scene = Scene(
         shape,
         colour,
-        background or "white",  # the caption leaves it out; the judges ignore it
+        background or "white",
         position=position or "centre",
         say_size=False,
         say_position=position is not None,
         say_background=background is not None,
-        second=Shape(*second, size="large") if second else None,
+        second=Shape(*second) if second else None,
     )
+    return with_defaults(scene)
 
 
 # Prompts used while choosing the semantic settings below; the tests hold out their own.
@@ -177,27 +179,15 @@ TUNING_PROMPTS = [
     prompt("ring", "orange"),
     prompt("circle", "yellow", position="left", second=("square", "blue", "right")),
 ]
-# Small CPU runs of each style for the semantic checks (64x64, the shapes model's input size).
-SEMANTIC_SETTINGS: dict[str, dict[str, Any]] = {
-    "pixel art": {"pixel_size": (16, 16), "iterations": 100, "learning_rate": 0.1},
-    "painting": {"strokes": 64, "iterations": 100, "learning_rate": 2.0},
-    "image": {"vqgan_model": "shapes", "iterations": 100},
-}
 
 
 def semantic_settings(scene: Scene, style: str, seed: int = 1) -> Any:
-    """engine.Settings of a small CPU run that draws the scene's caption in `style`."""
+    """engine.Settings of the run `text2art generate CAPTION --clip-model shapes --style STYLE`
+    makes on a CPU: everything else from the shapes world's defaults (presets.SHAPES_WORLD)."""
     from engine import Settings
 
     return Settings.create(
-        prompts=scene.caption(),
-        style=style,
-        clip_models=["shapes"],
-        size=(64, 64),
-        cutouts=16,
-        seed=seed,
-        device="cpu",
-        **SEMANTIC_SETTINGS[style],
+        prompts=scene.caption(), style=style, clip_models=["shapes"], seed=seed, device="cpu"
     )
 
 

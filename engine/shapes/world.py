@@ -36,6 +36,11 @@ POSITIONS: dict[str, tuple[float, float]] = {
 }
 # Radius as a fraction of the image side.
 RADIUS = {"small": 0.13, "large": 0.22}
+# What a caption leaves out is drawn the way a person would draw it, so that a short prompt
+# ("a red circle") names one picture, not a spread of them: a large shape in the centre on white
+# (on black when a shape is white). Two shapes always have their positions named.
+DEFAULT_POSITION, DEFAULT_SIZE = "centre", "large"
+DEFAULT_BACKGROUNDS = ("white", "black")
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,33 @@ def random_scene(rng: np.random.Generator, mention: float = 0.7, two: float = 0.
         size=str(rng.choice(SIZES)),
     )
     return dataclasses.replace(scene, position=first, second=second)
+
+
+def with_defaults(scene: Scene) -> Scene:
+    """The scene as its caption describes it: every attribute the caption leaves out set to the
+    world's default (see DEFAULT_POSITION); a two-shape scene names its positions."""
+    update: dict[str, object] = {}
+    if scene.second is not None:
+        update["say_position"] = True
+    elif not scene.say_position:
+        update["position"] = DEFAULT_POSITION
+    if not scene.say_size:
+        update["size"] = DEFAULT_SIZE
+        if scene.second is not None:
+            update["second"] = dataclasses.replace(scene.second, size=DEFAULT_SIZE)
+    if not scene.say_background:
+        free = [c for c in DEFAULT_BACKGROUNDS if c not in {t.colour for t in scene.shapes()}]
+        if free:
+            update["background"] = free[0]
+        else:  # a white and a black shape: the background keeps its colour and is named
+            update["say_background"] = True
+    return dataclasses.replace(scene, **update)  # type: ignore[arg-type]
+
+
+def captioned_scene(rng: np.random.Generator, mention: float = 0.7, two: float = 0.0) -> Scene:
+    """A random scene whose unnamed attributes take the defaults (`with_defaults`): what the
+    'shapes' CLIP is trained on."""
+    return with_defaults(random_scene(rng, mention, two))
 
 
 def render(
