@@ -5,9 +5,11 @@ captions that differ from it only in one attribute (colour: every other colour b
 background's; shape: the 5 others; position: the 8 others). An image scores when its own caption
 has the highest similarity. Gates: colour >= 95%, shape >= 85%, position >= 80%.
 
-Semantic (--styles): each tuning prompt is drawn in each style at 64x64 on CPU
-(engine.shapes.gates.SEMANTIC_SETTINGS) and judged: the model ranks the prompt first among its
-distractors; the named colours dominate; the named positions hold. A contact sheet is written.
+Semantic (--styles): each tuning prompt is drawn in each style as `text2art generate PROMPT
+--clip-model shapes` does on a CPU (engine.shapes.gates.semantic_settings: the shapes world's
+defaults) and judged: the model ranks the prompt first among its distractors; the named colours
+dominate; the shapes sit where the prompt puts them. A contact sheet is written. The tests
+(tests/test_shapes_semantic.py) judge prompts of their own.
 
 python scripts/eval_shapes_model.py [--n 1000] [--seed 12345] [--styles "pixel art" painting image]
 """

@@ -10,7 +10,18 @@ import torch
 
 from engine.perceptor import CLIP_MEAN, CLIP_STD, known_clip_models, load_clip
 from engine.shapes.gates import accuracies, held_out, variants
-from engine.shapes.model import GRID, UNK, ColourMaps, WordTokenizer, vocabulary
+from engine.shapes.model import (
+    EMBED_DIM,
+    GRID,
+    SHAPE_WEIGHT,
+    UNK,
+    VIEW_STRENGTH,
+    ColourMaps,
+    WordTokenizer,
+    join_parts,
+    load_shapes_model,
+    vocabulary,
+)
 from engine.shapes.world import (
     COLOURS,
     POSITIONS,
@@ -18,8 +29,11 @@ from engine.shapes.world import (
     Scene,
     Shape,
     apart,
+    captioned_scene,
     random_scene,
     render,
+    to_array,
+    with_defaults,
 )
 
 
@@ -107,9 +121,10 @@ def test_load_clip_shapes_through_the_perceptor() -> None:
     clip = load_clip("shapes")
     assert clip.input_size == 64
     assert clip.zoom_views is False  # its captions name positions: no zoomed crops
+    assert clip.view_strength == VIEW_STRENGTH < 1  # whole views move less than CLIP's
     x = torch.rand(2, 3, 64, 64, requires_grad=True)
     emb = clip.encode_image(x)
-    assert emb.shape == (2, 64) and torch.allclose(emb.norm(dim=-1), torch.ones(2))
+    assert emb.shape == (2, EMBED_DIM) and torch.allclose(emb.norm(dim=-1), torch.ones(2))
     emb.sum().backward()  # the image encoder is differentiable w.r.t. the pixels
     assert x.grad is not None and x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="takes no weights"):
@@ -157,11 +172,10 @@ def test_variants_differ_in_one_attribute() -> None:
 
 
 def test_quick_gate_on_held_out_images() -> None:
-    # Regression floors, not the gates: on 1000 held-out images the bundled model
-    # measures colour 100%, position 100% and shape 72% (the shape gate, 85%, is not met yet;
-    # scripts/eval_shapes_model.py prints the full table).
+    # The gates on a small sample: on 1000 held-out images the bundled model measures
+    # colour 100%, shape 96% and position 100% (scripts/eval_shapes_model.py prints the table).
     acc = accuracies(load_clip("shapes"), held_out(60, 999), 999)
-    assert acc["colour"] >= 0.95 and acc["position"] >= 0.9 and acc["shape"] >= 0.55, acc
+    assert acc["colour"] >= 0.95 and acc["position"] >= 0.9 and acc["shape"] >= 0.85, acc
 
 
 def test_judges_pass_true_renders_and_catch_wrong_ones() -> None:
@@ -178,3 +192,52 @@ def test_judges_pass_true_renders_and_catch_wrong_ones() -> None:
     assert not positions_agree(image, dataclasses.replace(right, position="centre"))
     assert not colours_agree(image, dataclasses.replace(right, colour="blue"))
     assert not colours_agree(image, dataclasses.replace(right, background="black"))
+
+
+def test_what_a_caption_leaves_out_takes_the_defaults() -> None:
+    said = Scene("star", "red", "blue", position="left", size="small")
+    assert with_defaults(said) == said  # everything named: nothing changes
+    bare = with_defaults(
+        Scene("star", "red", "blue", "left", "small", False, False, False)
+    )  # fmt: skip
+    assert (bare.position, bare.size, bare.background) == ("centre", "large", "white")
+    assert bare.caption() == "a red star"
+    white = with_defaults(Scene("circle", "white", "blue", say_background=False))
+    assert white.background == "black"  # a white shape is not drawn on white
+    two = with_defaults(
+        Scene("circle", "white", "red", "left", second=Shape("ring", "black", "right"),
+              say_position=False, say_background=False)
+    )  # fmt: skip
+    assert two.say_position and two.say_background and two.background == "red"
+    rng = np.random.default_rng(5)
+    for scene in (captioned_scene(rng, two=0.3) for _ in range(300)):
+        assert scene == with_defaults(scene)
+        assert scene.say_position or scene.position == "centre"
+        assert scene.say_size or scene.size == "large"
+        assert scene.say_background or scene.background in ("white", "black")
+
+
+def test_similarity_is_the_weighted_sum_of_the_two_parts() -> None:
+    g = torch.Generator().manual_seed(0)
+    a1, a2, b1, b2 = (torch.randn(3, 40, generator=g) for _ in range(4))
+    cos = (join_parts(a1, a2) * join_parts(b1, b2)).sum(-1)
+    parts = [torch.cosine_similarity(x, y, dim=-1) for x, y in ((a1, b1), (a2, b2))]
+    assert torch.allclose(cos, (1 - SHAPE_WEIGHT) * parts[0] + SHAPE_WEIGHT * parts[1])
+
+
+@torch.no_grad()
+def test_the_imagined_picture_is_the_scene_the_caption_describes() -> None:
+    model, tok = load_shapes_model()
+    names = list(COLOURS)
+    for scene in (
+        with_defaults(Scene("circle", "red", "blue", say_size=False, say_position=False)),
+        Scene("square", "yellow", "black", position="top left", size="large"),
+    ):
+        text = model.text
+        picture = text.logits(text.scene(tok([scene.caption()])))[0].argmax(0)  # (G, G)
+        truth = ColourMaps()(_normalised(torch.from_numpy(to_array(render(scene, 64)))[None]))
+        truth = truth[0].argmax(0)
+        assert float((picture == truth).float().mean()) > 0.9, scene.caption()
+        fx, fy = POSITIONS[scene.position]
+        assert picture[int(fy * GRID), int(fx * GRID)] == names.index(scene.colour)
+        assert picture[GRID - 1, GRID - 1] == names.index(scene.background)  # a far corner
