@@ -142,48 +142,56 @@ def _optimise(params: list[torch.nn.Parameter], steps: int, lr: float) -> tuple[
     return opt, torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
 
 
-def train_picture(model: ShapesClip, data: Batches, steps: int) -> None:
-    """Phase 1: the imagined picture predicts the rendered one."""
-    tok, start = WordTokenizer(vocabulary()), time.time()
-    opt, sched = _optimise(list(model.text.parameters()), steps, 3e-3)
+def _train(
+    name: str, params: list[torch.nn.Parameter], lr: float, steps: int, loss_of: Any
+) -> None:
+    """`steps` AdamW steps (one-cycle schedule) on `loss_of()`, a new batch's loss each call;
+    prints the loss every 250 steps."""
+    opt, sched = _optimise(params, steps, lr)
+    start = time.time()
     for step in range(steps):
-        scenes, x = data()
-        shares = model.visual.maps(x)  # (B, K, G, G)
-        loss = picture_loss(
-            model.text.logits(model.text.scene(tok([s.caption() for s in scenes]))), shares
-        )
+        loss = loss_of()
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if step % 250 == 0 or step == steps - 1:
-            print(f"picture {step} loss {loss.item():.3f} t={time.time() - start:.0f}s", flush=True)
+            print(f"{name} {step} loss {loss.item():.3f} t={time.time() - start:.0f}s", flush=True)
+
+
+def train_picture(model: ShapesClip, data: Batches, steps: int) -> None:
+    """Phase 1: the imagined picture predicts the rendered one."""
+    tok, text = WordTokenizer(vocabulary()), model.text
+
+    def loss_of() -> torch.Tensor:
+        scenes, x = data()
+        shares = model.visual.maps(x)  # (B, K, G, G)
+        return picture_loss(text.logits(text.scene(tok([s.caption() for s in scenes]))), shares)
+
+    _train("picture", list(text.parameters()), 3e-3, steps, loss_of)
 
 
 def train_shape(model: ShapesClip, data: Batches, steps: int) -> None:
     """Phase 2: the shape branch and the image's shape filters learn to tell each caption from
     its hard negatives by the shape part of the similarity alone."""
-    tok, start, text = WordTokenizer(vocabulary()), time.time(), model.text
+    tok, text = WordTokenizer(vocabulary()), model.text
     params = [
         *text.shape_words.parameters(),
         *text.shape_seed.parameters(),
         *text.shape_head.parameters(),
         *model.visual.shape_conv.parameters(),
+        model.logit_scale,
     ]
-    opt, sched = _optimise([*params, model.logit_scale], steps, 2e-3)
-    for step in range(steps):
+
+    def loss_of() -> torch.Tensor:
         scenes, x = data(fresh=True)
         captions = [s.caption() for s in scenes]
         captions += [hard_negative(s, data.rng).caption() for s in scenes]
         image = F.normalize(model.visual.shape_features(model.visual.maps(x)), dim=-1)
         captioned = F.normalize(text.shape_features(tok(captions)), dim=-1)
-        loss = contrastive_loss(model.logit_scale.exp().clamp(max=100), image, captioned)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 250 == 0 or step == steps - 1:
-            print(f"shape {step} loss {loss.item():.3f} t={time.time() - start:.0f}s", flush=True)
+        return contrastive_loss(model.logit_scale.exp().clamp(max=100), image, captioned)
+
+    _train("shape", params, 2e-3, steps, loss_of)
 
 
 def main() -> None:
