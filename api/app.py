@@ -1,9 +1,11 @@
 """`create_app(config)`: the FastAPI application, with a lifespan that loads models once.
 
-The lifespan puts the services on `app.state`:
+The lifespan puts the services on `app.state` (`api.deps` has a typed dependency for each):
 - `config`: the `ApiConfig`;
 - `models`: the process's `engine.ModelCache`, shared by every run;
 - `gpu`: the process-wide `api.gpu.GpuLock`; every GPU job of the process runs in its `slot()`;
+- `artifacts`: the `api.storage.ArtifactStore` holding every result, preview and upload;
+- `jobs`: the `api.jobs.service.JobService` (queue, worker, notifications, gallery);
 - `readiness`: `api.deps.Readiness`, set by the start-up preload and warm-up.
 """
 
@@ -19,14 +21,15 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.config import ApiConfig
 from api.deps import Readiness
-from api.errors import install_error_handlers
+from api.errors import RunFailed, install_error_handlers
 from api.forms import check_style, server_overrides
 from api.gpu import GpuLock
 from api.jobs import start_jobs, stop_jobs
 from api.routes import gallery, generate, health, jobs, outputs, web
+from api.runner import run_engine
+from api.storage import ArtifactStore
 from engine import ModelCache, Settings, __version__
 from engine.drawers import list_drawers
-from engine.generate import generate as run_engine
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +71,8 @@ def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = N
     app.include_router(generate.router)
     app.include_router(outputs.router)
     app.include_router(health.router)
-    # --- jobs service (lead): include the jobs and gallery routers here -------------------
     app.include_router(jobs.router)
     app.include_router(gallery.router)
-    # ---------------------------------------------------------------------------------------
     web.mount_web(app)  # "/" is the web page, "/static/..." its assets
     return app
 
@@ -80,7 +81,8 @@ def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = N
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Create the shared services, preload and warm up in the background, serve, shut down."""
     config: ApiConfig = app.state.config
-    config.output_dir.mkdir(parents=True, exist_ok=True)
+    app.state.artifacts = ArtifactStore(config.output_dir)
+    app.state.artifacts.prepare()
     if app.state.models is None:
         app.state.models = ModelCache()
     app.state.gpu = GpuLock(config.max_waiting)
@@ -90,11 +92,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             tasks.start_soon(_preload, app)
         else:
             app.state.readiness.state = "ready"
-        # --- jobs service (lead): start the worker here; it shares app.state.models/gpu -----
-        app.state.jobs = await start_jobs(app)
-        # ---------------------------------------------------------------------------------
+        app.state.jobs = await start_jobs(app)  # its worker shares the models, GPU and store
         yield
-        # --- jobs service (lead): stop the worker here ----------------------------------------
         await stop_jobs(app)
         tasks.cancel_scope.cancel()  # an unfinished warm-up is abandoned, not awaited
 
@@ -106,7 +105,8 @@ async def _preload(app: FastAPI) -> None:
         await anyio.to_thread.run_sync(warm_up, app, abandon_on_cancel=True)
     except Exception as exc:  # the service still serves; /readyz says what went wrong
         log.exception("warm-up failed")
-        readiness.state, readiness.error = "failed", f"warm-up failed: {exc}"
+        reason = exc.__cause__ if isinstance(exc, RunFailed) and exc.__cause__ else exc
+        readiness.state, readiness.error = "failed", f"warm-up failed: {reason}"
         return
     readiness.state = "ready"
     log.info("ready; models loaded: %s", ", ".join(app.state.models.loaded()))
@@ -114,9 +114,14 @@ async def _preload(app: FastAPI) -> None:
 
 def warm_up(app: FastAPI) -> None:
     """One 1-step run of the default style at 32x32, so the first request pays no set-up cost."""
-    settings = warm_up_settings(app.state.config)
-    with app.state.gpu.slot(bounded=False):
-        run_engine(settings, models=app.state.models, limits=app.state.config.limits())
+    config: ApiConfig = app.state.config
+    run_engine(
+        warm_up_settings(config),
+        gpu=app.state.gpu,
+        models=app.state.models,
+        limits=config.limits(),
+        bounded=False,
+    )
 
 
 def warm_up_settings(config: ApiConfig) -> Settings:

@@ -71,11 +71,11 @@ def _collect(ctx: click.Context, prompt: str | None, params: dict[str, Any]) -> 
 
 def _run_generate(ctx: click.Context, prompt: str | None, out: str, **params: Any) -> None:
     """Generate an image from a prompt (writes PNG, plus SVG for painting and MP4 with --video)."""
-    from engine.settings import Settings, SettingsError
+    from engine import Settings, SettingsError, resolve
 
     values = _collect(ctx, prompt, params)
     try:
-        settings = Settings.create(**values).resolve()
+        settings = resolve(Settings.create(**values))
     except SettingsError as exc:
         _fail(str(exc))
     out_path = Path(out)
@@ -126,16 +126,12 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
 
 
 def _write_outputs(result: Any, out_path: Path) -> None:
-    from engine.output import save_png
+    from engine.output import save_outputs
 
-    save_png(result.image, result.settings, out_path)
-    click.echo(f"wrote {out_path}")
-    if result.svg is not None:
-        svg = out_path.with_suffix(".svg")
-        svg.write_text(result.svg, encoding="utf-8")
-        click.echo(f"wrote {svg}")
-    if result.video_path is not None:
-        click.echo(f"wrote {result.video_path}")
+    files = save_outputs(result, out_path.parent, out_path.stem)
+    for ext in ("png", "svg", "mp4"):
+        if ext in files:
+            click.echo(f"wrote {files[ext]}")
     click.echo(f"seed {result.settings.seed}")
 
 

@@ -33,10 +33,10 @@ def _human(size: int) -> str:
 @models_app.command("list")
 def list_models() -> None:
     """Show the known models, their size and whether each is in the cache."""
-    from engine import weights
+    from engine import catalog, weights
 
     rows = [("KIND", "NAME", "SIZE", "CACHED", "PATH")]
-    for m in weights.list_models():
+    for m in catalog.list_models():
         cached = "bundled" if m.bundled and m.cached else "yes" if m.cached else "no"
         rows.append((m.kind, m.name, _human(m.size), cached, str(m.path)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -87,15 +87,16 @@ def download(
     ] = None,
 ) -> None:
     """Download a model's files into the cache (resumes an interrupted download)."""
-    from engine import weights
+    from engine import catalog, weights
+    from engine.errors import WeightsError
 
-    bundled = [m for m in weights.bundled_models() if m.name == name and kind in (None, m.kind)]
+    bundled = [m for m in catalog.bundled_models() if m.name == name and kind in (None, m.kind)]
     if bundled:
         for m in bundled:
             typer.echo(f"bundled with text2art, nothing to download: {m.path}")
         return
     try:
-        files = weights.model_files(name, kind)
+        files = catalog.model_files(name, kind)
     except ValueError as exc:
         _fail(str(exc), 2)
     for label, spec, path in files:
@@ -103,7 +104,7 @@ def download(
         bar = _Bar(path.name)
         try:
             weights.ensure_file(spec, path, progress=bar, label=label)  # checks a cached file too
-        except weights.WeightsError as exc:
+        except WeightsError as exc:
             bar.close()
             _fail(str(exc), 1)
         bar.close()

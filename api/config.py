@@ -1,10 +1,8 @@
 """The service's configuration, read from `T2A_*` environment variables (pydantic-settings).
 
 `ApiConfig` is a plain `BaseSettings` class: build one with `ApiConfig()` (environment) or
-`ApiConfig(clip_models=["tiny-random"], ...)` (tests). Nothing is read at import time. Other
-parts of the service (the jobs queue, e-mail) add their own fields by inheritance:
-
-    class FullConfig(JobsConfigMixin, ApiConfig): ...
+`ApiConfig(clip_models=["tiny-random"], ...)` (tests). Nothing is read at import time. The jobs
+queue and e-mail add their own fields in `api.jobs.config.ServiceConfig`, a subclass.
 
 Every field is documented in the README ("HTTP service" section).
 """

@@ -11,6 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.config import ApiConfig
 from api.gpu import GpuLock
+from api.jobs.service import JobService
+from api.storage import ArtifactStore
 from engine import ModelCache
 
 # auto_error=False: the check below decides (keys are optional), /docs still shows "Authorize".
@@ -35,6 +37,18 @@ def get_gpu(request: Request) -> GpuLock:
     return gpu
 
 
+def get_artifacts(request: Request) -> ArtifactStore:
+    """Where every result, preview and upload is kept."""
+    artifacts: ArtifactStore = request.app.state.artifacts
+    return artifacts
+
+
+def get_jobs(request: Request) -> JobService:
+    """The process's job service."""
+    jobs: JobService = request.app.state.jobs
+    return jobs
+
+
 @dataclass
 class Readiness:
     """Whether the start-up preload and warm-up are done; `error` says why they failed."""
@@ -53,6 +67,8 @@ ConfigDep = Annotated[ApiConfig, Depends(get_config)]
 ModelsDep = Annotated[ModelCache, Depends(get_models)]
 GpuDep = Annotated[GpuLock, Depends(get_gpu)]
 ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
+ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
 
 
 def key_matches(given: str, keys: list[str]) -> bool:

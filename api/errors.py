@@ -1,40 +1,30 @@
 """Errors of the service and their JSON answers.
 
-- `FieldError` / `engine.SettingsError` -> 422 in FastAPI's own shape, so a client reads one
-  format for every bad field: `{"detail": [{"type", "loc": ["body", FIELD], "msg"}]}`.
+- `engine.SettingsError` -> 422 in FastAPI's own shape, so a client reads one format for every
+  bad field: `{"detail": [{"type", "loc": ["body", FIELD], "msg"}]}`. The service raises it too,
+  for its own fields (uploads, e-mail, webhook URL).
 - `GpuBusy` -> 503 with `Retry-After`.
-- `EngineError` -> a JSON 5xx `{"error": CODE, "detail": MESSAGE}` (out of memory, missing
-  weights, ...); the service keeps serving.
+- `RunFailed` -> a JSON 5xx `{"error": CODE, "detail": MESSAGE}` (out of memory, missing
+  weights, ...); the service keeps serving. `api.runner` decides the code.
 - `engine.Cancelled` -> 499 (the client went away; nobody reads it).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api.gpu import GpuBusy
-from engine import Cancelled, SettingsError
+from engine.errors import Cancelled, SettingsError
 
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's code: the client closed the connection first
 
 
-class FieldError(ValueError):
-    """One invalid form field: `field` names it, `message` says what is allowed."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-class EngineError(Exception):
+class RunFailed(Exception):
     """A generation that failed on the server's side (not the client's input)."""
 
     def __init__(self, code: str, detail: str, status_code: int = 500):
@@ -50,27 +40,8 @@ def field_error_response(field: str, message: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def engine_error(exc: BaseException) -> EngineError:
-    """Classify an exception raised by `engine.generate`; frees GPU memory after an OOM."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        free_gpu_memory()
-        return EngineError(
-            "out_of_memory",
-            "the GPU ran out of memory; try a smaller size, a lower quality or fewer cutouts",
-        )
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return EngineError("engine_error", f"generation failed: {first_line}")
-
-
-def free_gpu_memory() -> None:
-    """Drop what the failed run left on the GPU so the next one has room."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 async def _field_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, FieldError | SettingsError)
+    assert isinstance(exc, SettingsError)
     return field_error_response(exc.field, exc.message)
 
 
@@ -83,8 +54,8 @@ async def _gpu_busy(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, EngineError)
+async def _run_failed(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RunFailed)
     return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status_code)
 
 
@@ -97,8 +68,7 @@ async def _cancelled(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the JSON answers above on the app."""
-    app.add_exception_handler(FieldError, _field_error)
     app.add_exception_handler(SettingsError, _field_error)
     app.add_exception_handler(GpuBusy, _gpu_busy)
-    app.add_exception_handler(EngineError, _engine_error)
+    app.add_exception_handler(RunFailed, _run_failed)
     app.add_exception_handler(Cancelled, _cancelled)

@@ -1,31 +1,17 @@
 """The generation form of the design card, shared by `POST /generate` and `POST /jobs`.
 
-Public names:
-
-- `GenerateForm`: dataclass of the parsed form (setting values and uploads).
-- `generate_form`: FastAPI dependency returning a `GenerateForm`; accepts multipart and
-  urlencoded bodies. `GenerateFormDep` is its typed alias.
-- `form_field(name, **overrides)`: a `Form(...)`/`File(...)` whose description and examples come
-  from `engine.Settings.model_fields[name]` (one definition of every option).
-- `build_settings(form, config, upload_dir)`: reads and checks the uploads, applies the
-  server's overrides and limits, returns resolved `engine.Settings`; raises `FieldError` (422).
-- `store_upload(file, field, stem, upload_dir, config)`: read, check and save one image upload.
-- `FieldError` (from api.errors): raise it for a bad extra field; it renders as 422.
-
-Extending the form (e.g. `POST /jobs`): write a second dependency with the extra `Form`
-parameters; FastAPI merges both into one form body and one OpenAPI schema:
-
-    async def job_form(
-        base: GenerateFormDep,
-        email: Annotated[str | None, Form(description="Send the result here.")] = None,
-    ) -> JobForm:
-        if email is not None and "@" not in email:
-            raise FieldError("email", "expected an address like name@example.com")
-        return JobForm(base, email)
+`FORM_FIELDS` names the card's fields, each a field of `engine.Settings`; the dependency
+`generate_form` (typed alias `GenerateFormDep`) is built from that list, with each field's type,
+default, description and examples taken from `Settings.model_fields`, so the form, its OpenAPI
+schema and the engine never disagree. It accepts multipart and urlencoded bodies and keeps only
+the fields the client sent: what it leaves out is decided at resolution (the card's defaults,
+then the engine's). A second dependency extends the form with its own `Form` parameters and
+FastAPI merges both into one body (see `api.routes.jobs.job_form`).
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -35,14 +21,31 @@ from typing import IO, Annotated, Any
 from fastapi import Depends, File, Form, Request, UploadFile
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from api.config import ApiConfig
-from api.errors import FieldError
-from engine import Settings, SettingsError
+from engine import ResolvedSettings, Settings, resolve
 from engine.drawers import list_drawers
+from engine.errors import SettingsError
 from engine.settings import normalise_style
 
-# The card's defaults where they differ from the engine's (the engine lets the quality decide).
+# The card's fields, in the order of the form.
+FORM_FIELDS = (
+    "prompts", "seed", "iterations", "quality", "aspect", "scale", "style", "make_video", "size",
+    "init_image", "image_prompts",
+)  # fmt: skip
+UPLOADS = ("init_image", "image_prompts")
+# How a field travels in a form when not as its `Settings` type: uploads are files, a size is
+# "WxH" text, and the scale always has the card's default.
+_FORM_TYPES: dict[str, Any] = {
+    "scale": float,
+    "size": str | None,
+    "init_image": UploadFile | None,
+    "image_prompts": list[UploadFile] | None,
+}
+_EXAMPLES: dict[str, list[Any]] = {"seed": [42], "make_video": [False], "size": ["256x256"]}
+# The card's defaults where they differ from the engine's (the engine lets the quality decide);
+# they are resolution defaults: a value the client or the chosen model gives wins.
 CARD_DEFAULTS: dict[str, Any] = {"scale": 2.5}
 _CHUNK = 1024 * 1024
 
@@ -75,87 +78,87 @@ def form_field(name: str, *, upload: bool = False, **overrides: Any) -> Any:
 
 @dataclass
 class GenerateForm:
-    """The card's form: setting values as sent, plus the uploaded files (not yet read)."""
+    """The card's form as sent: the setting values the client gave, and its uploads (unread)."""
 
-    prompts: str
-    quality: str
-    aspect: str
-    scale: float
-    style: str
-    make_video: bool
-    seed: int | None = None
-    iterations: int | None = None
-    size: str | None = None
+    given: dict[str, Any]
     init_image: UploadFile | None = None
     image_prompts: list[UploadFile] = field(default_factory=list)
 
-    def values(self) -> dict[str, Any]:
-        """The non-file fields that were given, as `Settings` keyword arguments."""
-        names = ("prompts", "quality", "aspect", "scale", "style", "make_video")
-        values = {name: getattr(self, name) for name in names}
-        for name in ("seed", "iterations", "size"):
-            if getattr(self, name) is not None:
-                values[name] = getattr(self, name)
-        return values
 
-
-async def generate_form(
-    request: Request,
-    prompts: Annotated[str, form_field("prompts")] = default_of("prompts"),
-    seed: Annotated[int | None, form_field("seed", examples=[42])] = None,
-    iterations: Annotated[int | None, form_field("iterations")] = None,
-    quality: Annotated[str, form_field("quality")] = default_of("quality"),
-    aspect: Annotated[str, form_field("aspect")] = default_of("aspect"),
-    scale: Annotated[float, form_field("scale")] = default_of("scale"),
-    style: Annotated[str, form_field("style")] = default_of("style"),
-    make_video: Annotated[bool, form_field("make_video", examples=[False])] = False,
-    size: Annotated[str | None, form_field("size", examples=["256x256"])] = None,
-    init_image: Annotated[UploadFile | None, form_field("init_image", upload=True)] = None,
-    image_prompts: Annotated[
-        list[UploadFile] | None, form_field("image_prompts", upload=True)
-    ] = None,
-) -> GenerateForm:
-    """Collect the card's form fields (multipart or urlencoded)."""
+async def generate_form(request: Request, **sent: Any) -> GenerateForm:
+    """Collect the card's form fields (multipart or urlencoded); its parameters are set below."""
     raw = await request.form()  # parsed once by FastAPI already; this reads its cache
+    given = {name: value for name, value in sent.items() if _was_sent(name, value, raw)}
     if isinstance(raw.get("prompts"), str):  # FastAPI turns a sent "" into the default
-        prompts = str(raw["prompts"])
-    return GenerateForm(
-        prompts=prompts,
-        quality=quality,
-        aspect=aspect,
-        scale=scale,
-        style=style,
-        make_video=make_video,
-        seed=seed,
-        iterations=iterations,
-        size=size,
-        init_image=init_image,
-        image_prompts=list(image_prompts or []),
+        given["prompts"] = str(raw["prompts"])
+    init_image = given.pop("init_image", None)
+    image_prompts = list(given.pop("image_prompts", None) or [])
+    return GenerateForm(given, init_image, image_prompts)
+
+
+def _was_sent(name: str, value: Any, raw: FormData) -> bool:
+    """Whether the client gave the field (FastAPI fills in the defaults of the others)."""
+    if name in UPLOADS:
+        return bool(value)
+    return value is not None and raw.get(name) not in (None, "")
+
+
+def _form_parameter(name: str) -> inspect.Parameter:
+    """The dependency's parameter for one card field."""
+    upload = name in UPLOADS
+    annotation = _FORM_TYPES.get(name, Settings.model_fields[name].annotation)
+    extra = {"examples": _EXAMPLES[name]} if name in _EXAMPLES else {}
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None if upload else default_of(name),
+        annotation=Annotated[annotation, form_field(name, upload=upload, **extra)],
     )
 
 
+def _form_signature() -> inspect.Signature:
+    request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = [request.replace(annotation=Request), *map(_form_parameter, FORM_FIELDS)]
+    return inspect.Signature(params, return_annotation=GenerateForm)
+
+
+# FastAPI reads a dependency's parameters from its signature: one per card field.
+generate_form.__signature__ = _form_signature()  # type: ignore[attr-defined]
 GenerateFormDep = Annotated[GenerateForm, Depends(generate_form)]
 
 
-async def build_settings(form: GenerateForm, config: ApiConfig, upload_dir: Path) -> Settings:
-    """Checked, resolved settings for the form; uploads are saved under `upload_dir`."""
-    values = {**form.values(), **server_overrides(config)}
-    check_style(form.style)
-    settings = _create(values)  # bad fields fail before any upload is read
+async def build_settings(
+    form: GenerateForm, config: ApiConfig, upload_dir: Path
+) -> ResolvedSettings:
+    """Checked, resolved settings for the form; uploads are saved under `upload_dir`.
+
+    Raises `SettingsError` (a 422 naming the field).
+    """
+    values = {**form.given, **server_overrides(config)}
+    check_style(values.get("style", default_of("style")))
+    settings = Settings.create(**values)  # bad fields fail before any upload is read
     limits = config.limits()
     if len(form.image_prompts) > limits.max_prompts:
         n = len(form.image_prompts)
-        raise FieldError("image_prompts", f"{n} images given; at most {limits.max_prompts}")
+        raise SettingsError("image_prompts", f"{n} images given; at most {limits.max_prompts}")
     try:
         uploads = await _store_uploads(form, config, upload_dir)
-        return _resolve(_create({**values, **uploads}) if uploads else settings, config)
+        if uploads:
+            settings = Settings.create(**values, **uploads)
+        return resolve_settings(settings, config)
     except BaseException:
         shutil.rmtree(upload_dir, ignore_errors=True)
         raise
 
 
+def resolve_settings(settings: Settings, config: ApiConfig) -> ResolvedSettings:
+    """Resolve with the server's limits; the card's defaults fill what nobody gave."""
+    return resolve(settings, config.limits(), defaults=CARD_DEFAULTS)
+
+
 def server_overrides(config: ApiConfig) -> dict[str, Any]:
-    """Settings the server imposes on every request (models, device, cutouts)."""
+    """Settings the server imposes on every request (models, device, cutouts): given values,
+    they win over the client's and the presets'."""
     overrides = {
         "clip_models": config.clip_models,
         "vqgan_model": config.vqgan_model,
@@ -170,25 +173,13 @@ def check_style(value: str) -> None:
     try:
         style = normalise_style(value)
     except ValueError as exc:
-        raise FieldError("style", str(exc)) from None
+        raise SettingsError("style", str(exc)) from None
     available = list_drawers()
     if style not in available:
         choices = ", ".join(f"'{s}'" for s in available)
-        raise FieldError("style", f"style {style!r} is not available here; choose one of {choices}")
-
-
-def _create(values: dict[str, Any]) -> Settings:
-    try:
-        return Settings.create(**values)
-    except SettingsError as exc:
-        raise FieldError(exc.field, exc.message) from None
-
-
-def _resolve(settings: Settings, config: ApiConfig) -> Settings:
-    try:
-        return settings.resolve(config.limits())
-    except SettingsError as exc:
-        raise FieldError(exc.field, exc.message) from None
+        raise SettingsError(
+            "style", f"style {style!r} is not available here; choose one of {choices}"
+        )
 
 
 async def _store_uploads(form: GenerateForm, config: ApiConfig, upload_dir: Path) -> dict[str, Any]:
@@ -236,11 +227,13 @@ def _copy_limited(file: IO[bytes], dest: Path, field: str, max_bytes: int) -> No
             if size > max_bytes:
                 out.close()
                 dest.unlink(missing_ok=True)
-                raise FieldError(field, f"the file is over the upload limit of {_human(max_bytes)}")
+                raise SettingsError(
+                    field, f"the file is over the upload limit of {_human(max_bytes)}"
+                )
             out.write(chunk)
     if size == 0:
         dest.unlink(missing_ok=True)
-        raise FieldError(field, "the file is empty; upload a PNG, JPEG or WebP image")
+        raise SettingsError(field, "the file is empty; upload a PNG, JPEG or WebP image")
 
 
 def _human(n_bytes: int) -> str:
@@ -254,7 +247,7 @@ def check_image(path: Path, field: str, max_pixels: int) -> str:
         with Image.open(path) as img:
             width, height = img.size  # read from the header: nothing decoded yet
             if width * height > max_pixels:
-                raise FieldError(
+                raise SettingsError(
                     field,
                     f"the image is {width}x{height} = {width * height} pixels; at most "
                     f"{max_pixels} are allowed (decompression bomb guard)",
@@ -262,11 +255,11 @@ def check_image(path: Path, field: str, max_pixels: int) -> str:
             img.load()  # decode once: a truncated or corrupt file fails here, not in the engine
             fmt = (img.format or "png").lower()
     except Image.DecompressionBombError as exc:
-        raise FieldError(field, f"the image is too large to decode safely ({exc})") from None
+        raise SettingsError(field, f"the image is too large to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, FieldError):
+        if isinstance(exc, SettingsError):
             raise
-        raise FieldError(
+        raise SettingsError(
             field, "the file is not an image that can be read (use PNG, JPEG or WebP)"
         ) from None
     return "jpg" if fmt == "jpeg" else fmt

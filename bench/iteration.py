@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import ModelCache, Settings, generate  # noqa: E402
+from engine import ModelCache, Settings, generate, resolve  # noqa: E402
 from engine.presets import QUALITY  # noqa: E402
 
 
@@ -84,12 +84,12 @@ def main() -> None:
     print("| quality | size | cutouts | s/iteration (median) | it/s | peak memory (MiB) |")
     print("|---|---|---|---|---|---|")
     for q in qualities:
-        s = Settings.create(
+        s = resolve(Settings.create(
             prompts="underwater city", style=args.style, quality=q, aspect=args.aspect,
             clip_models=[args.clip_model], iterations=iterations, seed=0, device=str(device),
-        ).resolve()  # fmt: skip
+        ))  # fmt: skip
         sec, mib = measure(s, models, device)
-        w, h = s.size or (0, 0)
+        w, h = s.size
         print(f"| {q} | {w}x{h} | {s.cutouts} | {sec:.4f} | {1 / sec:.1f} | {mib:.0f} |")
 
 

@@ -26,10 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.iteration import peak_mib, reset_peak  # noqa: E402
-from engine import ModelCache, Settings  # noqa: E402
+from engine import ModelCache, Settings, resolve  # noqa: E402
 from engine.drawers.base import DrawerContext  # noqa: E402
 from engine.drawers.image import ImageDrawer  # noqa: E402
-from engine.presets import DEFAULT_CUTOUTS, QUALITY, base_size  # noqa: E402
+from engine.presets import DEFAULT_CUTOUTS, QUALITY  # noqa: E402
 from engine.vqgan import IMAGENET_F16_16384, build_vqgan  # noqa: E402
 
 VQGAN_NAME = "imagenet_f16_16384"  # cached with random weights under the real name
@@ -39,11 +39,10 @@ def make_drawer(
     quality: str, aspect: str, checkpointing: bool, models: ModelCache, device: torch.device
 ) -> ImageDrawer:
     """An image drawer at the quality's default size, resolved by the drawer itself."""
-    s = Settings.create(
+    s = resolve(Settings.create(
         style="image", quality=quality, aspect=aspect, seed=0, vqgan_model=VQGAN_NAME,
         decoder_checkpointing=checkpointing, device=str(device),
-    )  # fmt: skip
-    s = s.model_copy(update=ImageDrawer.resolve(s, base_size(aspect, QUALITY[quality].scale)))
+    ))  # fmt: skip
     return ImageDrawer(DrawerContext(s, device, torch.Generator().manual_seed(0), None, models))
 
 

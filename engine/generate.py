@@ -15,16 +15,14 @@ from PIL import Image
 
 from engine.cutouts import Cutouts
 from engine.drawers import DrawerContext, create_drawer
+from engine.errors import Cancelled, SettingsError
 from engine.models import ModelCache
 from engine.perceptor import ClipModel, Targets, build_targets
 from engine.prompts import parse_prompts
-from engine.settings import Limits, Settings, SettingsError
+from engine.resolve import ResolvedSettings, resolve
+from engine.settings import Limits, Settings
 
 log = logging.getLogger(__name__)
-
-
-class Cancelled(Exception):
-    """Raised inside `generate` when `should_stop()` returned True."""
 
 
 @dataclass
@@ -47,7 +45,7 @@ class Result:
     """The final image with the resolved settings and the loss history."""
 
     image: Image.Image
-    settings: Settings
+    settings: ResolvedSettings
     losses: list[float]
     elapsed: float
     svg: str | None = None
@@ -98,8 +96,7 @@ def _views_key(clip: ClipModel) -> tuple[int, bool, float]:
 class _Objective:
     """Everything the loss needs: CLIP models with their targets and cutouts, extra penalties."""
 
-    def __init__(self, s: Settings, clips: list[ClipModel], init: torch.Tensor | None):
-        assert s.cutouts is not None
+    def __init__(self, s: ResolvedSettings, clips: list[ClipModel], init: torch.Tensor | None):
         prompts = parse_prompts(s.prompts)
         images = _open_image_prompts(s.image_prompts)
         self.clips = clips
@@ -138,17 +135,18 @@ def generate(
     limits: Limits | None = None,
     video_path: str | Path | None = None,
 ) -> Result:
-    """Optimise the style's drawer until CLIP finds the prompts in the image (VQGAN+CLIP loop)."""
+    """Optimise the style's drawer until CLIP finds the prompts in the image (VQGAN+CLIP loop).
+
+    `settings` are resolved first (engine.resolve; resolving resolved settings changes nothing).
+    """
     start = time.perf_counter()
-    s = settings.resolve(limits)
-    assert s.size is not None and s.iterations is not None and s.seed is not None
+    s = resolve(settings, limits)
     device = pick_device(s.device)
     models = models or ModelCache()
     g = torch.Generator().manual_seed(s.seed)
     init = load_image_tensor(s.init_image, s.size, device) if s.init_image else None
     recorder = _start_video(s, video_path)
     try:
-        assert s.clip_models is not None
         clips = [models.clip(name, device) for name in s.clip_models]
         drawer = create_drawer(s.style, DrawerContext(s, device, g, init, models))
         objective = _Objective(s, clips, init)
@@ -171,20 +169,19 @@ def generate(
     )
 
 
-def _start_video(s: Settings, video_path: str | Path | None) -> Any:
+def _start_video(s: ResolvedSettings, video_path: str | Path | None) -> Any:
     """A streaming recorder when a video was asked for; fails early if H.264 is missing."""
     if not s.make_video or video_path is None:
         return None
     from engine.video import VideoRecorder, check_h264, plan_video
 
-    assert s.size is not None and s.iterations is not None
     check_h264()
     plan = plan_video(s.iterations)
     return VideoRecorder(Path(video_path), s.size, plan, pixelated=s.style == "pixel art")
 
 
 def _optimise(
-    s: Settings,
+    s: ResolvedSettings,
     drawer: Any,
     objective: _Objective,
     g: torch.Generator,
@@ -193,7 +190,6 @@ def _optimise(
     recorder: Any,
 ) -> list[float]:
     """The loop: render -> cutouts -> CLIP -> loss -> Adam step -> clamp -> progress."""
-    assert s.iterations is not None
     opt = torch.optim.Adam(drawer.parameters())
     losses: list[float] = []
     start = time.perf_counter()

@@ -1,12 +1,19 @@
-"""A thread-safe cache of loaded models (CLIP, VQGAN), shared by all runs of a process."""
+"""A thread-safe cache of loaded models (CLIP, VQGAN), shared by all runs of a process; which
+names exist and how each loads is engine.catalog's."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from engine.catalog import load_clip, load_vqgan
+
+if TYPE_CHECKING:
+    from engine.perceptor import ClipModel
+    from engine.vqgan import VQGAN
 
 
 class ModelCache:
@@ -29,17 +36,15 @@ class ModelCache:
                 self._items[key] = factory()
             return self._items[key]
 
-    def clip(self, name: str, device: torch.device) -> Any:
-        """A `engine.perceptor.ClipModel` by clipit name, 'tiny-random' or a weights file."""
-        from engine.perceptor import load_clip
+    def clip(self, name: str, device: torch.device) -> ClipModel:
+        """A CLIP by catalog name ('ViT-B/32', 'shapes', ...), 'NAME:random' or 'NAME=/path'."""
+        model: ClipModel = self.get("clip", name, device, lambda: load_clip(name, device))
+        return model
 
-        return self.get("clip", name, device, lambda: load_clip(name, device))
-
-    def vqgan(self, name: str, device: torch.device) -> Any:
-        """A VQGAN (engine.vqgan) by registry name or 'tiny-random'."""
-        from engine.vqgan import load_named_vqgan
-
-        return self.get("vqgan", name, device, lambda: load_named_vqgan(name, device))
+    def vqgan(self, name: str, device: torch.device) -> VQGAN:
+        """A VQGAN by catalog name ('imagenet_f16_16384', 'shapes', 'tiny-random', ...)."""
+        model: VQGAN = self.get("vqgan", name, device, lambda: load_vqgan(name, device))
+        return model
 
     def loaded(self) -> list[str]:
         """'kind:name@device' for every loaded model."""

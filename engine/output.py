@@ -1,14 +1,19 @@
-"""PNG output with the prompt, resolved settings, seed and version in text chunks."""
+"""Writing a result: the PNG (prompt, resolved settings, seed and version in text chunks), the SVG
+of the painting style, and where the video went. Used by the CLI and the HTTP service alike."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, PngImagePlugin
 
 from engine.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.generate import Result
 
 # Options that describe the machine, not the picture: not stored, so `--from` works anywhere.
 _MACHINE_FIELDS = {"device"}
@@ -36,6 +41,39 @@ def save_png(image: Image.Image, settings: Settings, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG", pnginfo=info)
     return path
+
+
+def save_outputs(
+    result: Result, directory: str | Path, stem: str, settings: Any = None
+) -> dict[str, Path]:
+    """Write `stem.png` (with metadata) and `stem.svg` (painting) into `directory`.
+
+    Each file is written under a hidden temporary name and renamed into place, so a reader never
+    sees half a file. `settings` replaces the result's in the PNG metadata (the service stores
+    them without server paths). Returns every kept file by extension, the video included.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {"png": directory / f"{stem}.png"}
+    _atomic(files["png"], lambda tmp: save_png(result.image, settings or result.settings, tmp))
+    if result.svg is not None:
+        svg = result.svg
+        files["svg"] = directory / f"{stem}.svg"
+        _atomic(files["svg"], lambda tmp: tmp.write_text(svg, encoding="utf-8"))
+    if result.video_path is not None and Path(result.video_path).exists():
+        files["mp4"] = Path(result.video_path)
+    return files
+
+
+def _atomic(path: Path, write: Any) -> None:
+    """`write(tmp)` to a hidden name beside `path`, then rename it over `path`."""
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_png_settings(path: str | Path) -> dict[str, Any]:

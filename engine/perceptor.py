@@ -1,10 +1,10 @@
-"""CLIP through open_clip: loading by clipit's names, text/image embeddings, spherical loss."""
+"""CLIP through open_clip: a model from an architecture and a weights file, text and image
+embeddings, the spherical loss. Which names exist and where their weights are: engine.catalog."""
 
 from __future__ import annotations
 
 import logging
 import math
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine import presets
+from engine.checkpoints import read_state_dict
 from engine.prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -23,17 +23,6 @@ log = logging.getLogger(__name__)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# clipit's model names -> open_clip architectures. OpenAI weights need QuickGELU.
-ARCHITECTURES: dict[str, str] = {
-    "ViT-B/32": "ViT-B-32-quickgelu",
-    "ViT-B/16": "ViT-B-16-quickgelu",
-    "ViT-L/14": "ViT-L-14-quickgelu",
-    "RN50": "RN50-quickgelu",
-    "RN101": "RN101-quickgelu",
-    "RN50x4": "RN50x4-quickgelu",
-}
-TINY = "tiny-random"
-SHAPES = presets.SHAPES_CLIP  # the bundled offline model of engine.shapes
 # Keys of OpenAI's TorchScript archives that are attributes, not weights.
 _NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -75,57 +64,33 @@ class ClipModel:
         return F.normalize(features.float(), dim=-1)
 
 
-def known_clip_models() -> list[str]:
-    """Names accepted by `load_clip` (besides 'ARCH=path' and 'ARCH:random')."""
-    return [*ARCHITECTURES, TINY, SHAPES]
-
-
-def load_clip(name: str, device: torch.device | str = "cpu") -> ClipModel:
-    """Load a CLIP by clipit name, 'tiny-random', 'ARCH:random' or 'ARCH=/path/to/weights'."""
+def open_clip_model(
+    name: str, arch: str, weights: Path | None, device: torch.device | str = "cpu"
+) -> ClipModel:
+    """An open_clip architecture with the weights file's weights (None: seeded random)."""
     import open_clip
 
-    device = torch.device(device)
-    arch_name, weights = _split_name(name)
-    if arch_name == SHAPES:
-        from engine.shapes.model import load_shapes_clip
-
-        return load_shapes_clip(device)  # type: ignore[no-any-return]
-    if arch_name == TINY:
-        model, tok_arch = _tiny_clip(), "ViT-B-32"
+    model = open_clip.create_model(arch, pretrained=None)
+    if weights is None:
+        _random_init_(model, torch.Generator().manual_seed(0))
     else:
-        arch = ARCHITECTURES[arch_name]
-        model, tok_arch = open_clip.create_model(arch, pretrained=None), arch
-        if weights == "random":
-            _random_init_(model, torch.Generator().manual_seed(0))
-        else:
-            path = Path(weights) if weights else _cached_weights(arch_name)
-            load_weights_file(model, path)
+        load_weights_file(model, weights)
+    return _wrap(name, model, open_clip.get_tokenizer(arch), device)
+
+
+def tiny_clip_model(name: str, device: torch.device | str = "cpu") -> ClipModel:
+    """`_tiny_clip()` with ViT-B/32's tokenizer: a whole CLIP for tests, built in a second."""
+    import open_clip
+
+    return _wrap(name, _tiny_clip(), open_clip.get_tokenizer("ViT-B-32"), device)
+
+
+def _wrap(name: str, model: Any, tokenizer: Any, device: torch.device | str) -> ClipModel:
+    device = torch.device(device)
     model = model.to(device).eval().requires_grad_(False)
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
-    tokenizer = open_clip.get_tokenizer(tok_arch)
     return ClipModel(name, model, tokenizer, int(size), device)
-
-
-def _split_name(name: str) -> tuple[str, str | None]:
-    arch, sep, weights = name.partition("=")
-    if not sep:
-        arch, sep, weights = name.partition(":")
-        if sep and weights != "random":
-            raise ValueError(f"unknown CLIP model {name!r}; use 'NAME:random' or 'NAME=/path'")
-    arch = arch.strip()
-    if arch not in ARCHITECTURES and arch not in (TINY, SHAPES):
-        choices = ", ".join(known_clip_models())
-        raise ValueError(f"unknown CLIP model {arch!r}; choose one of {choices}")
-    if arch in (TINY, SHAPES) and sep:
-        raise ValueError(f"{arch!r} takes no weights file")
-    return arch, (weights.strip() or None) if sep else None
-
-
-def _cached_weights(arch_name: str) -> Path:
-    from engine.weights import clip_checkpoint
-
-    return clip_checkpoint(arch_name)
 
 
 def _tiny_clip() -> Any:
@@ -153,31 +118,6 @@ def _random_init_(model: torch.nn.Module, generator: torch.Generator) -> None:
             fan_in = p[0].numel() if p.ndim > 1 else p.numel()
             std = min(0.02, 1 / math.sqrt(max(fan_in, 1)))
             p.copy_(torch.randn(p.shape, generator=generator) * std)
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Weights from OpenAI's TorchScript .pt, a torch state dict (.pt/.bin/.pth) or safetensors."""
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    if _is_torchscript(path):
-        return torch.jit.load(str(path), map_location="cpu").state_dict()
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds no state dict")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
 def load_weights_file(model: torch.nn.Module, path: Path) -> None:

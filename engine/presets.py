@@ -1,7 +1,8 @@
-"""Quality and aspect tables (after the Text2Art fork of clipit)."""
+"""Plain tables: qualities and aspects (after the Text2Art fork of clipit), pixel-art palettes."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -28,22 +29,45 @@ ASPECT: dict[str, tuple[int, int]] = {
 
 DEFAULT_CUTOUTS = 40
 
-# Defaults of runs guided by the bundled 'shapes' CLIP alone (engine.shapes): its world is flat
-# shapes seen at 64 px, so a small canvas, a coarse pixel grid, fewer views and the bundled VQGAN
-# (every style in under half a minute on a 2-core CPU, offline).  Only the settings a request
-# leaves out are taken from here.
-SHAPES_CLIP = "shapes"
-SHAPES_WORLD: dict[str, object] = {
-    "size": (64, 64),
-    "iterations": 100,
-    "cutouts": 16,
-    "pixel_size": (16, 16),
-    "strokes": 256,
-    "vqgan_model": "shapes",
-}
-# Step sizes of the shapes world per style: its pictures are flat colour fields that must form in
-# 100 iterations, so pixel cells and stroke points move faster than CLIP's defaults let them.
-SHAPES_LEARNING_RATES: dict[str, float] = {"pixel art": 0.1, "painting": 2.0}
+# Pixel-art palettes by name (a palette may also be given as hex colours).
+PALETTES: dict[str, list[str]] = {
+    "pico8": [
+        "#000000", "#1d2b53", "#7e2553", "#008751", "#ab5236", "#5f574f", "#c2c3c7", "#fff1e8",
+        "#ff004d", "#ffa300", "#ffec27", "#00e436", "#29adff", "#83769c", "#ff77a8", "#ffccaa",
+    ],
+    "gameboy": ["#0f380f", "#306230", "#8bac0f", "#9bbc0f"],
+    "cga": ["#000000", "#55ffff", "#ff55ff", "#ffffff"],
+    "sweetie16": [
+        "#1a1c2c", "#5d275d", "#b13e53", "#ef7d57", "#ffcd75", "#a7f070", "#38b764", "#257179",
+        "#29366f", "#3b5dc9", "#41a6f6", "#73eff7", "#f4f4f4", "#94b0c2", "#566c86", "#333c57",
+    ],
+    "grayscale": ["#000000", "#555555", "#aaaaaa", "#ffffff"],
+    "black and white": ["#000000", "#ffffff"],
+}  # fmt: skip
+
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
+
+
+def parse_palette(value: str | list[str]) -> list[tuple[float, float, float]]:
+    """A palette name or hex colours ('#1a1c2c,#5d275d' or a list) -> RGB triples in [0, 1]."""
+    if isinstance(value, str) and value.strip().lower() in PALETTES:
+        items = PALETTES[value.strip().lower()]
+    else:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        items = [c.strip() for c in items if c.strip()]
+    colours = []
+    for item in items:
+        m = _HEX.match(item)
+        if not m:
+            names = ", ".join(PALETTES)
+            raise ValueError(
+                f"{item!r} is neither a palette name ({names}) nor a hex colour like '#ff8800'"
+            )
+        h = m.group(1)
+        colours.append(tuple(int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)))
+    if not colours:
+        raise ValueError("the palette is empty; give a palette name or hex colours")
+    return colours  # type: ignore[return-value]
 
 
 def base_size(aspect: str, scale: float) -> tuple[int, int]:

@@ -6,13 +6,14 @@ The CLI flags, the HTTP form fields, the JSON schema and the README table all de
 
 from __future__ import annotations
 
-import random
 import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine import presets
+from engine.errors import SettingsError
+from engine.prompts import parse_prompts
 
 STYLES = ("image", "painting", "pixel art")
 QUALITIES = tuple(presets.QUALITY)
@@ -28,15 +29,6 @@ _STYLE_ALIASES = {
     "pixel": "pixel art",
     "pixeldraw": "pixel art",
 }
-
-
-class SettingsError(ValueError):
-    """Bad user input for one option; `field` names it, the message says what is allowed."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 class Limits(BaseModel):
@@ -77,7 +69,7 @@ def parse_size(value: Any) -> tuple[int, int] | None:
 
 
 class Settings(BaseModel):
-    """All options of one generation. `None` means "let the presets decide" (see `resolve()`)."""
+    """All options of one generation. `None` means "let the presets decide" (engine.resolve)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -145,7 +137,7 @@ class Settings(BaseModel):
     )
     palette: str | list[str] | None = Field(
         None,
-        description="Pixel-art palette: a name (see engine.drawers.pixel.PALETTES) or hex "
+        description=f"Pixel-art palette: a name ({', '.join(presets.PALETTES)}) or hex "
         "colours like '#1a1c2c,#5d275d'.",
     )
     smoothness_weight: float = Field(
@@ -189,8 +181,6 @@ class Settings(BaseModel):
     @field_validator("prompts")
     @classmethod
     def _prompts(cls, v: str) -> str:
-        from engine.prompts import parse_prompts
-
         parse_prompts(v)  # raises ValueError with the reason
         return v
 
@@ -208,9 +198,7 @@ class Settings(BaseModel):
     def _palette(cls, v: Any) -> str | list[str] | None:
         if v is None or v == "":
             return None
-        from engine.drawers.pixel import parse_palette
-
-        parse_palette(v)  # raises ValueError listing the named palettes
+        presets.parse_palette(v)  # raises ValueError listing the named palettes
         return v
 
     # -- construction helpers ---------------------------------------------------------------
@@ -222,54 +210,6 @@ class Settings(BaseModel):
         except ValidationError as exc:
             raise settings_error(exc) from None
 
-    def resolve(self, limits: Limits | None = None) -> Settings:
-        """Fill what the presets decide (size, iterations, models, cutouts, seed); check limits.
-        Runs guided by the 'shapes' CLIP alone take what they leave out from
-        `presets.SHAPES_WORLD` first."""
-        limits = limits or Limits()
-        if self.clip_models == [presets.SHAPES_CLIP]:
-            return self._shapes_world().resolve_presets(limits)
-        return self.resolve_presets(limits)
-
-    def _shapes_world(self) -> Settings:
-        """The settings with what they leave out taken from `presets.SHAPES_WORLD`; a quality
-        above draft keeps its iterations and size, an aspect or scale its size and grid."""
-        given = self.model_fields_set
-        skip = set()
-        if self.quality != "draft":
-            skip |= {"iterations", "size", "pixel_size"}
-        if self.aspect != "square" or self.scale is not None:
-            skip |= {"size", "pixel_size"}
-        if self.style != "pixel art":
-            skip.add("pixel_size")  # a pixel grid means nothing to the other styles
-        world = dict(presets.SHAPES_WORLD)
-        if self.style in presets.SHAPES_LEARNING_RATES:
-            world["learning_rate"] = presets.SHAPES_LEARNING_RATES[self.style]
-        update = {k: v for k, v in world.items() if k not in given | skip}
-        return self.model_copy(update=update)
-
-    def resolve_presets(self, limits: Limits) -> Settings:
-        """`resolve` after any model-specific defaults are in."""
-        from engine.drawers import drawer_class
-
-        q = presets.QUALITY[self.quality]
-        scale = self.scale if self.scale is not None else q.scale
-        if scale > limits.max_scale:
-            raise SettingsError("scale", f"must be at most {limits.max_scale:g}, got {scale:g}")
-        size = self.size or presets.base_size(self.aspect, scale)
-        cls = drawer_class(self.style)
-        values: dict[str, Any] = {
-            "scale": scale,
-            "iterations": self.iterations or q.iterations,
-            "cutouts": self.cutouts or presets.DEFAULT_CUTOUTS,
-            "clip_models": self.clip_models or list(q.clip_models),
-            "seed": self.seed if self.seed is not None else random.SystemRandom().randrange(2**32),
-        }
-        values.update(cls.resolve(self, size))
-        resolved = self.model_copy(update=values)
-        check_limits(resolved, limits)
-        return resolved
-
     def to_json_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dict (tuples become lists)."""
         return self.model_dump(mode="json")
@@ -280,37 +220,6 @@ def _choice(value: Any, allowed: tuple[str, ...]) -> str:
     if v not in allowed:
         raise ValueError(f"unknown value {value!r}; choose one of {', '.join(allowed)}")
     return v
-
-
-def check_limits(s: Settings, limits: Limits) -> None:
-    """Raise `SettingsError` for the first resolved value over a configurable limit."""
-    from engine.prompts import parse_prompts
-
-    assert s.size is not None and s.iterations is not None and s.cutouts is not None
-    w, h = s.size
-    if w * h > limits.max_pixels:
-        raise SettingsError(
-            "size", f"{w}x{h} is {w * h} pixels; at most {limits.max_pixels} are allowed"
-        )
-    if s.iterations > limits.max_iterations:
-        raise SettingsError(
-            "iterations", f"must be between 1 and {limits.max_iterations}, got {s.iterations}"
-        )
-    if s.cutouts > limits.max_cutouts:
-        raise SettingsError(
-            "cutouts", f"must be between 1 and {limits.max_cutouts}, got {s.cutouts}"
-        )
-    if s.strokes > limits.max_strokes:
-        raise SettingsError(
-            "strokes", f"must be between 1 and {limits.max_strokes}, got {s.strokes}"
-        )
-    if len(s.prompts) > limits.max_prompt_chars:
-        raise SettingsError(
-            "prompts", f"is {len(s.prompts)} characters; at most {limits.max_prompt_chars}"
-        )
-    n = len(parse_prompts(s.prompts)) + len(s.image_prompts)
-    if n > limits.max_prompts:
-        raise SettingsError("prompts", f"{n} prompts given; at most {limits.max_prompts}")
 
 
 def settings_error(exc: ValidationError) -> SettingsError:

@@ -3,22 +3,18 @@
 The modules follow the published architecture and reproduce the official state-dict key names and
 shapes, so the official checkpoints load unchanged: `encoder.*`, `decoder.*`, `quant_conv.*`,
 `post_quant_conv.*` and `quantize.embedding.weight` (VQModel) or `quantize.proj.*` and
-`quantize.embed.weight` (GumbelVQ). Checkpoints are read with a restricted unpickler: a
+`quantize.embed.weight` (GumbelVQ). Checkpoints are read by `engine.checkpoints`: a
 downloaded file can never run code.
 """
 
 from __future__ import annotations
 
-import importlib
-import io
 import logging
 import math
-import pickle
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +22,11 @@ import yaml
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from engine.checkpoints import read_checkpoint
+from engine.errors import CheckpointError
+
 log = logging.getLogger(__name__)
 
-TINY = "tiny-random"
-# Bundled with the package: a small VQModel trained on the procedural shapes world
-# (scripts/train_shapes_vqgan.py), for offline runs and tests with real weights.
-SHAPES = "shapes"
-SHAPES_FILES = ("shapes_vqgan.yaml", "shapes_vqgan.safetensors")
 VQMODEL = "taming.models.vqgan.VQModel"
 GUMBELVQ = "taming.models.vqgan.GumbelVQ"
 NET2NET = "taming.models.cond_transformer.Net2NetTransformer"
@@ -42,10 +36,6 @@ NET2NET_PREFIX = "first_stage_model."
 # With decoder checkpointing, levels 0..RECOMPUTED_LEVELS (the high-resolution ones) recompute
 # their activations in backward.
 RECOMPUTED_LEVELS = 2
-
-
-class CheckpointError(ValueError):
-    """A VQGAN config or checkpoint that cannot be used; the message says why."""
 
 
 # -- architecture ---------------------------------------------------------------------------
@@ -104,7 +94,8 @@ GUMBEL_F8_8192 = VQGANConfig(
     ch=128, ch_mult=(1, 1, 2, 4), num_res_blocks=2, attn_resolutions=(32,),
     z_channels=256, resolution=256, n_embed=8192, embed_dim=256, gumbel=True,
 )  # fmt: skip
-# Small enough to build and run in milliseconds; GroupNorm(32) needs channels in multiples of 32.
+# Small enough to build and run in milliseconds (the catalog's 'tiny-random'); GroupNorm(32)
+# needs channels in multiples of 32.
 TINY_CONFIG = VQGANConfig(
     ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
     z_channels=8, resolution=32, n_embed=64, embed_dim=8,
@@ -421,41 +412,6 @@ def _init_random_(model: nn.Module, generator: torch.Generator) -> None:
             m.weight.copy_(torch.empty(m.weight.shape).normal_(generator=generator))
 
 
-def shapes_paths() -> tuple[Path, Path]:
-    """(config yaml, safetensors weights) of the bundled 'shapes' VQGAN in engine/assets."""
-    from engine.shapes.model import asset_path
-
-    return asset_path(SHAPES_FILES[0]), asset_path(SHAPES_FILES[1])
-
-
-def vqgan_factor(name: str) -> int:
-    """Downsampling factor f of a named VQGAN, without loading it."""
-    from engine.weights import VQGAN_MODELS  # the registry knows f: sizes resolve offline
-
-    if name == TINY:
-        return TINY_CONFIG.factor
-    if name == SHAPES:
-        return read_config(shapes_paths()[0])[0].factor  # the yaml only, no weights
-    if name not in VQGAN_MODELS:
-        choices = ", ".join([TINY, SHAPES, *VQGAN_MODELS])
-        raise ValueError(f"unknown VQGAN model {name!r}; choose one of {choices}")
-    return VQGAN_MODELS[name].factor
-
-
-def load_named_vqgan(name: str, device: torch.device | str = "cpu") -> VQGAN:
-    """'tiny-random' (seeded random weights), the bundled 'shapes' or a registry checkpoint
-    (downloaded on first use)."""
-    if name == TINY:
-        return build_vqgan(TINY_CONFIG, torch.Generator().manual_seed(0), device)
-    if name == SHAPES:
-        return load_vqgan(*shapes_paths(), device)
-    vqgan_factor(name)  # unknown names: ValueError listing the choices
-    from engine.weights import vqgan_paths
-
-    config_path, checkpoint_path = vqgan_paths(name)
-    return load_vqgan(config_path, checkpoint_path, device)
-
-
 def load_vqgan(
     config_path: str | Path, checkpoint_path: str | Path, device: torch.device | str = "cpu"
 ) -> VQGAN:
@@ -496,46 +452,6 @@ def read_config(path: str | Path) -> tuple[VQGANConfig, str]:
         return VQGANConfig.from_params(params, gumbel=target == GUMBELVQ), prefix
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: incomplete ddconfig/n_embed/embed_dim ({exc!r})") from None
-
-
-def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
-    """The top-level object of a torch checkpoint (zip or legacy) or a safetensors file."""
-    path = Path(path)
-    with path.open("rb") as f:
-        head = f.read(16)
-    if path.suffix == ".safetensors" or _looks_like_safetensors(head):
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
-        raise CheckpointError(f"{path}: not a torch checkpoint (starts with {head[:12]!r})")
-    if _is_torchscript(path):
-        # torch.load would hand these to torch.jit.load, which runs the archive's own code.
-        raise CheckpointError(f"{path}: a TorchScript archive, not a checkpoint")
-    # weights_only=False only hands unpickling to RestrictedPickle, whose find_class imports
-    # nothing outside a safe allow-list (torch refuses weights_only=True with a pickle_module).
-    obj = torch.load(
-        path,
-        map_location="cpu",
-        pickle_module=RestrictedPickle,
-        weights_only=False,
-        mmap=zipfile.is_zipfile(path),  # the loss.* tensors are then never read
-    )
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
-    return obj
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") for name in archive.namelist())
-
-
-def _looks_like_safetensors(head: bytes) -> bool:
-    # 8-byte little-endian header length, then the JSON header.
-    return len(head) > 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 30
 
 
 def select_weights(checkpoint: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -583,110 +499,3 @@ def _shape(value: Any) -> tuple[int, ...] | str:
 
 def _some(items: list[str], n: int = 10) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
-
-
-# -- restricted unpickling ------------------------------------------------------------------
-
-# The only globals a checkpoint may import. Everything else (os.system, builtins.eval,
-# pytorch_lightning callbacks, omegaconf containers, ...) becomes an inert `Placeholder`.
-_SAFE_GLOBALS: dict[str, frozenset[str]] = {
-    "collections": frozenset({"OrderedDict", "defaultdict", "deque", "Counter"}),
-    "builtins": frozenset(
-        {
-            "dict",
-            "list",
-            "set",
-            "frozenset",
-            "tuple",
-            "int",
-            "float",
-            "complex",
-            "bool",
-            "str",
-            "bytes",
-            "bytearray",
-            "slice",
-            "range",
-        }
-    ),  # fmt: skip
-    # Protocol-2 pickles (torch.save's default) store bytes as _codecs.encode(text, 'latin1').
-    "_codecs": frozenset({"encode"}),
-    "torch": frozenset({"Size", "device"}),
-    "torch._utils": frozenset(
-        {
-            "_rebuild_tensor",
-            "_rebuild_tensor_v2",
-            "_rebuild_parameter",
-            "_rebuild_parameter_with_state",
-            "_rebuild_device_tensor_from_numpy",
-        }
-    ),  # fmt: skip
-    "numpy": frozenset({"ndarray", "dtype"}),
-    "numpy.core.multiarray": frozenset({"_reconstruct", "scalar"}),
-    "numpy._core.multiarray": frozenset({"_reconstruct", "scalar"}),
-}
-
-
-class Placeholder:
-    """Stands in for an object whose class or function a checkpoint may not import; inert."""
-
-    module = ""
-    qualname = ""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        self.args, self.kwargs = args, kwargs
-        self.state: Any = None
-        self.items: list[Any] = []
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    # List- and dict-like pickles fill themselves through these.
-    def append(self, item: Any) -> None:
-        self.items.append(item)
-
-    def extend(self, items: Any) -> None:
-        self.items.extend(items)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.items.append((key, value))
-
-    def __repr__(self) -> str:
-        return f"<placeholder for {self.module}.{self.qualname}>"
-
-
-def _safe_global(module: str, name: str) -> Any | None:
-    """The allowed object `module.name`, or None."""
-    if name in _SAFE_GLOBALS.get(module, ()):
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):  # e.g. numpy._core on numpy 1
-            return None
-    if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-        return getattr(torch, name)  # torch.float32, ...
-    return None
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that imports only `_SAFE_GLOBALS` and stands in placeholders for the rest."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        found = _safe_global(module, name)
-        if found is not None:
-            return found
-        log.debug("checkpoint refers to %s.%s; using a placeholder", module, name)
-        return type(name, (Placeholder,), {"module": module, "qualname": name})
-
-
-class RestrictedPickle:
-    """A `pickle_module` for `torch.load` that unpickles with `RestrictedUnpickler`."""
-
-    Unpickler = RestrictedUnpickler
-
-    @staticmethod
-    def load(file: IO[bytes], **kwargs: Any) -> Any:
-        return RestrictedUnpickler(file, **kwargs).load()
-
-    @staticmethod
-    def loads(data: bytes, **kwargs: Any) -> Any:
-        return RestrictedUnpickler(io.BytesIO(data), **kwargs).load()

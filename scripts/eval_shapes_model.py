@@ -6,27 +6,32 @@ background's; shape: the 5 others; position: the 8 others). An image scores when
 has the highest similarity. Gates: colour >= 95%, shape >= 85%, position >= 80%.
 
 Semantic (--styles): each tuning prompt is drawn in each style as `text2art generate PROMPT
---clip-model shapes` does on a CPU (engine.shapes.gates.semantic_settings: the shapes world's
+--clip-model shapes` does on a CPU (scripts.shapes_gates.semantic_settings: the shapes world's
 defaults) and judged: the model ranks the prompt first among its distractors; the named colours
 dominate; the shapes sit where the prompt puts them. A contact sheet is written. The tests
 (tests/test_shapes_semantic.py) judge prompts of their own.
 
 python scripts/eval_shapes_model.py [--n 1000] [--seed 12345] [--styles "pixel art" painting image]
+(or `python -m scripts.eval_shapes_model ...`)
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
+
+if not __package__:  # run by path (`python scripts/eval_shapes_model.py`): import from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
 from PIL import Image
 
 from engine import ModelCache, generate
-from engine.perceptor import load_clip
-from engine.shapes.gates import (
+from engine.catalog import load_clip
+from scripts.shapes_gates import (
     GATES,
     TUNING_PROMPTS,
     accuracies,

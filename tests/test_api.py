@@ -17,12 +17,12 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import api.routes.generate as generate_route
+import api.runner as runner
 from api.app import create_app
 from api.config import ApiConfig
 from api.forms import describe
 from api.gpu import GpuBusy, GpuLock
-from engine import Cancelled, ModelCache, Result, Settings
+from engine import Cancelled, ModelCache, Result, Settings, resolve
 from engine.drawers import list_drawers
 from engine.settings import STYLES
 
@@ -227,7 +227,7 @@ def fake_generate(svg: str | None, video: bytes | None) -> Any:
     """A stand-in for engine.generate that returns an SVG and writes an MP4."""
 
     def run(settings: Settings, *, video_path: Path | None = None, **_: Any) -> Result:
-        s = settings.resolve()
+        s = resolve(settings)
         if video is not None and video_path is not None:
             Path(video_path).write_bytes(video)
         image = Image.new("RGB", s.size or (8, 8), "white")
@@ -241,7 +241,7 @@ def test_svg_and_video_are_linked_and_served(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     svg = '<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"/>'
-    monkeypatch.setattr(generate_route, "generate", fake_generate(svg, b"fake mp4"))
+    monkeypatch.setattr(runner, "generate", fake_generate(svg, b"fake mp4"))
     r = client.post("/generate", data={**FAST, "make_video": "true"})
     assert r.status_code == 200, r.text
     job = r.headers["x-job-id"]
@@ -369,7 +369,7 @@ def test_out_of_memory_is_json_500_frees_memory_and_service_goes_on(
     def oom(*args: Any, **kwargs: Any) -> Result:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(generate_route, "generate", oom)
+    monkeypatch.setattr(runner, "generate", oom)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(True))
     r = client.post("/generate", data=FAST)
@@ -385,7 +385,7 @@ def test_engine_error_is_json_500_with_its_first_line(
     def broken(*args: Any, **kwargs: Any) -> Result:
         raise RuntimeError("weights for ViT-B/32 are not cached\nrun text2art models download")
 
-    monkeypatch.setattr(generate_route, "generate", broken)
+    monkeypatch.setattr(runner, "generate", broken)
     r = client.post("/generate", data=FAST)
     assert r.status_code == 500
     assert r.json() == {

@@ -1,8 +1,10 @@
-"""The Colab launcher (scripts/run_colab.py) with a fake tunnel, and the notebook's format."""
+"""The Colab launcher (scripts/run_colab.py) with a fake tunnel, and the notebook's format.
+
+The tests import it as `scripts.run_colab`; the notebook runs it by path (`%run`), which the
+event-loop test does too (runpy, as `%run` executes the file)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -14,25 +16,17 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
 
 from api.config import ApiConfig
+from scripts import run_colab
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "text2art_colab.ipynb"
 PUBLIC = "https://fake-tunnel.example"
-
-
-def load_launcher() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("run_colab", ROOT / "scripts" / "run_colab.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def free_port() -> int:
@@ -80,7 +74,7 @@ def test_missing_token_is_a_clear_message(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("NGROK_AUTHTOKEN", raising=False)
-    assert load_launcher().main(["--port", "0"], tunnel_factory=FakeTunnel) == 2
+    assert run_colab.main(["--port", "0"], tunnel_factory=FakeTunnel) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: an ngrok auth token is needed") and "NGROK_AUTHTOKEN" in err
     assert "dashboard.ngrok.com" in err
@@ -94,14 +88,13 @@ def test_launcher_prints_both_urls_serves_docs_and_closes_the_tunnel(
     servers: list[Any] = []
     codes: list[int] = []
     config = ApiConfig(output_dir=tmp_path, preload=False)
-    launcher = load_launcher()
     FakeTunnel.opened.clear()
     FakeTunnel.closed.clear()
 
     def run() -> None:
         argv = ["--port", str(port)]
         options = {"tunnel_factory": FakeTunnel, "config": config, "on_server": servers.append}
-        codes.append(launcher.main(argv, **options))
+        codes.append(run_colab.main(argv, **options))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -117,12 +110,10 @@ def test_launcher_prints_both_urls_serves_docs_and_closes_the_tunnel(
 
 
 NOTEBOOK_CELL = """
-import asyncio, importlib.util, sys
+import asyncio, runpy, sys
 from api.config import ApiConfig
 
-spec = importlib.util.spec_from_file_location("run_colab", "scripts/run_colab.py")
-launcher = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(launcher)
+launcher = runpy.run_path("scripts/run_colab.py", run_name="run_colab")  # by path, as %run does
 
 class Fake:
     def __init__(self, port, token):
@@ -133,7 +124,7 @@ class Fake:
 async def kernel():  # a notebook cell runs while the kernel's event loop is running
     config = ApiConfig(output_dir=sys.argv[1], preload=False)
     argv = ["--port", sys.argv[2], "--authtoken", "t"]
-    code = launcher.main(argv, tunnel_factory=Fake, config=config)
+    code = launcher["main"](argv, tunnel_factory=Fake, config=config)
     print("exit", code, flush=True)
 
 asyncio.run(kernel())

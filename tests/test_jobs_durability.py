@@ -20,7 +20,7 @@ from api.jobs.queue import JobQueue, make_huey
 from api.jobs.service import JobService
 from api.jobs.store import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore
 from api.jobs.worker import WorkerIdentity, dead_message, reap_dead, worker_gone
-from engine import ModelCache, Settings
+from engine import ModelCache, Settings, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def add_job(store: JobStore, job_id: str, **values: Any) -> Job:
     """A job record as `JobService.submit` writes it (plus `values`)."""
     settings = Settings.create(prompts="a castle", style="pixel art", size=(32, 32))
-    resolved = settings.resolve().model_copy(
+    resolved = resolve(settings).model_copy(
         update={"iterations": 3, "clip_models": ["tiny-random"], "cutouts": 4, "seed": 1}
     )
     fields: dict[str, Any] = {

@@ -36,7 +36,7 @@ from api.jobs.notify import (
 )
 from api.jobs.service import JobService
 from api.jobs.store import FAILED
-from engine import ModelCache, Settings
+from engine import ModelCache, Settings, resolve
 
 
 class Inbox:
@@ -125,7 +125,7 @@ def test_failure_email_says_why(smtp: tuple[Inbox, int], tmp_path: Path) -> None
     inbox.busy = 0
     service = JobService(smtp_config(tmp_path, port))
     try:
-        settings = Settings.create(prompts="a castle", style="pixel art", size=(32, 32)).resolve()
+        settings = resolve(Settings.create(prompts="a castle", style="pixel art", size=(32, 32)))
         job, _ = service.submit("1" * 32, settings, {}, email="ada@example.org")
         assert service.store.claim(job.id, "me") is not None
         service.store.finish(job.id, "me", FAILED, error="the GPU ran out of memory; try less")

@@ -2,13 +2,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from engine.catalog import load_clip
+from engine.checkpoints import read_state_dict
 from engine.perceptor import (
     ClipModel,
     _tiny_clip,
     build_targets,
-    load_clip,
     load_weights_file,
-    read_state_dict,
     spherical_distance,
 )
 from engine.prompts import parse_prompts

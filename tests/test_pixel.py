@@ -1,12 +1,13 @@
 import torch
 
+from engine import resolve
 from engine.drawers import DrawerContext, create_drawer, list_drawers
-from engine.drawers.pixel import PALETTES, parse_palette
+from engine.presets import PALETTES, parse_palette
 from tests.conftest import tiny_settings
 
 
 def _drawer(init=None, **overrides):
-    s = tiny_settings(size=(48, 32), **overrides).resolve()
+    s = resolve(tiny_settings(size=(48, 32), **overrides))
     g = torch.Generator().manual_seed(s.seed)
     return create_drawer("pixel art", DrawerContext(s, torch.device("cpu"), g, init))
 

@@ -1,7 +1,8 @@
 import pytest
 
-from engine import Limits, Settings, SettingsError
+from engine import Limits, Settings, SettingsError, resolve
 from engine.presets import ASPECT, QUALITY
+from engine.resolve import ResolvedSettings
 
 PIXEL = {"style": "pixel art"}
 
@@ -71,7 +72,7 @@ def test_invalid_values_name_the_field(values: dict, field: str, needle: str) ->
 )
 def test_limits_checked_at_resolve(values: dict, field: str, needle: str) -> None:
     with pytest.raises(SettingsError) as err:
-        Settings.create(**PIXEL, **values).resolve()
+        resolve(Settings.create(**PIXEL, **values))
     assert err.value.field == field
     assert needle in err.value.message
 
@@ -79,23 +80,23 @@ def test_limits_checked_at_resolve(values: dict, field: str, needle: str) -> Non
 def test_limits_are_configurable() -> None:
     s = Settings.create(**PIXEL, iterations=50)
     with pytest.raises(SettingsError, match="between 1 and 20"):
-        s.resolve(Limits(max_iterations=20))
-    assert s.resolve(Limits(max_iterations=50)).iterations == 50
+        resolve(s, Limits(max_iterations=20))
+    assert resolve(s, Limits(max_iterations=50)).iterations == 50
 
 
 def test_resolve_fills_presets_and_draws_a_seed() -> None:
-    r = Settings.create(**PIXEL, quality="normal").resolve()
+    r = resolve(Settings.create(**PIXEL, quality="normal"))
     assert r.iterations == QUALITY["normal"].iterations == 350
     assert r.clip_models == ["ViT-B/32", "ViT-B/16"]
     assert r.cutouts == 40
     assert r.scale == 2.0
     assert isinstance(r.seed, int)
-    assert r.resolve() == r  # resolving twice changes nothing
+    assert resolve(r) == r  # resolving twice changes nothing
 
 
 def test_explicit_values_win() -> None:
     r = Settings.create(**PIXEL, iterations=7, seed=3, cutouts=5, clip_models="RN50, ViT-B/16")
-    r = r.resolve()
+    r = resolve(r)
     assert (r.iterations, r.seed, r.cutouts) == (7, 3, 5)
     assert r.clip_models == ["RN50", "ViT-B/16"]
 
@@ -103,7 +104,7 @@ def test_explicit_values_win() -> None:
 @pytest.mark.parametrize("quality", list(QUALITY))
 @pytest.mark.parametrize("aspect", list(ASPECT))
 def test_pixel_size_for_every_aspect_and_quality(quality: str, aspect: str) -> None:
-    r = Settings.create(**PIXEL, quality=quality, aspect=aspect).resolve()
+    r = resolve(Settings.create(**PIXEL, quality=quality, aspect=aspect))
     base_w, base_h = ASPECT[aspect]
     scale = QUALITY[quality].scale
     w, h = r.size
@@ -118,56 +119,79 @@ def test_pixel_size_for_every_aspect_and_quality(quality: str, aspect: str) -> N
 
 
 def test_widescreen_grid_matches_pixeldraw() -> None:
-    r = Settings.create(**PIXEL, aspect="widescreen", scale=2.5).resolve()
+    r = resolve(Settings.create(**PIXEL, aspect="widescreen", scale=2.5))
     assert r.pixel_size == (80, 45) and r.size == (400, 225)
 
 
 def test_explicit_size_and_grid() -> None:
-    r = Settings.create(**PIXEL, size="64x48", pixel_size="16x12").resolve()
+    r = resolve(Settings.create(**PIXEL, size="64x48", pixel_size="16x12"))
     assert r.size == (64, 48) and r.pixel_size == (16, 12)
-    r = Settings.create(**PIXEL, size=(100, 60)).resolve()
+    r = resolve(Settings.create(**PIXEL, size=(100, 60)))
     assert r.size[0] <= 100 and r.size[1] <= 60
 
 
 def test_settings_json_round_trip() -> None:
-    r = Settings.create(**PIXEL, seed=1, palette="pico8").resolve()
+    r = resolve(Settings.create(**PIXEL, seed=1, palette="pico8"))
     again = Settings.create(**r.to_json_dict())
-    assert again == r
+    assert again.model_dump() == r.model_dump()
+    assert resolve(again) == r
 
 
 def test_shapes_model_alone_takes_the_shapes_world_defaults() -> None:
-    pixel = Settings.create(prompts="a red circle", clip_models=["shapes"], **PIXEL).resolve()
+    pixel = resolve(Settings.create(prompts="a red circle", clip_models=["shapes"], **PIXEL))
     assert (pixel.size, pixel.pixel_size) == ((64, 64), (16, 16))
     assert (pixel.iterations, pixel.cutouts) == (100, 16)
-    painting = Settings.create(clip_models=["shapes"], style="painting").resolve()
+    painting = resolve(Settings.create(clip_models=["shapes"], style="painting"))
     assert (painting.size, painting.strokes, painting.vqgan_model) == ((64, 64), 256, "shapes")
     assert painting.pixel_size is None  # a pixel grid means nothing to the painting style
     # Flat colour fields must form in 100 iterations: faster steps than the styles' defaults.
     assert (pixel.learning_rate, painting.learning_rate) == (0.1, 2.0)
-    image = Settings.create(clip_models=["shapes"], style="image").resolve()
+    image = resolve(Settings.create(clip_models=["shapes"], style="image"))
     assert image.learning_rate == 0.2  # the image style's own default
-    given = Settings.create(clip_models=["shapes"], learning_rate=0.5, **PIXEL).resolve()
+    given = resolve(Settings.create(clip_models=["shapes"], learning_rate=0.5, **PIXEL))
     assert given.learning_rate == 0.5
 
 
 def test_shapes_world_defaults_never_override_what_was_given() -> None:
-    s = Settings.create(
-        clip_models=["shapes"], iterations=7, cutouts=5, pixel_size=(8, 8), **PIXEL
-    ).resolve()
+    s = resolve(
+        Settings.create(clip_models=["shapes"], iterations=7, cutouts=5, pixel_size=(8, 8), **PIXEL)
+    )
     assert (s.iterations, s.cutouts, s.pixel_size) == (7, 5, (8, 8))
-    wide = Settings.create(clip_models=["shapes"], aspect="widescreen", **PIXEL).resolve()
+    wide = resolve(Settings.create(clip_models=["shapes"], aspect="widescreen", **PIXEL))
     assert wide.size[0] > wide.size[1]  # the aspect decides the size, not the 64x64 default
-    strokes = Settings.create(clip_models=["shapes"], style="painting", strokes=1024).resolve()
+    strokes = resolve(Settings.create(clip_models=["shapes"], style="painting", strokes=1024))
     assert strokes.strokes == 1024  # given, even though it equals the usual default
-    best = Settings.create(clip_models=["shapes"], quality="best", **PIXEL).resolve()
+    best = resolve(Settings.create(clip_models=["shapes"], quality="best", **PIXEL))
     assert best.iterations == QUALITY["best"].iterations and best.size[0] > 64
     # The service passes the form's aspect and scale even when left at their defaults.
     form = Settings.create(clip_models=["shapes"], aspect="square", scale=None, **PIXEL)
-    assert form.resolve().size == (64, 64)
+    assert resolve(form).size == (64, 64)
 
 
 def test_other_models_keep_the_quality_presets() -> None:
     for models in (["tiny-random"], ["shapes", "tiny-random"]):
-        s = Settings.create(clip_models=models, **PIXEL).resolve()
+        s = resolve(Settings.create(clip_models=models, **PIXEL))
         assert s.iterations == QUALITY["draft"].iterations and s.cutouts == 40
         assert s.size != (64, 64)
+
+
+def test_service_defaults_sit_between_the_model_world_and_the_presets() -> None:
+    card = {"scale": 2.5}
+    # A plain run takes the service's default scale over the quality's...
+    plain = resolve(Settings.create(**PIXEL), defaults=card)
+    assert plain.scale == 2.5 and plain.size == (369, 369)
+    # ...but the shapes world's own size wins over it (the service used to render 369x369)...
+    shapes = resolve(Settings.create(clip_models=["shapes"], **PIXEL), defaults=card)
+    assert (shapes.size, shapes.pixel_size, shapes.iterations) == ((64, 64), (16, 16), 100)
+    # ...and what the caller gives wins over both.
+    given = resolve(Settings.create(clip_models=["shapes"], scale=1.0, **PIXEL), defaults=card)
+    assert given.scale == 1.0 and given.size != (64, 64)
+
+
+def test_resolved_settings_have_no_open_values() -> None:
+    r = resolve(Settings.create(**PIXEL))
+    assert isinstance(r, ResolvedSettings) and isinstance(r, Settings)
+    for name in ("iterations", "scale", "size", "seed", "cutouts", "clip_models", "learning_rate"):
+        assert getattr(r, name) is not None, name
+    with pytest.raises(SettingsError, match="size"):
+        ResolvedSettings.create(**{**r.to_json_dict(), "size": None})

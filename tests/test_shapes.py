@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.perceptor import CLIP_MEAN, CLIP_STD, known_clip_models, load_clip
-from engine.shapes.gates import accuracies, held_out, variants
+from engine.catalog import known_clip_models, load_clip
+from engine.perceptor import CLIP_MEAN, CLIP_STD
 from engine.shapes.model import (
     EMBED_DIM,
     GRID,
@@ -35,6 +35,7 @@ from engine.shapes.world import (
     to_array,
     with_defaults,
 )
+from scripts.shapes_gates import accuracies, held_out, variants
 
 
 def test_same_seed_gives_identical_scenes_and_pixels() -> None:
@@ -179,7 +180,7 @@ def test_quick_gate_on_held_out_images() -> None:
 
 
 def test_judges_pass_true_renders_and_catch_wrong_ones() -> None:
-    from engine.shapes.gates import TUNING_PROMPTS, colours_agree, distractors, positions_agree
+    from scripts.shapes_gates import TUNING_PROMPTS, colours_agree, distractors, positions_agree
 
     for scene in TUNING_PROMPTS:
         image = np.asarray(render(scene, 64))

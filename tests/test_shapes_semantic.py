@@ -5,7 +5,7 @@ shapes --style STYLE` would on a CPU (the shapes world's defaults: 64 px, 100 it
 judged three ways: the shapes CLIP ranks the prompt's own caption first among the captions that
 differ from it in one thing it names; the named colours dominate the pixels (background first
 when named); and each shape's colour sits where the prompt puts it (the centre when unsaid).
-The prompts here are not the ones the settings were tuned on (gates.TUNING_PROMPTS).
+The prompts here are not the ones the settings were tuned on (shapes_gates.TUNING_PROMPTS).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from engine import ModelCache, generate
-from engine.shapes.gates import TUNING_PROMPTS, judge, prompt, semantic_settings
+from scripts.shapes_gates import TUNING_PROMPTS, judge, prompt, semantic_settings
 
 HELD_OUT = [
     prompt("circle", "red"),

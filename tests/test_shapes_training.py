@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine.shapes.model import ShapesClip, vocabulary
 from engine.shapes.world import captioned_scene
-
-_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_shapes_model.py"
-_spec = importlib.util.spec_from_file_location("train_shapes_model", _SCRIPT)
-assert _spec and _spec.loader
-train = importlib.util.module_from_spec(_spec)
-sys.modules["train_shapes_model"] = train
-_spec.loader.exec_module(train)
+from scripts import train_shapes_model as train
 
 
 def _changed(a: object, b: object) -> list[str]:

@@ -9,16 +9,14 @@ import yaml
 
 from engine import ModelCache, Settings, generate
 from engine import vqgan as vq
+from engine.catalog import SHAPES, vqgan_factor, vqgan_paths
+from engine.catalog import load_vqgan as load_named_vqgan
+from engine.checkpoints import read_checkpoint
 from engine.shapes.world import COLOURS, random_scene, render, to_array
 from engine.vqgan import (
-    SHAPES,
     VQGAN,
     check_keys,
-    load_named_vqgan,
     load_vqgan,
-    read_checkpoint,
-    shapes_paths,
-    vqgan_factor,
 )
 
 MAX_BYTES = 5 * 1024 * 1024
@@ -47,7 +45,7 @@ def _named(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_assets_are_a_small_taming_pair() -> None:
-    config_path, weights_path = shapes_paths()
+    config_path, weights_path = vqgan_paths(SHAPES)
     assert config_path.is_file() and weights_path.is_file()
     assert weights_path.stat().st_size <= MAX_BYTES and config_path.stat().st_size < 4096
     model = yaml.safe_load(config_path.read_text(encoding="utf-8"))["model"]
@@ -63,7 +61,7 @@ def test_assets_are_a_small_taming_pair() -> None:
 
 
 def test_named_load_goes_through_the_taming_loader(shapes_vqgan: VQGAN) -> None:
-    direct = load_vqgan(*shapes_paths())
+    direct = load_vqgan(*vqgan_paths(SHAPES))
     named = load_named_vqgan(SHAPES)
     for model in (direct, named):
         assert model.state_dict().keys() == shapes_vqgan.state_dict().keys()
@@ -72,7 +70,7 @@ def test_named_load_goes_through_the_taming_loader(shapes_vqgan: VQGAN) -> None:
     assert direct.codebook.dtype == torch.float32
 
 
-def test_factor_comes_from_the_yaml_without_loading_weights(
+def test_factor_comes_from_the_catalog_without_loading_weights(
     shapes_vqgan: VQGAN, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
@@ -80,6 +78,8 @@ def test_factor_comes_from_the_yaml_without_loading_weights(
 
     monkeypatch.setattr(vq, "read_checkpoint", refuse)
     assert vqgan_factor(SHAPES) == shapes_vqgan.f == 4
+    # The catalog's number agrees with the bundled yaml's architecture.
+    assert vq.read_config(vqgan_paths(SHAPES)[0])[0].factor == vqgan_factor(SHAPES)
 
 
 def test_unknown_name_lists_shapes() -> None:

@@ -18,18 +18,17 @@ import yaml
 from safetensors.torch import save_file
 
 from engine import vqgan as vq
+from engine.catalog import VQGAN_MODELS, vqgan_factor
+from engine.catalog import load_vqgan as load_named_vqgan
+from engine.checkpoints import Placeholder, RestrictedPickle, read_checkpoint
 from engine.vqgan import (
     GUMBEL_F8_8192,
     IMAGENET_F16_16384,
     TINY_CONFIG,
     CheckpointError,
-    Placeholder,
-    RestrictedPickle,
     VQGANConfig,
     build_vqgan,
-    load_named_vqgan,
     load_vqgan,
-    vqgan_factor,
 )
 
 TINY_GUMBEL = dataclasses.replace(TINY_CONFIG, gumbel=True)
@@ -119,8 +118,6 @@ def test_factors() -> None:
 
 
 def test_factors_come_from_the_weights_registry() -> None:
-    from engine.weights import VQGAN_MODELS
-
     assert vqgan_factor("imagenet_f16_16384") == 16
     assert vqgan_factor("openimages_f8_8192") == 8
     assert all(vqgan_factor(name) == entry.factor for name, entry in VQGAN_MODELS.items())
@@ -188,9 +185,9 @@ def test_named_model_goes_through_the_weights_registry(
         calls.append(name)
         return config, ckpt
 
-    import engine.weights
+    import engine.catalog
 
-    monkeypatch.setattr(engine.weights, "vqgan_paths", vqgan_paths)
+    monkeypatch.setattr(engine.catalog, "vqgan_paths", vqgan_paths)
     model = load_named_vqgan("wikiart_1024")
     assert calls == ["wikiart_1024"]
     assert torch.equal(model.codebook, source.codebook)
@@ -304,14 +301,14 @@ def test_lightning_checkpoint_with_foreign_objects_loads(
     _save_ckpt_without_foreign_module(_lightning_ckpt(source.state_dict(), foreign_object), ckpt)
     with pytest.raises(ModuleNotFoundError):
         __import__("fake_lightning_pkg")  # really not importable any more
-    # torch's own safe mode refuses such a file; that is why engine.vqgan has its own unpickler.
+    # torch's own safe mode refuses such a file: why engine.checkpoints has its own unpickler.
     with pytest.raises(pickle.UnpicklingError):
         torch.load(ckpt, weights_only=True)
     model = load_vqgan(_write_config(tmp_path, vq.VQMODEL, TINY_CONFIG), ckpt)
     _assert_same_model(model, source)
     assert "fake_lightning_pkg" not in sys.modules
     # The foreign callback came back as an inert placeholder holding its state.
-    raw = vq.read_checkpoint(ckpt)
+    raw = read_checkpoint(ckpt)
     (cls,) = raw["callbacks"]
     assert issubclass(cls, Placeholder) and cls.module == "fake_lightning_pkg.callbacks"
     assert raw["callbacks"][cls].state == {
@@ -430,7 +427,7 @@ def test_pickled_calls_outside_the_allow_list_never_run(tmp_path: Path, attack: 
     assert "antigravity" not in sys.modules
     _assert_same_model(model, source)
     # The call became an inert placeholder that recorded its arguments.
-    stand_in = vq.read_checkpoint(ckpt)["hparams"]
+    stand_in = read_checkpoint(ckpt)["hparams"]
     assert isinstance(stand_in, Placeholder) and not marker.exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -20,8 +21,10 @@ import yaml
 from typer.testing import CliRunner
 
 from api.cli_models import models_app
-from engine import weights
-from engine.weights import ClipWeights, Source, VqganWeights, WeightFile, WeightsError
+from engine import catalog, weights
+from engine.catalog import ClipEntry, VqganEntry
+from engine.errors import WeightsError
+from engine.weights import Source, WeightFile
 
 
 def _torch_bytes(legacy: bool = False) -> bytes:
@@ -311,79 +314,80 @@ def test_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert weights.cache_dir() == tmp_path / "mine"
 
 
-def _clip_registry(*urls: str) -> dict[str, ClipWeights]:
+def _clip_registry(*urls: str) -> dict[str, ClipEntry]:
     spec = WeightFile("ViT-B-32.pt", tuple(Source(u) for u in urls), len(CKPT), (1, 10**6))
-    return {"ViT-B/32": ClipWeights("ViT-B/32", "ViT-B-32-quickgelu", spec)}
+    return {"ViT-B/32": dataclasses.replace(catalog.CLIP_MODELS["ViT-B/32"], weights=spec)}
 
 
-def _vqgan_registry(server: Server) -> dict[str, VqganWeights]:
+def _vqgan_registry(server: Server) -> dict[str, VqganEntry]:
     cfg = WeightFile("tiny.yaml", (Source(server.url("model.yaml")),), len(YAML), (1, 10**6))
     ckpt = WeightFile("tiny.ckpt", (Source(server.url("m.pt")),), len(CKPT), (1, 10**6))
-    return {"tiny": VqganWeights("tiny", cfg, ckpt, 16, False)}
+    return {"tiny": VqganEntry("tiny", 16, False, cfg, ckpt)}
 
 
 def test_clip_checkpoint_downloads_once_into_the_cache(
     server: Server, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(weights, "CLIP_MODELS", _clip_registry(server.url("m.pt")))
-    path = weights.clip_checkpoint("ViT-B/32")
+    monkeypatch.setattr(catalog, "CLIP_MODELS", _clip_registry(server.url("m.pt")))
+    path = catalog.clip_checkpoint("ViT-B/32")
     assert path == cache / "clip" / "ViT-B-32.pt" and path.read_bytes() == CKPT
-    assert weights.clip_checkpoint("ViT-B/32") == path
+    assert catalog.clip_checkpoint("ViT-B/32") == path
     assert len(server.state.requests) == 1  # the second call used the cache
 
 
 def test_clip_checkpoint_offline(
     refused_url: str, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(weights, "CLIP_MODELS", _clip_registry(refused_url))
+    monkeypatch.setattr(catalog, "CLIP_MODELS", _clip_registry(refused_url))
     dest = cache / "clip" / "ViT-B-32.pt"
     with pytest.raises(WeightsError) as err:
-        weights.clip_checkpoint("ViT-B/32")
+        catalog.clip_checkpoint("ViT-B/32")
     message = str(err.value)
     assert message.startswith("CLIP ViT-B/32 weights missing: could not download ViT-B-32.pt")
     assert refused_url in message and message.endswith(f"put it at {dest}")
     assert "\n" not in message
     with pytest.raises(WeightsError, match=f"download {refused_url} and put it at {dest}$"):
-        weights.clip_checkpoint("ViT-B/32", download=False)
+        catalog.clip_checkpoint("ViT-B/32", download=False)
     # A file the user put there by hand is used without any network.
     dest.write_bytes(CKPT)
-    assert weights.clip_checkpoint("ViT-B/32") == dest
+    assert catalog.clip_checkpoint("ViT-B/32") == dest
 
 
 def test_cached_error_page_is_reported(
     refused_url: str, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(weights, "CLIP_MODELS", _clip_registry(refused_url))
+    monkeypatch.setattr(catalog, "CLIP_MODELS", _clip_registry(refused_url))
     dest = cache / "clip" / "ViT-B-32.pt"
     dest.parent.mkdir(parents=True)
     dest.write_bytes(HTML)
     with pytest.raises(WeightsError, match=f"{dest} is unusable .*HTML.*; delete it"):
-        weights.clip_checkpoint("ViT-B/32")
+        catalog.clip_checkpoint("ViT-B/32")
 
 
 def test_vqgan_paths(server: Server, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(weights, "VQGAN_MODELS", _vqgan_registry(server))
-    config, ckpt = weights.vqgan_paths("tiny")
+    monkeypatch.setattr(catalog, "VQGAN_MODELS", _vqgan_registry(server))
+    config, ckpt = catalog.vqgan_paths("tiny")
     assert config == cache / "vqgan" / "tiny.yaml" and config.read_bytes() == YAML
     assert ckpt == cache / "vqgan" / "tiny.ckpt" and ckpt.read_bytes() == CKPT
 
 
 def test_unknown_names_list_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown CLIP model 'ViT-X'; choose one of ViT-B/32"):
-        weights.clip_checkpoint("ViT-X")
+        catalog.clip_checkpoint("ViT-X")
     with pytest.raises(ValueError, match="unknown VQGAN model 'x'; .*imagenet_f16_16384"):
-        weights.vqgan_paths("x")
+        catalog.vqgan_paths("x")
     with pytest.raises(ValueError, match="unknown model kind 'gan'; choose one of clip, vqgan"):
-        weights.model_files("RN50", "gan")
+        catalog.model_files("RN50", "gan")
 
 
 def test_list_models_reports_the_cache(cache: Path) -> None:
     (cache / "clip").mkdir(parents=True)
     (cache / "clip" / "RN50.pt").write_bytes(CKPT)
-    rows = {(m.kind, m.name): m for m in weights.list_models()}
-    assert set(rows) == {("clip", n) for n in weights.CLIP_MODELS} | {
-        ("vqgan", n) for n in weights.VQGAN_MODELS
-    } | {("clip", "shapes"), ("vqgan", "shapes")}
+    rows = {(m.kind, m.name): m for m in catalog.list_models()}
+    downloaded = {("clip", n) for n, e in catalog.CLIP_MODELS.items() if e.weights}
+    downloaded |= {("vqgan", n) for n, e in catalog.VQGAN_MODELS.items() if e.checkpoint}
+    assert ("clip", "RN50") in downloaded and ("vqgan", "imagenet_f16_16384") in downloaded
+    assert set(rows) == downloaded | {("clip", "shapes"), ("vqgan", "shapes")}
     for kind in ("clip", "vqgan"):  # shipped in the package, outside the cache
         shapes = rows[kind, "shapes"]
         assert shapes.bundled and shapes.cached and shapes.path.is_file()
@@ -396,22 +400,27 @@ def test_list_models_reports_the_cache(cache: Path) -> None:
 
 
 def test_registry_matches_open_clip_and_the_engine() -> None:
-    from engine.perceptor import ARCHITECTURES
-
-    assert {n: w.arch for n, w in weights.CLIP_MODELS.items()} == ARCHITECTURES
+    archs = {n: e.arch for n, e in catalog.CLIP_MODELS.items() if e.arch is not None}
+    assert archs["ViT-B/32"] == "ViT-B-32-quickgelu"  # OpenAI weights need QuickGELU
+    assert all(a.endswith("-quickgelu") for a in archs.values())
+    ARCHITECTURES = archs
     # open_clip's model configs, found without importing open_clip (seconds on this machine).
     found = importlib.util.find_spec("open_clip")
     assert found is not None and found.submodule_search_locations
     configs = Path(found.submodule_search_locations[0]) / "model_configs"
     assert all((configs / f"{arch}.json").is_file() for arch in ARCHITECTURES.values())
-    assert {n: v.factor for n, v in weights.VQGAN_MODELS.items()}["openimages_f8_8192"] == 8
-    assert [n for n, v in weights.VQGAN_MODELS.items() if v.gumbel] == ["openimages_f8_8192"]
-    assert weights.DEFAULT_VQGAN in weights.VQGAN_MODELS
-    for clip in weights.CLIP_MODELS.values():
-        openai = clip.file.sources[0]
+    assert {n: v.factor for n, v in catalog.VQGAN_MODELS.items()}["openimages_f8_8192"] == 8
+    assert [n for n, v in catalog.VQGAN_MODELS.items() if v.gumbel] == ["openimages_f8_8192"]
+    assert catalog.DEFAULT_VQGAN in catalog.VQGAN_MODELS
+    clips = [c.weights for c in catalog.CLIP_MODELS.values() if c.weights is not None]
+    assert len(clips) == len(archs)  # every open_clip model downloads its weights
+    for file in clips:
+        openai = file.sources[0]
         assert openai.sha256 == openai.url.split("/")[-2]  # OpenAI put the digest in the path
-    files = [c.file for c in weights.CLIP_MODELS.values()]
-    files += [f for v in weights.VQGAN_MODELS.values() for f in (v.config, v.checkpoint)]
+    files = list(clips)
+    files += [
+        f for v in catalog.VQGAN_MODELS.values() for f in (v.config, v.checkpoint) if f is not None
+    ]
     for spec in files:
         assert len(spec.sources) >= 2, spec.filename
         assert spec.size_range[0] <= spec.size <= spec.size_range[1]
@@ -448,8 +457,8 @@ def test_cli_download_of_a_bundled_model_needs_no_network(cache: Path) -> None:
 
 
 def test_cli_download(server: Server, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(weights, "CLIP_MODELS", _clip_registry(server.url("m.pt")))
-    monkeypatch.setattr(weights, "VQGAN_MODELS", _vqgan_registry(server))
+    monkeypatch.setattr(catalog, "CLIP_MODELS", _clip_registry(server.url("m.pt")))
+    monkeypatch.setattr(catalog, "VQGAN_MODELS", _vqgan_registry(server))
     result = CliRunner().invoke(models_app, ["download", "ViT-B/32"])
     path = cache / "clip" / "ViT-B-32.pt"
     assert result.exit_code == 0, result.output
@@ -479,7 +488,7 @@ def test_cli_bad_input_exits_2(args: list[str], message: str) -> None:
 def test_cli_download_failure_exits_1(
     refused_url: str, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(weights, "CLIP_MODELS", _clip_registry(refused_url))
+    monkeypatch.setattr(catalog, "CLIP_MODELS", _clip_registry(refused_url))
     result = CliRunner().invoke(models_app, ["download", "ViT-B/32"])
     assert result.exit_code == 1
     last = result.stderr.splitlines()[-1]  # the lines before it are the progress bar, if any

@@ -1,11 +1,7 @@
 """Jobs: a durable queue (SQL records + huey), a worker, live progress, e-mail and webhooks.
 
-Wiring into `api.app`: include `api.routes.jobs.router` and `api.routes.gallery.router`, and in
-the lifespan (after `app.state.gpu` and `app.state.models` exist):
-
-    app.state.jobs = await start_jobs(app)
-    yield
-    await stop_jobs(app)
+`start_jobs` / `stop_jobs` are the app lifespan's hooks; `api.jobs.service.JobService` is the
+facade the routes use.
 """
 
 from __future__ import annotations
@@ -21,12 +17,13 @@ if TYPE_CHECKING:
 
 
 async def start_jobs(app: FastAPI) -> JobService:
-    """A started `JobService` sharing the app's GPU lock and model cache."""
+    """A started `JobService` sharing the app's GPU lock, model cache and artifact store."""
     from api.jobs.config import service_config
     from api.jobs.service import JobService
 
     config = service_config(app.state.config)
-    service = JobService(config, gpu=app.state.gpu, models=app.state.models)
+    state = app.state
+    service = JobService(config, gpu=state.gpu, models=state.models, artifacts=state.artifacts)
     await run_in_threadpool(service.start)
     return service
 

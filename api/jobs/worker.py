@@ -2,8 +2,8 @@
 
 `JobRunner.run(job_id)` is what the queue calls: it claims the job (queued -> running), holds
 the process-wide GPU lock (the same `GpuLock` as `POST /generate`), runs `engine.generate` with
-throttled progress writes, a preview PNG every few iterations and a cancel flag, saves the
-outputs and records the final state.
+throttled progress writes, a preview PNG every few iterations and a cancel flag (through
+`api.runner.run_engine`), saves the outputs in the `ArtifactStore` and records the final state.
 
 Dead-worker policy: a running job whose worker is gone (its heartbeat is older than
 `stale_after_seconds`, or its worker was a process of this host that no longer exists) is queued
@@ -18,21 +18,21 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from api.errors import engine_error
+from api.errors import RunFailed
 from api.gpu import GpuLock
 from api.jobs.config import ServiceConfig
 from api.jobs.store import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
-from api.routes.outputs import output_path, save_result, upload_dir
-from engine import Cancelled, ModelCache, Settings, SettingsError, Step, generate
+from api.runner import failure_message, run_engine
+from api.storage import ArtifactStore
+from engine import ModelCache, Settings, Step
+from engine.errors import Cancelled, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -128,28 +128,6 @@ def reap_dead(
     return changed
 
 
-# -- files of a job ------------------------------------------------------------------------
-def preview_path(output_dir: Path, job_id: str) -> Path:
-    """Where the latest preview of a running job is kept."""
-    return output_dir / "previews" / f"{job_id}.png"
-
-
-def remove_job_files(output_dir: Path, job_id: str) -> None:
-    """Delete every file of a job: outputs, preview and uploads."""
-    for ext in ("png", "mp4", "svg"):
-        output_path(output_dir, job_id, ext).unlink(missing_ok=True)
-    preview_path(output_dir, job_id).unlink(missing_ok=True)
-    shutil.rmtree(upload_dir(output_dir, job_id), ignore_errors=True)
-
-
-def save_preview(image: Any, path: Path) -> None:
-    """Write the PNG next to its final name, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.part")
-    image.save(part, format="PNG")
-    os.replace(part, path)
-
-
 # -- running a job -------------------------------------------------------------------------
 class _Progress:
     """`on_step`: throttled progress writes and a preview every `preview_every` iterations."""
@@ -162,7 +140,7 @@ class _Progress:
         config = self.runner.config
         values: dict[str, Any] = {}
         if step.iteration % config.preview_every == 0 and step.iteration < step.total:
-            save_preview(step.image(), preview_path(config.output_dir, self.job_id))
+            self.runner.artifacts.save_preview(self.job_id, step.image())
             values["preview_iteration"] = step.iteration
         now = time.monotonic()
         if not values and now - self._last < config.progress_interval:
@@ -224,10 +202,12 @@ class JobRunner:
         config: ServiceConfig,
         gpu: GpuLock,
         models: ModelCache,
+        artifacts: ArtifactStore,
         enqueue: Callable[[str], None],
         on_finished: Callable[[str], None],
     ):
         self.store, self.config, self.gpu, self.models = store, config, gpu, models
+        self.artifacts = artifacts
         self.identity = WorkerIdentity.current()
         self._enqueue, self._on_finished = enqueue, on_finished
         self._cancels: dict[str, threading.Event] = {}
@@ -275,29 +255,28 @@ class JobRunner:
 
     def _execute(self, job: Job, cancel: threading.Event) -> bool:
         """Generate and save; returns whether the job reached a final state."""
-        out = self.config.output_dir
         try:
             settings = Settings.create(**{**job.settings, "device": self.config.device})
-            video = output_path(out, job.id, "mp4") if settings.make_video else None
-            with self.gpu.slot(cancel, bounded=False):
-                result = generate(
-                    settings,
-                    on_step=_Progress(self, job.id, cancel),
-                    should_stop=cancel.is_set,
-                    models=self.models,
-                    limits=self.config.limits(),
-                    video_path=video,
-                )
-            files = save_result(result, out, job.id)
+            result = run_engine(
+                settings,
+                gpu=self.gpu,
+                models=self.models,
+                limits=self.config.limits(),
+                cancel=cancel,
+                bounded=False,  # the queue bounds the waiting
+                on_step=_Progress(self, job.id, cancel),
+                video_path=self.artifacts.video_path(job.id) if settings.make_video else None,
+            )
+            outputs = self.artifacts.save_result(result, job.id)
         except Cancelled:
             return self._stopped(job.id)
-        except SettingsError as exc:
-            return self._finish(job.id, FAILED, error=f"{exc.field}: {exc.message}")
-        except Exception as exc:
-            log.exception("job %s: generation failed", job.id)
-            return self._finish(job.id, FAILED, error=engine_error(exc).detail)
-        preview_path(out, job.id).unlink(missing_ok=True)  # the final image replaces it
-        values = {"outputs": list(files), "run_seconds": result.elapsed, "error": None}
+        except (SettingsError, RunFailed) as exc:  # run_engine logged a failed run
+            return self._finish(job.id, FAILED, error=failure_message(exc))
+        except Exception as exc:  # saving the result failed (a full disk, ...)
+            log.exception("job %s: cannot save the result", job.id)
+            return self._finish(job.id, FAILED, error=failure_message(exc))
+        self.artifacts.remove_preview(job.id)  # the final image replaces it
+        values = {"outputs": outputs, "run_seconds": result.elapsed, "error": None}
         return self._finish(job.id, SUCCEEDED, iteration=len(result.losses), **values)
 
     def _stopped(self, job_id: str) -> bool:
@@ -317,7 +296,7 @@ class JobRunner:
             return True
         job = self.store.get(job_id)
         if job is None:  # deleted while it ran: drop what it wrote
-            remove_job_files(self.config.output_dir, job_id)
+            self.artifacts.delete(job_id)
         else:  # the reaper took it back (heartbeat too old): the new owner decides
             log.warning("job %s: now %s by %s; result dropped", job_id, job.status, job.worker_id)
         return False

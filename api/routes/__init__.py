@@ -1,1 +1,2 @@
-"""HTTP routes, one module per area: generate (the card's endpoint), outputs, health."""
+"""HTTP routes, one module per area: generate (the card's endpoint), outputs, jobs, gallery,
+health and the web page. Each parses the request, calls a service and shapes the answer."""

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.jobs.service import GalleryPage, JobsDep
+from api.deps import JobsDep
+from api.jobs.schemas import GalleryPage
 
 router = APIRouter(tags=["gallery"])
 

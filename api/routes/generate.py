@@ -5,31 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.config import ApiConfig
-from api.deps import ConfigDep, GpuDep, ModelsDep, RequireApiKey
-from api.errors import engine_error
+from api.deps import ArtifactsDep, ConfigDep, GpuDep, ModelsDep, RequireApiKey
 from api.forms import GenerateFormDep, build_settings
-from api.gpu import GpuBusy, GpuLock
-from api.routes.outputs import (
-    MEDIA_TYPES,
-    new_job_id,
-    output_path,
-    output_urls,
-    public_settings,
-    save_result,
-    upload_dir,
-)
-from engine import Cancelled, ModelCache, Result, Settings, SettingsError, generate
+from api.gpu import GpuBusy
+from api.runner import run_engine
+from api.storage import MEDIA_TYPES, new_job_id
+from engine import Result, Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,53 +44,37 @@ router = APIRouter(tags=["generate"])
     },
 )
 async def generate_image(
-    request: Request, form: GenerateFormDep, config: ConfigDep, gpu: GpuDep, models: ModelsDep
+    request: Request,
+    form: GenerateFormDep,
+    config: ConfigDep,
+    gpu: GpuDep,
+    models: ModelsDep,
+    artifacts: ArtifactsDep,
 ) -> FileResponse:
     """Generate an image from a prompt and return it as a PNG."""
     if gpu.full():
         raise GpuBusy(gpu.waiting, gpu.max_waiting)
     job_id = new_job_id()
-    uploads = upload_dir(config.output_dir, job_id)
-    settings = await build_settings(form, config, uploads)
-    video = output_path(config.output_dir, job_id, "mp4") if settings.make_video else None
+    settings = await build_settings(form, config, artifacts.upload_dir(job_id))
+    video = artifacts.video_path(job_id) if settings.make_video else None
+    limits = config.limits()
 
     def work(cancel: threading.Event) -> Result:
-        return run_generation(settings, gpu, models, config, cancel, video)
+        return run_engine(
+            settings, gpu=gpu, models=models, limits=limits, cancel=cancel, video_path=video
+        )
 
     try:
         result = await run_until_disconnect(request, work)
     except BaseException:
-        shutil.rmtree(uploads, ignore_errors=True)  # nothing was made: keep nothing
+        artifacts.delete(job_id)  # nothing was made: keep nothing
         raise
-    files = await run_in_threadpool(save_result, result, config.output_dir, job_id)
+    exts = await run_in_threadpool(artifacts.save_result, result, job_id)
     log.info("job %s: %s in %.1f s", job_id, settings.style, result.elapsed)
-    headers = result_headers(request, job_id, result.settings, config.output_dir, list(files))
-    return FileResponse(files["png"], media_type="image/png", headers=headers)
-
-
-def run_generation(
-    settings: Settings,
-    gpu: GpuLock,
-    models: ModelCache,
-    config: ApiConfig,
-    cancel: threading.Event,
-    video_path: Path | None = None,
-) -> Result:
-    """Run the engine under the GPU lock (in a worker thread); engine failures become 5xx."""
-    with gpu.slot(cancel):
-        try:
-            return generate(
-                settings,
-                should_stop=cancel.is_set,
-                models=models,
-                limits=config.limits(),
-                video_path=video_path,
-            )
-        except (Cancelled, SettingsError):
-            raise
-        except Exception as exc:
-            log.exception("generation failed")
-            raise engine_error(exc) from exc
+    headers = result_headers(request, job_id, artifacts.public_settings(result.settings), exts)
+    png = artifacts.path(job_id, "png")
+    assert png is not None, "save_result always keeps a PNG"
+    return FileResponse(png, media_type="image/png", headers=headers)
 
 
 async def run_until_disconnect(request: Request, work: Callable[[threading.Event], T]) -> T:
@@ -121,15 +94,14 @@ async def run_until_disconnect(request: Request, work: Callable[[threading.Event
 
 
 def result_headers(
-    request: Request, job_id: str, settings: Settings, output_dir: Path, exts: list[str]
+    request: Request, job_id: str, settings: Settings, exts: list[str]
 ) -> dict[str, str]:
-    """X-Job-Id, X-Seed, X-Settings (JSON) and the output links (Link and X-*-Url)."""
-    urls = output_urls(request, job_id, exts)
-    shown = public_settings(settings, output_dir).to_json_dict()
+    """X-Job-Id, X-Seed, X-Settings (JSON, without server paths) and the output links."""
+    urls = {ext: str(request.url_for("output", job_id=job_id, ext=ext)) for ext in exts}
     headers = {
         "X-Job-Id": job_id,
         "X-Seed": str(settings.seed),
-        "X-Settings": json.dumps(shown, sort_keys=True, ensure_ascii=True),
+        "X-Settings": json.dumps(settings.to_json_dict(), sort_keys=True, ensure_ascii=True),
         "Link": ", ".join(
             f'<{url}>; rel="alternate"; type="{MEDIA_TYPES[e]}"' for e, url in urls.items()
         ),

@@ -16,22 +16,15 @@ from fastapi import APIRouter, Depends, Form, Header, HTTPException, Query, Requ
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RequireApiKey
-from api.errors import FieldError
+from api.deps import JobsDep, RequireApiKey
 from api.forms import GenerateForm, GenerateFormDep, build_settings
-from api.jobs.service import (
-    JobCreated,
-    JobPublic,
-    JobsDep,
-    JobService,
-    QueueFull,
-    QueueUnavailable,
-    RateLimited,
-    job_links,
-)
+from api.jobs.errors import QueueFull, QueueUnavailable, RateLimited
+from api.jobs.schemas import JobCreated, JobPublic, job_links
+from api.jobs.service import JobService
 from api.jobs.store import FINAL, Job, token_matches
-from api.routes.outputs import new_job_id, upload_dir
+from api.storage import new_job_id
 from engine import Settings
+from engine.errors import SettingsError
 
 router = APIRouter(tags=["jobs"])
 
@@ -62,7 +55,7 @@ def check_email(value: str | None) -> str | None:
     try:
         return validate_email(value.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise FieldError("email", f"not a valid e-mail address: {exc}") from None
+        raise SettingsError("email", f"not a valid e-mail address: {exc}") from None
 
 
 def check_webhook_url(value: str | None, allow_private: bool = True) -> str | None:
@@ -72,11 +65,13 @@ def check_webhook_url(value: str | None, allow_private: bool = True) -> str | No
     url = value.strip()
     parts = urlsplit(url)
     if len(url) > MAX_URL_CHARS or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FieldError(
+        raise SettingsError(
             "webhook_url", f"expected an http:// or https:// URL of at most {MAX_URL_CHARS} chars"
         )
     if not allow_private and not _public_host(parts.hostname):
-        raise FieldError("webhook_url", "webhooks to loopback or private addresses are not allowed")
+        raise SettingsError(
+            "webhook_url", "webhooks to loopback or private addresses are not allowed"
+        )
     return url
 
 
@@ -179,13 +174,13 @@ async def submit_job(
     """Queue a generation; follow it at /jobs/{id} or /jobs/{id}/events."""
     config = jobs.config
     if form.email and not config.smtp_host:
-        raise FieldError("email", "this server sends no e-mail (no SMTP server is configured)")
+        raise SettingsError("email", "this server sends no e-mail (no SMTP server is configured)")
     form.webhook_url = check_webhook_url(form.webhook_url, config.webhook_allow_private)
     client = client_id(request, bool(config.api_keys))
     try:
         await run_in_threadpool(jobs.admit, client)
         job_id = new_job_id()
-        settings = await build_settings(form.base, config, upload_dir(config.output_dir, job_id))
+        settings = await build_settings(form.base, config, jobs.artifacts.upload_dir(job_id))
         job, token = await run_in_threadpool(_record, jobs, form, settings, job_id, client, request)
     except (QueueFull, QueueUnavailable) as exc:
         raise _retry_later(503, exc) from None
@@ -193,7 +188,7 @@ async def submit_job(
         raise _retry_later(429, exc) from None
     links = job_links(base_url(request), job)
     response.headers["Location"] = links.self
-    position = await run_in_threadpool(jobs.store.position, job)
+    position = await run_in_threadpool(jobs.position, job)
     return JobCreated(
         id=job.id, status=job.status, position=position, links=links, delete_token=token
     )
@@ -206,7 +201,7 @@ def _record(
     return jobs.submit(
         job_id,
         settings,
-        form.base.values(),
+        form.base.given,
         client_id=client,
         base_url=base_url(request),
         email=form.email,
@@ -263,13 +258,9 @@ async def job_events(
 )
 async def job_preview(job: JobDep, jobs: JobsDep) -> Response:
     """The latest intermediate image of a job (the final image once it succeeded)."""
-    path = jobs.preview_file(job)
-    try:
-        # Read it whole: the worker replaces the preview while it runs and removes it at the end,
-        # so a streamed file could change length under the response.
-        data = path.read_bytes() if path is not None else None
-    except FileNotFoundError:
-        data = None
+    # Read whole: the worker replaces the preview while it runs and removes it at the end, so a
+    # streamed file could change length under the response.
+    data = await run_in_threadpool(jobs.preview, job)
     if data is None:
         raise HTTPException(404, f"job {job.id} has no preview yet")
     return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})

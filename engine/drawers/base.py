@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -11,6 +11,7 @@ from engine import presets
 
 if TYPE_CHECKING:
     from engine.models import ModelCache
+    from engine.resolve import ResolvedSettings
     from engine.settings import Settings
 
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 class DrawerContext:
     """Everything a drawer may use to build its parameters."""
 
-    settings: Settings  # resolved: size, seed, iterations, ... are all set
+    settings: ResolvedSettings
     device: torch.device
     # CPU generator seeded from settings.seed: draw on CPU, then move to `device`, so a seed
     # gives the same start on every device.
@@ -26,7 +27,6 @@ class DrawerContext:
     # (1, 3, H, W) in [0, 1] at the resolved size, on `device`; None without an init image.
     init_image: torch.Tensor | None = None
     models: ModelCache | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Drawer:
@@ -39,12 +39,12 @@ class Drawer:
 
     def __init__(self, ctx: DrawerContext):
         self.ctx = ctx
-        assert ctx.settings.size is not None
         self.width, self.height = ctx.settings.size
 
     @classmethod
     def resolve(cls, settings: Settings, size: tuple[int, int]) -> dict[str, Any]:
-        """Style-specific resolved values: at least the trimmed `size` and the learning rate."""
+        """The style's own resolution (engine.resolve calls it): at least the trimmed `size` and
+        the learning rate. `settings` holds what was asked, `size` the size before trimming."""
         return {
             "size": presets.trim(size, cls.multiple),
             "learning_rate": settings.learning_rate or cls.default_lr,

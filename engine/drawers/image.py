@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from engine import presets
+from engine.catalog import vqgan_factor
 from engine.drawers.base import Drawer, DrawerContext
+from engine.errors import SettingsError
 from engine.models import ModelCache
-from engine.vqgan import VQGAN, vqgan_factor
+from engine.vqgan import VQGAN
 
 if TYPE_CHECKING:
     from engine.settings import Settings
@@ -54,8 +56,6 @@ class ImageDrawer(Drawer):
     @classmethod
     def resolve(cls, settings: Settings, size: tuple[int, int]) -> dict[str, Any]:
         """Trim the size to a multiple of the VQGAN's f; decide decoder checkpointing."""
-        from engine.settings import SettingsError
-
         try:
             f = vqgan_factor(settings.vqgan_model)
         except ValueError as exc:

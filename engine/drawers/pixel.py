@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from engine.drawers.base import Drawer, DrawerContext
+from engine.presets import parse_palette
 
 if TYPE_CHECKING:
     from engine.settings import Settings
@@ -19,45 +19,6 @@ GRIDS: dict[str, tuple[int, int]] = {
     "square": (40, 40),
     "portrait": (40, 50),
 }
-
-PALETTES: dict[str, list[str]] = {
-    "pico8": [
-        "#000000", "#1d2b53", "#7e2553", "#008751", "#ab5236", "#5f574f", "#c2c3c7", "#fff1e8",
-        "#ff004d", "#ffa300", "#ffec27", "#00e436", "#29adff", "#83769c", "#ff77a8", "#ffccaa",
-    ],
-    "gameboy": ["#0f380f", "#306230", "#8bac0f", "#9bbc0f"],
-    "cga": ["#000000", "#55ffff", "#ff55ff", "#ffffff"],
-    "sweetie16": [
-        "#1a1c2c", "#5d275d", "#b13e53", "#ef7d57", "#ffcd75", "#a7f070", "#38b764", "#257179",
-        "#29366f", "#3b5dc9", "#41a6f6", "#73eff7", "#f4f4f4", "#94b0c2", "#566c86", "#333c57",
-    ],
-    "grayscale": ["#000000", "#555555", "#aaaaaa", "#ffffff"],
-    "black and white": ["#000000", "#ffffff"],
-}  # fmt: skip
-
-_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
-
-
-def parse_palette(value: str | list[str]) -> list[tuple[float, float, float]]:
-    """A palette name or hex colours ('#1a1c2c,#5d275d' or a list) -> RGB triples in [0, 1]."""
-    if isinstance(value, str) and value.strip().lower() in PALETTES:
-        items = PALETTES[value.strip().lower()]
-    else:
-        items = value.split(",") if isinstance(value, str) else list(value)
-        items = [c.strip() for c in items if c.strip()]
-    colours = []
-    for item in items:
-        m = _HEX.match(item)
-        if not m:
-            names = ", ".join(PALETTES)
-            raise ValueError(
-                f"{item!r} is neither a palette name ({names}) nor a hex colour like '#ff8800'"
-            )
-        h = m.group(1)
-        colours.append(tuple(int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)))
-    if not colours:
-        raise ValueError("the palette is empty; give a palette name or hex colours")
-    return colours  # type: ignore[return-value]
 
 
 class _NearestColour(torch.autograd.Function):
@@ -108,7 +69,7 @@ class PixelDrawer(Drawer):
     def __init__(self, ctx: DrawerContext):
         super().__init__(ctx)
         s = ctx.settings
-        assert s.pixel_size is not None
+        assert s.pixel_size is not None, "pixel_size is resolved by PixelDrawer.resolve"
         self.cols, self.rows = s.pixel_size
         self.palette = (
             torch.tensor(parse_palette(s.palette), device=ctx.device) if s.palette else None

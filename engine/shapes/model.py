@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,9 @@ from torch import nn
 
 from engine.perceptor import CLIP_MEAN, CLIP_STD
 from engine.shapes.world import COLOURS, POSITIONS, SHAPES, SIZES
+from engine.weights import asset_path
 
+WEIGHTS_FILE = "shapes_clip.safetensors"  # in engine/assets
 INPUT_SIZE = 64
 GRID = 32  # colour maps are this many cells a side (2x2 pixels each)
 K = len(COLOURS)
@@ -27,7 +28,7 @@ CONTEXT = 16
 SHAPE_FILTERS = 16  # learned shape filters, run over every colour's map
 BLOCKS = 8  # their responses are pooled over BLOCKS x BLOCKS blocks (8x8 pixels each)
 # Weight of the shape part in the similarity (the rest is the picture part); chosen on the
-# tuning prompts of engine.shapes.gates (drawings stay clean, shapes come out).
+# tuning prompts of scripts.shapes_gates (drawings stay clean, shapes come out).
 SHAPE_WEIGHT = 0.35
 # How far generation's whole-picture views move for this model (engine.cutouts; 1 is clipit's):
 # a little, so the drawing does not overfit one view, not so far that shapes melt into blobs.
@@ -215,16 +216,11 @@ class ShapesClip(nn.Module):
         return self.text(tokens)  # type: ignore[no-any-return]
 
 
-def asset_path(name: str) -> Path:
-    """Path of a file shipped in engine/assets."""
-    return Path(str(resources.files("engine") / "assets" / name))
-
-
 def load_shapes_model(path: Path | None = None) -> tuple[ShapesClip, WordTokenizer]:
     """The trained shapes model (engine/assets/shapes_clip.safetensors) and its tokenizer."""
     from safetensors.torch import load_file
 
-    path = path or asset_path("shapes_clip.safetensors")
+    path = path or asset_path(WEIGHTS_FILE)
     if not path.is_file():
         raise FileNotFoundError(
             f"shapes model weights not found: {path}; run scripts/train_shapes_model.py"
@@ -235,11 +231,11 @@ def load_shapes_model(path: Path | None = None) -> tuple[ShapesClip, WordTokeniz
     return model.eval().requires_grad_(False), WordTokenizer(vocab)
 
 
-def load_shapes_clip(device: torch.device | str = "cpu") -> Any:
-    """`load_clip('shapes')`: the bundled model wrapped as an engine.perceptor.ClipModel."""
+def load_shapes_clip(device: torch.device | str = "cpu", path: Path | None = None) -> Any:
+    """The bundled model (or the weights at `path`) wrapped as an engine.perceptor.ClipModel."""
     from engine.perceptor import ClipModel
 
-    model, tokenizer = load_shapes_model()
+    model, tokenizer = load_shapes_model(path)
     device = torch.device(device)
     # Captions name positions and exact colours: zoomed, hue-shifted crops would contradict them,
     # and whole views moved as far as CLIP's would blur the imagined picture the drawing follows.

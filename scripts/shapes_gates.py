@@ -1,4 +1,5 @@
-"""Zero-shot retrieval gates of the 'shapes' CLIP (used by scripts/eval_shapes_model.py)."""
+"""Zero-shot retrieval gates of the 'shapes' CLIP and judges of what it draws (an evaluation
+harness of scripts/eval_shapes_model.py and the tests: it does not ship with the engine)."""
 
 from __future__ import annotations
 

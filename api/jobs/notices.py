@@ -1,0 +1,86 @@
+"""What a finished job sends: the e-mail (with the result attached) and the webhook payload.
+
+`JobNotices` composes both from the job's record and hands them to a `Notifier`, which delivers
+them in the background and reports each delivery's state back into the record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from api.jobs.config import ServiceConfig
+from api.jobs.notify import Notice, Notifier, build_email, post_webhook, send_email, webhook_request
+from api.jobs.schemas import JobPublic, iso, job_links
+from api.jobs.store import FAILED, FINAL, SUCCEEDED, Job, JobStore
+from api.storage import ArtifactStore
+
+ATTACHED = ["png", "mp4"]  # results an e-mail carries (when small enough)
+
+
+class JobNotices:
+    """E-mail and webhook of finished jobs; `view` gives the job's public JSON for the webhook."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        config: ServiceConfig,
+        artifacts: ArtifactStore,
+        view: Callable[[Job, str], JobPublic],
+    ):
+        self.store, self.config, self.artifacts, self._view = store, config, artifacts, view
+        self.notifier = Notifier(config.notify_attempts, config.notify_backoff, self._delivered)
+
+    def notify(self, job_id: str) -> None:
+        """Send the e-mail and the webhook of a finished job in the background."""
+        job = self.store.get(job_id)
+        if job is None or job.status not in FINAL:
+            return
+        base = (self.config.public_url or job.base_url).rstrip("/")
+        if job.email and self.config.smtp_host and job.status in (SUCCEEDED, FAILED):
+            self._email(job, job.email, base)
+        if job.webhook_url:
+            self._webhook(job, job.webhook_url, base)
+
+    def stop(self) -> None:
+        """Abandon waiting retries (deliveries under way finish)."""
+        self.notifier.stop()
+
+    def _email(self, job: Job, to: str, base: str) -> None:
+        self.store.set_fields(job.id, email_state="pending")
+        config = self.config
+        msg = build_email(
+            self.notice(job, base), config.smtp_sender, to, config.email_max_attachment_bytes
+        )
+        self.notifier.submit("email", job.id, lambda: send_email(msg, config))
+
+    def _webhook(self, job: Job, url: str, base: str) -> None:
+        self.store.set_fields(job.id, webhook_state="pending")
+        payload: dict[str, Any] = {"event": "job.finished", "sent_at": iso(time.time())}
+        payload["job"] = self._view(job, base).model_dump(mode="json")
+        req = webhook_request(url, payload, self.config.webhook_secret)
+        timeout, allow = self.config.webhook_timeout, self.config.webhook_allow_private
+        self.notifier.submit("webhook", job.id, lambda: post_webhook(req, timeout, allow))
+
+    def notice(self, job: Job, base: str) -> Notice:
+        """What the notification says: prompt, settings, links and the files to attach."""
+        s = job.settings
+        size = "x".join(str(v) for v in s.get("size") or [])
+        summary = f"{s.get('style')}, {s.get('quality')}, {s.get('aspect')}, seed {s.get('seed')}"
+        links = job_links(base, job)
+        named: dict[str, str | None] = {"job": links.self, "image": links.image}
+        named["video"] = links.video
+        kept = [ext for ext in ATTACHED if ext in (job.outputs or [])]
+        return Notice(
+            job_id=job.id,
+            status=job.status,
+            prompt=job.prompt,
+            summary=f"{summary}, {size}, {s.get('iterations')} iterations",
+            links={k: v for k, v in named.items() if v},
+            error=job.error,
+            files=self.artifacts.local_files(job.id, kept),
+        )
+
+    def _delivered(self, kind: str, job_id: str, state: str) -> None:
+        self.store.set_fields(job_id, **{f"{kind}_state": state})

@@ -1,0 +1,106 @@
+"""Wire schemas of the jobs API (what clients read), separate from the stored `Job` rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from api.jobs.store import Job
+
+
+class Progress(BaseModel):
+    """How far a job is."""
+
+    iteration: int = Field(description="Iterations done.")
+    total: int = Field(description="Iterations in all.")
+    fraction: float = Field(description="iteration / total, 0 to 1.")
+
+
+class JobLinks(BaseModel):
+    """Where to follow, cancel and fetch a job."""
+
+    self: str
+    events: str = Field(description="Server-Sent Events: position, progress, preview, status.")
+    preview: str = Field(description="The latest intermediate image (the final one when done).")
+    cancel: str = Field(description="POST with the delete_token to cancel.")
+    image: str | None = None
+    video: str | None = None
+    svg: str | None = None
+
+
+class JobPublic(BaseModel):
+    """A job as anyone who knows its id sees it (never the e-mail, the token or the webhook)."""
+
+    id: str
+    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    position: int | None = Field(description="Queued jobs ahead of this one (0: next).")
+    progress: Progress
+    eta_seconds: float | None = Field(description="Rough seconds until it is done.")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None = Field(description="Why it failed, in words a person can act on.")
+    settings: dict[str, Any] = Field(description="The resolved settings (seed included).")
+    public: bool = Field(description="Listed in the gallery once it succeeds.")
+    attempts: int = Field(description="Times a worker started it.")
+    cancel_requested: bool
+    notifications: dict[str, str | None] = Field(description="E-mail and webhook delivery.")
+    links: JobLinks
+
+
+class JobCreated(BaseModel):
+    """The answer to a submission: keep the delete_token, it is shown only once."""
+
+    id: str
+    status: str
+    position: int | None
+    links: JobLinks
+    delete_token: str = Field(description="Secret needed to cancel or delete the job.")
+
+
+class GalleryItem(BaseModel):
+    """One public picture."""
+
+    id: str
+    prompt: str
+    style: str
+    quality: str
+    aspect: str
+    seed: int | None
+    size: list[int] | None
+    created_at: str
+    links: dict[str, str]
+
+
+class GalleryPage(BaseModel):
+    """A page of the gallery, newest first."""
+
+    items: list[GalleryItem]
+    page: int
+    per_page: int
+    total: int
+    pages: int
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 UTC."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def job_links(base: str, job: Job) -> JobLinks:
+    """Absolute links of a job under `base` (no trailing slash)."""
+    jobs = f"{base}/jobs/{job.id}"
+    files = {ext: f"{base}/outputs/{job.id}.{ext}" for ext in job.outputs or []}
+    return JobLinks(
+        self=jobs,
+        events=f"{jobs}/events",
+        preview=f"{jobs}/preview.png",
+        cancel=f"{jobs}/cancel",
+        image=files.get("png"),
+        video=files.get("mp4"),
+        svg=files.get("svg"),
+    )

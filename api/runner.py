@@ -1,0 +1,99 @@
+"""The one place the service runs the engine: under the process's GPU lock, errors classified.
+
+`POST /generate`, the jobs worker and the start-up warm-up all call `run_engine`. What it raises:
+
+- `engine.errors.Cancelled` (the cancel event was set, while waiting or running) and
+  `engine.errors.SettingsError` (bad input, a 422) pass through unchanged;
+- everything else becomes `RunFailed` with a code: `out_of_memory` (GPU memory is freed so the
+  next run has room), `weights_missing`, `checkpoint_invalid`, else `engine_error`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from api.errors import RunFailed
+from api.gpu import GpuLock
+from engine import Limits, ModelCache, Result, Settings, Step, generate
+from engine.errors import Cancelled, CheckpointError, SettingsError, WeightsError
+
+log = logging.getLogger(__name__)
+
+EngineFn = Callable[..., Result]  # `engine.generate`'s signature; tests pass a fake
+
+
+def run_engine(
+    settings: Settings,
+    *,
+    gpu: GpuLock,
+    models: ModelCache,
+    limits: Limits,
+    cancel: threading.Event | None = None,
+    bounded: bool = True,
+    on_step: Callable[[Step], None] | None = None,
+    video_path: Path | None = None,
+    engine: EngineFn | None = None,
+) -> Result:
+    """Run `engine` (default `engine.generate`) in `gpu.slot(cancel, bounded=...)`; blocking.
+
+    Raises `GpuBusy` when a bounded caller finds the queue full, `Cancelled`, `SettingsError`,
+    or `RunFailed` for any other failure of the run.
+    """
+    cancel = cancel or threading.Event()
+    run = engine or generate  # looked up per call, so a test may replace `generate`
+    with gpu.slot(cancel, bounded=bounded):
+        try:
+            return run(
+                settings,
+                on_step=on_step,
+                should_stop=cancel.is_set,
+                models=models,
+                limits=limits,
+                video_path=video_path,
+            )
+        except (Cancelled, SettingsError):
+            raise
+        except Exception as exc:
+            log.exception("generation failed")
+            raise classify(exc) from exc
+
+
+def classify(exc: BaseException) -> RunFailed:
+    """The `RunFailed` that tells a client why a run failed; frees GPU memory after an OOM."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        free_gpu_memory()
+        return RunFailed(
+            "out_of_memory",
+            "the GPU ran out of memory; try a smaller size, a lower quality or fewer cutouts",
+        )
+    if isinstance(exc, WeightsError):
+        return RunFailed("weights_missing", f"model weights are not available: {_first_line(exc)}")
+    if isinstance(exc, CheckpointError):
+        return RunFailed("checkpoint_invalid", f"a model file cannot be used: {_first_line(exc)}")
+    return RunFailed("engine_error", f"generation failed: {_first_line(exc)}")
+
+
+def free_gpu_memory() -> None:
+    """Drop what the failed run left on the GPU so the next one has room."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def failure_message(exc: BaseException) -> str:
+    """One line for a person: why a run (or what followed it) failed."""
+    if isinstance(exc, SettingsError):
+        return f"{exc.field}: {exc.message}"
+    if isinstance(exc, RunFailed):
+        return exc.detail
+    return classify(exc).detail

@@ -1,0 +1,38 @@
+"""The engine's errors: one `EngineError` base, so callers catch one type and read its kind.
+
+- `SettingsError`: bad user input for one option (`field` names it; a 422 or exit code 2).
+- `WeightsError`: a weights file is missing or could not be fetched (one line, says what to do).
+- `CheckpointError`: a config or checkpoint that cannot be used (wrong format, keys, or a file
+  that would run code).
+- `Cancelled`: the caller's `should_stop()` returned True.
+
+Each also derives from the builtin it replaced (ValueError, RuntimeError), so older callers that
+catch those keep working.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class SettingsError(EngineError, ValueError):
+    """Bad user input for one option; `field` names it, the message says what is allowed."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class WeightsError(EngineError, RuntimeError):
+    """A weights file is missing or could not be fetched; the message is one line."""
+
+
+class CheckpointError(EngineError, ValueError):
+    """A model config or checkpoint that cannot be used; the message says why."""
+
+
+class Cancelled(EngineError):
+    """Raised inside `generate` when `should_stop()` returned True."""

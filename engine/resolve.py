@@ -1,0 +1,122 @@
+"""Resolution: `Settings` (what was asked) -> `ResolvedSettings` (what will run, nothing left open).
+
+Each value comes from the first of these that has it:
+1. what the caller gave (the fields set on the `Settings`);
+2. the defaults of the model guiding the run alone (its catalog entry's world, e.g. `shapes`);
+3. the caller's `defaults` (a service's own defaults, such as the HTTP form's scale 2.5);
+4. the quality and aspect presets; then the style's drawer trims the size to what it can draw.
+
+The CLI, `POST /generate`, jobs and the web page all resolve here, so they agree.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from engine import catalog, presets
+from engine.drawers import drawer_class
+from engine.errors import SettingsError
+from engine.prompts import parse_prompts
+from engine.settings import Limits, Settings, settings_error
+
+
+class ResolvedSettings(Settings):
+    """Settings with every value the loop needs decided; `pixel_size` (pixel art) and
+    `decoder_checkpointing` (image) stay None for the styles that have no use for them."""
+
+    iterations: int = Field(ge=1, description="Optimisation steps.")
+    scale: float = Field(gt=0.0, description="Multiplies the aspect's base size.")
+    size: tuple[int, int] = Field(description="WIDTHxHEIGHT of the picture.")
+    seed: int = Field(ge=0, le=2**63 - 1, description="Random seed.")
+    cutouts: int = Field(ge=1, description="Augmented crops per step seen by CLIP.")
+    clip_models: list[str] = Field(description="CLIP models guiding the run.")
+    learning_rate: float = Field(gt=0.0, le=100.0, description="Adam step size.")
+
+
+def resolve(
+    settings: Settings, limits: Limits | None = None, defaults: Mapping[str, Any] | None = None
+) -> ResolvedSettings:
+    """Fill what the model, `defaults` and the presets decide; check the limits."""
+    limits = limits or Limits()
+    s = _with_defaults(settings, defaults or {})
+    q = presets.QUALITY[s.quality]
+    scale = s.scale if s.scale is not None else q.scale
+    if scale > limits.max_scale:
+        raise SettingsError("scale", f"must be at most {limits.max_scale:g}, got {scale:g}")
+    values: dict[str, Any] = {
+        "scale": scale,
+        "iterations": s.iterations or q.iterations,
+        "cutouts": s.cutouts or presets.DEFAULT_CUTOUTS,
+        "clip_models": s.clip_models or list(q.clip_models),
+        "seed": s.seed if s.seed is not None else random.SystemRandom().randrange(2**32),
+    }
+    size = s.size or presets.base_size(s.aspect, scale)
+    values.update(drawer_class(s.style).resolve(s, size))
+    try:
+        resolved = ResolvedSettings.model_validate({**dict(s), **values})
+    except ValidationError as exc:
+        raise settings_error(exc) from None
+    check_limits(resolved, limits)
+    return resolved
+
+
+def _with_defaults(settings: Settings, defaults: Mapping[str, Any]) -> Settings:
+    """The settings with what they leave out taken from the model's world, then `defaults`."""
+    update = world_values(settings)
+    given = settings.model_fields_set | set(update)
+    update.update({k: v for k, v in defaults.items() if k not in given})
+    if not update:
+        return settings
+    try:
+        return Settings.model_validate({**dict(settings), **update})
+    except ValidationError as exc:
+        raise settings_error(exc) from None
+
+
+def world_values(s: Settings) -> dict[str, Any]:
+    """The values of the guiding model's world that `s` leaves out.
+
+    A quality above draft keeps its iterations and size; an aspect other than square or a scale
+    given keeps its size and grid; a pixel grid means nothing to the other styles.
+    """
+    world = catalog.world_defaults(s.clip_models)
+    if world is None:
+        return {}
+    skip = set(s.model_fields_set)
+    if s.quality != "draft":
+        skip |= {"iterations", "size", "pixel_size"}
+    if s.aspect != "square" or "scale" in s.model_fields_set and s.scale is not None:
+        skip |= {"size", "pixel_size"}
+    if s.style != "pixel art":
+        skip.add("pixel_size")
+    values = dict(world.values)
+    if s.style in world.learning_rates:
+        values["learning_rate"] = world.learning_rates[s.style]
+    return {k: v for k, v in values.items() if k not in skip}
+
+
+def check_limits(s: ResolvedSettings, limits: Limits) -> None:
+    """Raise `SettingsError` for the first resolved value over a configurable limit."""
+    w, h = s.size
+    if w * h > limits.max_pixels:
+        raise SettingsError(
+            "size", f"{w}x{h} is {w * h} pixels; at most {limits.max_pixels} are allowed"
+        )
+    for field, value, most in (
+        ("iterations", s.iterations, limits.max_iterations),
+        ("cutouts", s.cutouts, limits.max_cutouts),
+        ("strokes", s.strokes, limits.max_strokes),
+    ):
+        if value > most:
+            raise SettingsError(field, f"must be between 1 and {most}, got {value}")
+    if len(s.prompts) > limits.max_prompt_chars:
+        raise SettingsError(
+            "prompts", f"is {len(s.prompts)} characters; at most {limits.max_prompt_chars}"
+        )
+    n = len(parse_prompts(s.prompts)) + len(s.image_prompts)
+    if n > limits.max_prompts:
+        raise SettingsError("prompts", f"{n} prompts given; at most {limits.max_prompts}")

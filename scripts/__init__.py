@@ -1,0 +1,1 @@
+"""Developer tools of text2art: training, evaluation, the Colab launcher and architecture checks."""

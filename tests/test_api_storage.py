@@ -1,0 +1,133 @@
+"""`api.storage.ArtifactStore`: results, previews, uploads, public settings, atomicity, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from api.storage import ArtifactStore, new_job_id, valid_name
+from engine import Result, Settings, resolve
+
+
+def a_result(
+    store: ArtifactStore, job_id: str, *, svg: str | None = None, video: bool = False
+) -> Result:
+    """A finished run as the engine returns it, with an upload and optionally an SVG and MP4."""
+    upload = store.upload_dir(job_id) / "init.png"
+    upload.parent.mkdir(parents=True)
+    Image.new("RGB", (8, 8), "blue").save(upload)
+    settings = Settings.create(
+        prompts="a lighthouse", style="pixel art", size=(32, 32), seed=3, init_image=str(upload)
+    )
+    video_path = None
+    if video:
+        video_path = store.video_path(job_id)
+        video_path.write_bytes(b"fake mp4")
+    image = Image.new("RGB", (32, 32), "white")
+    return Result(image, resolve(settings), [1.0], 0.1, svg=svg, video_path=video_path)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    artifacts = ArtifactStore(tmp_path / "outputs")
+    artifacts.prepare()
+    return artifacts
+
+
+def test_save_result_keeps_png_svg_and_video_and_serves_them(store: ArtifactStore) -> None:
+    job_id = new_job_id()
+    svg = '<svg xmlns="http://www.w3.org/2000/svg"/>'
+    kept = store.save_result(a_result(store, job_id, svg=svg, video=True), job_id)
+    assert sorted(kept) == ["mp4", "png", "svg"] and sorted(store.extensions(job_id)) == sorted(
+        kept
+    )
+    png = store.path(job_id, "png")
+    assert png is not None and png.parent == store.root
+    with Image.open(png) as img:
+        assert img.size == (32, 32) and img.text["seed"] == "3"
+        assert str(store.root) not in img.text["text2art:settings"]  # no server path inside
+    assert store.read(job_id, "svg") == svg.encode()
+    assert store.read(job_id, "mp4") == b"fake mp4"
+    assert store.path(job_id, "exe") is None and store.path("not-an-id", "png") is None
+    assert store.path(new_job_id(), "png") is None  # nothing kept under another id
+
+
+def test_public_settings_hold_no_server_paths(store: ArtifactStore) -> None:
+    job_id = new_job_id()
+    result = a_result(store, job_id)
+    shown = store.public_settings(result.settings)
+    assert shown.init_image == f"uploads/{job_id}/init.png"
+    outside = result.settings.model_copy(update={"image_prompts": ["/etc/secret/p.png"]})
+    assert store.public_settings(outside).image_prompts == ["p.png"]
+
+
+def test_previews_are_replaced_read_and_removed(store: ArtifactStore) -> None:
+    job_id = new_job_id()
+    assert store.read_preview(job_id) is None
+    store.save_preview(job_id, Image.new("RGB", (4, 4), "red"))
+    first = store.read_preview(job_id)
+    store.save_preview(job_id, Image.new("RGB", (4, 4), "green"))
+    second = store.read_preview(job_id)
+    assert first and second and first != second
+    store.remove_preview(job_id)
+    assert store.read_preview(job_id) is None
+
+
+class _BrokenImage:
+    """Writes half a PNG, checks nobody can see it under the real name, then fails."""
+
+    def __init__(self, store: ArtifactStore, job_id: str, ext: str):
+        self.store, self.job_id, self.ext = store, job_id, ext
+        self.seen: list[bytes | None] = []
+
+    def save(self, path: Any, *args: Any, **kwargs: Any) -> None:
+        Path(path).write_bytes(b"\x89PNG half")
+        self.seen.append(self._visible())
+        raise OSError("disk full")
+
+    def _visible(self) -> bytes | None:
+        if self.ext == "preview":
+            return self.store.read_preview(self.job_id)
+        return self.store.read(self.job_id, self.ext)
+
+
+def test_writes_are_atomic_no_partial_file_is_ever_visible(store: ArtifactStore) -> None:
+    job_id = new_job_id()
+    result = a_result(store, job_id)
+    store.save_result(result, job_id)
+    before = store.read(job_id, "png")
+    broken = _BrokenImage(store, job_id, "png")
+    with pytest.raises(OSError, match="disk full"):
+        store.save_result(Result(broken, result.settings, [1.0], 0.1), job_id)  # type: ignore[arg-type]
+    assert broken.seen == [before] and store.read(job_id, "png") == before  # the old file, whole
+    store.save_preview(job_id, Image.new("RGB", (4, 4)))
+    preview = store.read_preview(job_id)
+    broken = _BrokenImage(store, job_id, "preview")
+    with pytest.raises(OSError, match="disk full"):
+        store.save_preview(job_id, broken)  # type: ignore[arg-type]
+    assert broken.seen == [preview] and store.read_preview(job_id) == preview
+    leftovers = [p.name for p in store.root.rglob("*") if p.name.endswith(".part")]
+    assert leftovers == []
+
+
+def test_delete_leaves_nothing_of_the_job(store: ArtifactStore) -> None:
+    job_id, other = new_job_id(), new_job_id()
+    store.save_result(a_result(store, job_id, svg="<svg/>", video=True), job_id)
+    store.save_preview(job_id, Image.new("RGB", (4, 4)))
+    store.save_result(a_result(store, other), other)
+    store.delete(job_id)
+    left = sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*") if p.is_file())
+    assert [name for name in left if job_id in name] == []
+    assert store.extensions(job_id) == [] and store.read_preview(job_id) is None
+    assert store.extensions(other) == ["png"]  # another job's files stay
+    store.delete(job_id)  # deleting twice is harmless
+
+
+def test_job_ids_and_names() -> None:
+    job_id = new_job_id()
+    assert valid_name(job_id, "png") and valid_name(job_id, "mp4") and valid_name(job_id, "svg")
+    assert not valid_name(job_id, "exe") and not valid_name("../" + job_id[3:], "png")
+    assert new_job_id() != job_id
