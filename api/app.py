@@ -4,7 +4,8 @@ The lifespan puts the services on `app.state` (`api.deps` has a typed dependency
 - `config`: the `ApiConfig`;
 - `models`: the process's `engine.ModelCache`, shared by every run;
 - `gpu`: the process-wide `api.gpu.GpuLock`; every GPU job of the process runs in its `slot()`;
-- `artifacts`: the `api.storage.ArtifactStore` holding every result, preview and upload;
+- `artifacts`: the `api.storage.ArtifactStore` holding every result, preview and upload (the
+  one T2A_STORAGE_URL names, checked at start);
 - `jobs`: the `api.jobs.service.JobService` (queue, worker, notifications, gallery);
 - `readiness`: `api.deps.Readiness`, set by the start-up preload and warm-up.
 """
@@ -19,15 +20,16 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api.artifacts import open_artifact_store
 from api.config import ApiConfig
 from api.deps import Readiness
 from api.errors import RunFailed, install_error_handlers
 from api.forms import check_style, server_overrides
 from api.gpu import GpuLock
+from api.guard import RequestGuard
 from api.jobs import start_jobs, stop_jobs
-from api.routes import gallery, generate, health, jobs, outputs, web
+from api.routes import docs, gallery, generate, health, jobs, outputs, web
 from api.runner import run_engine
-from api.storage import ArtifactStore
 from engine import ModelCache, Settings, __version__
 from engine.drawers import list_drawers
 
@@ -56,6 +58,8 @@ def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = N
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by routes.docs, without a CDN
+        redoc_url=None,
     )
     app.state.config = config
     app.state.models = models
@@ -67,6 +71,7 @@ def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = N
         allow_headers=["*"],
         expose_headers=generate.EXPOSED_HEADERS,
     )
+    app.add_middleware(RequestGuard, config=config)  # API key and body size, before the body
     install_error_handlers(app)
     app.include_router(generate.router)
     app.include_router(outputs.router)
@@ -74,6 +79,7 @@ def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = N
     app.include_router(jobs.router)
     app.include_router(gallery.router)
     web.mount_web(app)  # "/" is the web page, "/static/..." its assets
+    docs.mount_docs(app)  # "/docs" and "/redoc", their assets in the package
     return app
 
 
@@ -81,8 +87,9 @@ def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = N
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Create the shared services, preload and warm up in the background, serve, shut down."""
     config: ApiConfig = app.state.config
-    app.state.artifacts = ArtifactStore(config.output_dir)
+    app.state.artifacts = open_artifact_store(config)
     app.state.artifacts.prepare()
+    await anyio.to_thread.run_sync(app.state.artifacts.check)  # write and read a sentinel
     if app.state.models is None:
         app.state.models = ModelCache()
     app.state.gpu = GpuLock(config.max_waiting)

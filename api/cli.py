@@ -1,4 +1,4 @@
-"""The `text2art` command: generate, serve, worker, models."""
+"""The `text2art` command: generate, serve, worker, models, db."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ _NO_FLAG = {"prompts"}
 
 
 def _settings_options() -> list[click.Option]:
-    """One click option per Settings field, with its help text from the Settings model."""
+    """One click option per Settings field: its help text, type and choices from `Settings`."""
     from engine.settings import Settings
 
     options = []
@@ -27,11 +27,14 @@ def _settings_options() -> list[click.Option]:
         if name in _NO_FLAG:
             continue
         flag = "--" + _FLAG_NAMES.get(name, name.replace("_", "-"))
-        help_text = info.description or ""
+        help_text = _help_text(name, info.description or "")
         if name in _MULTIPLE:
             options.append(
-                click.Option([flag, name], multiple=True, help=help_text + " Repeatable.")
-            )
+                click.Option(
+                    [flag, name], multiple=True, metavar=_METAVARS.get(name),
+                    help=help_text + " Repeatable.",
+                )
+            )  # fmt: skip
         elif _is_bool(info.annotation):
             options.append(
                 click.Option([f"{flag}/--no-{flag[2:]}", name], default=None, help=help_text)
@@ -39,8 +42,54 @@ def _settings_options() -> list[click.Option]:
         else:
             default = None if info.is_required() else info.get_default(call_default_factory=True)
             shown = f" [default: {default}]" if default not in (None, [], "") else ""
-            options.append(click.Option([flag, name], default=None, help=help_text + shown))
+            options.append(
+                click.Option(
+                    [flag, name], default=None, type=_click_type(info.annotation),
+                    metavar=_metavar(name), help=help_text + shown,
+                )
+            )  # fmt: skip
     return options
+
+
+# Metavars of the fields whose type alone says too little.
+_METAVARS = {
+    "size": "WIDTHxHEIGHT",
+    "pixel_size": "COLUMNSxROWS",
+    "palette": "NAME|HEXES",
+    "clip_models": "NAME",
+    "image_prompts": "FILE",
+    "init_image": "FILE",
+    "vqgan_model": "NAME",
+}
+
+
+def _metavar(name: str) -> str | None:
+    from engine.settings import CHOICES
+
+    if name in CHOICES:
+        return "[" + "|".join(CHOICES[name]) + "]"
+    return _METAVARS.get(name)
+
+
+def _help_text(name: str, description: str) -> str:
+    """The field's description; the model lists come from the catalog, so they stay complete."""
+    from engine import catalog
+
+    if name == "clip_models":
+        return f"{description} Known: {', '.join(catalog.known_clip_models())}."
+    if name == "vqgan_model":
+        return f"{description} Known: {', '.join(catalog.VQGAN_MODELS)}."
+    return description
+
+
+def _click_type(annotation: Any) -> click.ParamType:
+    """INT or FLOAT for numeric fields (also when optional); text for the rest."""
+    kinds = set(typing.get_args(annotation)) | {annotation}
+    if int in kinds:
+        return click.INT
+    if float in kinds:
+        return click.FLOAT
+    return click.STRING
 
 
 def _is_bool(annotation: Any) -> bool:
@@ -86,6 +135,7 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
     """Run the loop with a progress bar, then write the outputs and print where they are."""
     from tqdm import tqdm
 
+    from api.cli_run import fetch_weights, load_models
     from engine import SettingsError, generate
     from engine.generate import pick_device
 
@@ -94,6 +144,8 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
         click.echo(
             "note: no CUDA GPU found, running on the CPU (slow for full-size models)", err=True
         )
+    fetch_weights(settings)  # every missing file at once, before the bar
+    models = load_models(settings, device)
     video = out_path.with_suffix(".mp4") if settings.make_video else None
     bar = tqdm(total=settings.iterations, unit="it", dynamic_ncols=True, file=sys.stderr)
     stamps: list[float] = []
@@ -108,7 +160,7 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
             bar.write(f"estimated time left on CPU: about {left:.0f} s", file=sys.stderr)
 
     try:
-        result = generate(settings, on_step=on_step, video_path=video)
+        result = generate(settings, on_step=on_step, video_path=video, models=models)
     except (SettingsError, ValueError) as exc:
         bar.close()
         _fail(str(exc))
@@ -143,9 +195,9 @@ def _fail(message: str, code: int = 2) -> typing.NoReturn:
 def _generate_command() -> click.Command:
     params: list[click.Parameter] = [
         click.Argument(["prompt"], required=False),
-        click.Option(["--out", "-o"], default="text2art.png", show_default=True,
+        click.Option(["--out", "-o"], default="text2art.png", show_default=True, metavar="PNG",
                      help="Output PNG (the SVG and MP4 go beside it)."),
-        click.Option(["--from", "from_png"], default=None,
+        click.Option(["--from", "from_png"], default=None, metavar="PNG",
                      help="Reproduce the image whose PNG metadata holds its settings."),
         *_settings_options(),
     ]  # fmt: skip
@@ -165,8 +217,17 @@ def build_cli() -> Any:
         help="text2art: type a sentence, get a piece of art.",
         no_args_is_help=True,
         add_completion=False,
+        rich_markup_mode=None,  # plain click help: no '<bool>' type on flags
     )
     app.add_typer(models_app, name="models")
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(
+            False, "--version", is_eager=True, callback=_print_version, help="Show the version."
+        ),
+    ) -> None:
+        """text2art: type a sentence, get a piece of art."""
 
     @app.command()
     def serve(
@@ -186,10 +247,21 @@ def build_cli() -> Any:
     from api.cli_worker import register as register_worker
 
     register_worker(app)
+    from api.cli_db import register as register_db
+
+    register_db(app)
     group: Any = typer.main.get_group(app)
     # typer >= 0.29 runs on its own copy of click; a plain click command still plugs in.
     group.add_command(_generate_command())
     return group  # type: ignore[no-any-return]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from engine import __version__
+
+        click.echo(f"text2art {__version__}")
+        raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -211,8 +283,12 @@ def _exit_for(exc: Exception) -> typing.NoReturn:
         raise SystemExit(getattr(exc, "exit_code", 0)) from None
     if "Abort" in names:
         _fail("aborted", code=130)
+    if "NoArgsIsHelpError" in names:  # a bare group: its help, on stderr, as click does
+        exc.show()  # type: ignore[attr-defined]
+        raise SystemExit(2) from None
     if "UsageError" in names:
-        _fail(str(exc.format_message()).splitlines()[0])  # type: ignore[attr-defined]
+        lines = str(exc.format_message()).splitlines()  # type: ignore[attr-defined]
+        _fail(lines[0] if lines else "bad usage; see --help")
     if "ClickException" in names:
         _fail(exc.format_message(), code=exc.exit_code)  # type: ignore[attr-defined]
     raise exc

@@ -13,6 +13,7 @@ models_app = typer.Typer(
     "($TEXT2ART_CACHE, else $XDG_CACHE_HOME/text2art, else ~/.cache/text2art).",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 
@@ -49,7 +50,7 @@ def list_models() -> None:
         )
 
 
-class _Bar:
+class DownloadBar:
     """A tqdm bar on stderr, fed by the engine's (done, total) progress callback."""
 
     def __init__(self, label: str) -> None:
@@ -101,7 +102,7 @@ def download(
         _fail(str(exc), 2)
     for label, spec, path in files:
         cached = path.is_file()
-        bar = _Bar(path.name)
+        bar = DownloadBar(path.name)
         try:
             weights.ensure_file(spec, path, progress=bar, label=label)  # checks a cached file too
         except WeightsError as exc:

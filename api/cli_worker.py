@@ -14,6 +14,10 @@ if TYPE_CHECKING:  # imported when run: `text2art --help` stays fast
     from engine import ModelCache
 
 
+# Start-up refusals that are the operator's to fix: said in one line, no traceback.
+REFUSALS = {"StorageMismatch", "SchemaOutdated", "StorageError"}
+
+
 def worker(
     device: Annotated[
         str | None, typer.Option(help="torch device, e.g. cuda:1 (default: T2A_DEVICE or auto).")
@@ -38,6 +42,11 @@ def worker(
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         run_worker(ServiceConfig(**overrides), stop)
+    except Exception as exc:  # StorageMismatch, SchemaOutdated, StorageError: one line
+        if type(exc).__name__ not in REFUSALS:
+            raise
+        typer.echo(f"error: the worker cannot start: {exc}", err=True)
+        raise SystemExit(1) from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

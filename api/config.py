@@ -50,6 +50,24 @@ class ApiConfig(BaseSettings):
     output_dir: Path = Field(
         Path("outputs"), description="Where every result (PNG, MP4, SVG) and upload is kept."
     )
+    storage_url: str | None = Field(
+        None,
+        description="Where results, previews and uploads are kept: a directory, or "
+        "'s3://BUCKET/PREFIX' for S3-compatible storage (default: OUTPUT_DIR; with a bucket, "
+        "OUTPUT_DIR only stages files).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for MinIO, R2, GCS... (default: AWS S3)."
+    )
+    s3_region: str | None = Field(
+        None, description="S3 region (default: AWS_REGION / AWS_DEFAULT_REGION)."
+    )
+    s3_presign: bool = Field(
+        False, description="Serve outputs by a 302 to a presigned URL instead of streaming them."
+    )
+    s3_presign_expiry: int = Field(
+        3600, ge=1, le=7 * 24 * 3600, description="Seconds a presigned output URL is valid."
+    )
     cors_origins: CommaList = Field(
         default_factory=lambda: ["*"],
         description="Origins allowed by CORS, comma-separated; '*' is any origin "
@@ -89,6 +107,17 @@ class ApiConfig(BaseSettings):
     preload: bool = Field(
         True, description="Load the default quality's models and warm up at start-up."
     )
+    max_request_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=1,
+        description="Largest request body, in bytes (all uploads and fields together); a larger "
+        "one gets 413 before it is read.",
+    )
+    trusted_proxies: CommaList = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For/-Proto are believed, "
+        "comma-separated (e.g. '127.0.0.1' behind a local nginx or ngrok; default: none).",
+    )
     # Limits of every request (engine.Limits), e.g. T2A_MAX_PIXELS.
     max_pixels: int = _limit("max_pixels")
     max_iterations: int = _limit("max_iterations")
@@ -98,9 +127,17 @@ class ApiConfig(BaseSettings):
     max_strokes: int = _limit("max_strokes")
     max_scale: float = _limit("max_scale")
 
-    _split = field_validator("cors_origins", "api_keys", "clip_models", mode="before")(
-        _split_commas
-    )
+    _split = field_validator(
+        "cors_origins", "api_keys", "clip_models", "trusted_proxies", mode="before"
+    )(_split_commas)
+
+    def proxy_options(self, local_proxy: bool = False) -> dict[str, Any]:
+        """uvicorn's options for forwarded headers: believed only from the trusted proxies
+        (with `local_proxy`, an ngrok agent on this host, 127.0.0.1 when none is configured)."""
+        trusted = self.trusted_proxies or (["127.0.0.1"] if local_proxy else [])
+        if not trusted:
+            return {"proxy_headers": False}
+        return {"proxy_headers": True, "forwarded_allow_ips": ",".join(trusted)}
 
     def limits(self) -> Limits:
         """The engine limits every request is checked against."""

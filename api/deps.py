@@ -63,6 +63,8 @@ def get_readiness(request: Request) -> Readiness:
     return readiness
 
 
+API_KEY_MISSING = "missing or invalid API key: send 'Authorization: Bearer <key>'"
+
 ConfigDep = Annotated[ApiConfig, Depends(get_config)]
 ModelsDep = Annotated[ModelCache, Depends(get_models)]
 GpuDep = Annotated[GpuLock, Depends(get_gpu)]
@@ -71,26 +73,35 @@ ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
 
 
-def key_matches(given: str, keys: list[str]) -> bool:
-    """Whether `given` is one of `keys`, comparing every key in constant time."""
-    found = False
+def matched_key(authorization: str | None, keys: list[str]) -> str | None:
+    """The key of `keys` that an `Authorization: Bearer <key>` header carries, else None.
+
+    The scheme is read in any case and spaces around the key are ignored (RFC 7235), so every
+    spelling of one key is that key: rate limits count by it. Every key is compared in
+    constant time.
+    """
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    found = None
     for key in keys:
-        found |= hmac.compare_digest(given.encode(), key.encode())
+        if hmac.compare_digest(given.strip().encode(), key.encode()):
+            found = key
     return found
 
 
 def require_api_key(
+    request: Request,
     config: ConfigDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """401 unless API keys are off or the request carries `Authorization: Bearer <key>`."""
-    if not config.api_keys:
-        return
-    if credentials is None or not key_matches(credentials.credentials, config.api_keys):
+    if (
+        config.api_keys
+        and matched_key(request.headers.get("authorization"), config.api_keys) is None
+    ):
         raise HTTPException(
-            status_code=401,
-            detail="missing or invalid API key: send 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
+            status_code=401, detail=API_KEY_MISSING, headers={"WWW-Authenticate": "Bearer"}
         )
 
 

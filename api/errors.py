@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -32,6 +33,13 @@ class RunFailed(Exception):
         self.code = code
         self.detail = detail
         self.status_code = status_code
+
+
+# Answers of a form route before its fields are read (`api.guard` and the form parser).
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The body is not valid multipart or urlencoded form data."},
+    413: {"description": "The body is over T2A_MAX_REQUEST_BYTES; JSON `error`: too_large."},
+}
 
 
 def field_error_response(field: str, message: str) -> JSONResponse:

@@ -66,6 +66,8 @@ def run_engine(
 
 def classify(exc: BaseException) -> RunFailed:
     """The `RunFailed` that tells a client why a run failed; frees GPU memory after an OOM."""
+    if isinstance(exc, RunFailed):  # already classified (e.g. a StorageError from a preview)
+        return exc
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         free_gpu_memory()
         return RunFailed(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
@@ -17,14 +18,15 @@ import click
 import uvicorn
 from pydantic import ValidationError
 
+from api.access_log import access_log_config
 from api.app import create_app
 from api.config import ApiConfig
 
 log = logging.getLogger(__name__)
 
 TOKEN_HELP = (
-    "an ngrok auth token is needed to share the service: set NGROK_AUTHTOKEN or pass it as an "
-    "argument (get one at https://dashboard.ngrok.com/get-started/your-authtoken)"
+    "an ngrok auth token is needed to share the service: set NGROK_AUTHTOKEN=... "
+    "(get one at https://dashboard.ngrok.com/get-started/your-authtoken)"
 )
 
 
@@ -94,8 +96,16 @@ def serve(
     port = config.port if port is None else port
     token = find_token(authtoken) if share else ""
     # Open SSE streams must not hold the shutdown (and so the worker's stop) for long.
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host=host, port=port, timeout_graceful_shutdown=5)
+    server = AnnouncingServer(
+        uvicorn.Config(
+            create_app(config),
+            host=host,
+            port=port,
+            timeout_graceful_shutdown=5,
+            log_config=access_log_config(),  # delete tokens never reach the access log
+            # X-Forwarded-For only from T2A_TRUSTED_PROXIES (or, with --share, the local ngrok)
+            **config.proxy_options(local_proxy=share),
+        )
     )
     if on_server is not None:
         on_server(server)
@@ -109,6 +119,31 @@ def serve(
         if tunnel is not None:
             tunnel.close()
             click.echo("Tunnel closed.")
+
+
+class AnnouncingServer(uvicorn.Server):
+    """uvicorn, printing where the web page and the API docs are once it listens."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            click.echo(ready_message(local_url(self)))
+
+
+def local_url(server: uvicorn.Server) -> str:
+    """http://HOST:PORT of a started server (the port it got, when asked for port 0)."""
+    host = server.config.host
+    port = server.config.port
+    if server.servers and server.servers[0].sockets:
+        port = server.servers[0].sockets[0].getsockname()[1]
+    if host in ("0.0.0.0", "::", ""):  # every address: this machine's is one of them
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def ready_message(base: str) -> str:
+    """The line `text2art serve` prints once it accepts requests."""
+    return f"Web page: {base}/  API docs: {base}/docs"
 
 
 def run_server(server: uvicorn.Server) -> None:

@@ -7,15 +7,22 @@ Layout of the local store (the one backend today) under its root directory:
     uploads/{id}/                      the images uploaded with the job
 
 Callers speak in job ids and extensions; only `video_path`, `upload_dir` and `path` hand out a
-local path, because the engine reads and writes local files and `FileResponse` serves them. An
-S3-compatible backend keeps the same methods (those three then stage files locally).
+local path, because the engine reads and writes local files and `FileResponse` serves them. The
+S3-compatible backend (`api.storage_s3.S3ArtifactStore`, chosen by `api.artifacts`) keeps the
+same methods: those three then stage files in its local directory, and `commit_uploads` /
+`localize` carry a job's uploads from the API node to the worker through the bucket.
 Ids are random (uuid4), so an output URL is only known to whoever made the image.
+
+Writes are atomic (a hidden temporary name renamed into place; an S3 object appears whole), and
+a failed write raises `StorageError`, a `RunFailed` with one line saying where and why.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import secrets
 import shutil
 import uuid
 from pathlib import Path
@@ -23,8 +30,11 @@ from typing import Any
 
 from PIL import Image
 
+from api.errors import RunFailed
 from engine import Result, Settings
 from engine.output import save_outputs
+
+log = logging.getLogger(__name__)
 
 MEDIA_TYPES = {"png": "image/png", "mp4": "video/mp4", "svg": "image/svg+xml"}
 EXTENSIONS = tuple(MEDIA_TYPES)
@@ -41,8 +51,23 @@ def valid_name(job_id: str, ext: str) -> bool:
     return bool(_JOB_ID.fullmatch(job_id)) and ext in MEDIA_TYPES
 
 
+class StorageError(RunFailed, OSError):
+    """The artifact store cannot be written or read: the job fails, saying where and why."""
+
+    def __init__(self, detail: str):
+        super().__init__("storage_error", detail)
+
+
+def reason(exc: BaseException) -> str:
+    """One line about a storage exception."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class ArtifactStore:
     """Results, previews and uploads of jobs in a local directory."""
+
+    remote = False  # True: files live elsewhere; `path` makes a local copy
 
     def __init__(self, root: Path):
         self.root = root
@@ -51,12 +76,50 @@ class ArtifactStore:
         """Create the directory (called once by the owner, never at import)."""
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def describe(self) -> str:
+        """Where the artifacts are, for messages: the directory (or bucket URL)."""
+        return f"the directory {self.root.resolve()}"
+
+    def check(self) -> None:
+        """Write, read back and remove a sentinel; `StorageError` when the store is unusable."""
+        name, token = f"check-{secrets.token_hex(8)}", secrets.token_bytes(16)
+        try:
+            self.write_marker(name, token)
+            back = self.read_marker(name)
+            self.delete_marker(name)
+        except Exception as exc:
+            raise StorageError(f"cannot use {self.describe()}: {reason(exc)}") from exc
+        if back != token:
+            raise StorageError(f"{self.describe()} did not return what was written to it")
+
+    # -- markers: small files of the service itself (start-up checks) -------------------------
+    def write_marker(self, name: str, data: bytes) -> None:
+        """Write `.text2art/{name}` atomically."""
+        path = self.root / ".text2art" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{name}.part")
+        part.write_bytes(data)
+        os.replace(part, path)
+
+    def read_marker(self, name: str) -> bytes | None:
+        """The marker's bytes, or None."""
+        return _read(self.root / ".text2art" / name)
+
+    def delete_marker(self, name: str) -> None:
+        """Remove the marker (no error when it is gone)."""
+        (self.root / ".text2art" / name).unlink(missing_ok=True)
+
     # -- results ---------------------------------------------------------------------------
     def save_result(self, result: Result, job_id: str) -> list[str]:
         """Write the PNG (its metadata without server paths) and the SVG, each atomically;
         returns the kept extensions (the video is already in place)."""
         shown = self.public_settings(result.settings)
-        return list(save_outputs(result, self.root, job_id, settings=shown))
+        try:
+            return list(save_outputs(result, self.root, job_id, settings=shown))
+        except OSError as exc:  # the worker discards what the failed job wrote
+            raise StorageError(
+                f"cannot save the result in {self.describe()}: {reason(exc)}"
+            ) from exc
 
     def video_path(self, job_id: str) -> Path:
         """Where the engine writes the job's MP4."""
@@ -78,6 +141,10 @@ class ArtifactStore:
         """The extensions of the results kept for the job."""
         return [ext for ext in EXTENSIONS if self._file(job_id, ext).is_file()]
 
+    def presigned_url(self, job_id: str, ext: str) -> str | None:
+        """A URL that serves the file without the API (None: the API serves it)."""
+        return None
+
     def local_files(self, job_id: str, exts: list[str]) -> dict[str, Path]:
         """Local files of the given results (e-mail attachments), by extension."""
         return {ext: self._file(job_id, ext) for ext in exts if ext in MEDIA_TYPES}
@@ -86,13 +153,16 @@ class ArtifactStore:
     def save_preview(self, job_id: str, image: Image.Image) -> None:
         """Replace the job's preview; a reader never sees half a file."""
         path = self._preview(job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f".{path.name}.part")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             image.save(part, format="PNG")
             os.replace(part, path)
-        except BaseException:
+        except BaseException as exc:
             part.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                detail = f"cannot save the preview in {self.describe()}: {reason(exc)}"
+                raise StorageError(detail) from exc
             raise
 
     def read_preview(self, job_id: str) -> bytes | None:
@@ -107,6 +177,21 @@ class ArtifactStore:
     def upload_dir(self, job_id: str) -> Path:
         """Where the images uploaded with the job are kept."""
         return self.root / "uploads" / job_id
+
+    def commit_uploads(self, job_id: str) -> None:
+        """Make the job's uploads visible to every worker (here: they already are)."""
+
+    def localize(self, settings: Settings, job_id: str) -> Settings:
+        """The settings with upload paths in this node's `upload_dir` (where it reads them)."""
+        local = self.upload_dir(job_id)
+
+        def here(path: str) -> str:
+            return str(local / Path(path).name)
+
+        update: dict[str, Any] = {"image_prompts": [here(p) for p in settings.image_prompts]}
+        if settings.init_image:
+            update["init_image"] = here(settings.init_image)
+        return settings.model_copy(update=update)
 
     def public_settings(self, settings: Settings) -> Settings:
         """The settings with upload paths relative to the store (no server paths)."""
@@ -125,10 +210,14 @@ class ArtifactStore:
     # -- deletion --------------------------------------------------------------------------
     def delete(self, job_id: str) -> None:
         """Remove every file of the job: results, preview and uploads."""
+        self.discard(job_id)
+        shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
+
+    def discard(self, job_id: str) -> None:
+        """Remove what a failed or cancelled run wrote (results, preview); uploads stay."""
         for ext in EXTENSIONS:
             self._file(job_id, ext).unlink(missing_ok=True)
         self.remove_preview(job_id)
-        shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
 
     def _file(self, job_id: str, ext: str) -> Path:
         return self.root / f"{job_id}.{ext}"

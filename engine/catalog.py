@@ -142,6 +142,9 @@ SHAPES_WORLD = WorldDefaults(
     learning_rates={"pixel art": 0.1, "painting": 2.0},
 )
 
+# The test model's world: only its VQGAN (the sizes and steps stay the caller's and the presets').
+TINY_WORLD = WorldDefaults(values={"vqgan_model": TINY})
+
 # Sizes: the OpenAI files as their download reports them (rounded); checked as a range.
 CLIP_MODELS: Mapping[str, ClipEntry] = MappingProxyType(
     {
@@ -184,7 +187,8 @@ CLIP_MODELS: Mapping[str, ClipEntry] = MappingProxyType(
                 "resnet50x4_clip.openai",
             ),
             # A 2-layer CLIP with 32-pixel input and seeded random weights: tests, in a second.
-            ClipEntry(TINY, None, _load_tiny_clip, takes_file=False),
+            # It brings the random VQGAN too, so that no run on it needs a download.
+            ClipEntry(TINY, None, _load_tiny_clip, takes_file=False, world=TINY_WORLD),
             # The bundled offline model of engine.shapes (trained by scripts/train_shapes_model.py).
             ClipEntry(
                 SHAPES,
@@ -454,6 +458,33 @@ def model_files(name: str, kind: str | None = None) -> list[tuple[str, WeightFil
         ]
     known = ", ".join(m for m in [*CLIP_MODELS, *VQGAN_MODELS] if m not in (TINY,))
     raise ValueError(f"unknown model {name!r}; choose one of {known}")
+
+
+def run_files(
+    clip_models: list[str], vqgan_model: str | None
+) -> list[tuple[str, WeightFile | None, Path]]:
+    """(label, file to download or None, path) of every weights file a run reads.
+
+    `vqgan_model` is None for the styles without one. Built-in and bundled models read no file
+    of the cache; a 'NAME=/path' CLIP reads that path (None: nothing to download).
+    """
+    files: list[tuple[str, WeightFile | None, Path]] = []
+    for name in clip_models:
+        entry, file = split_clip_name(name)
+        if file is not None and file != "random":
+            files.append((f"CLIP {name} weights", None, Path(file)))
+        elif file is None and not entry.bundled:
+            files.extend(model_files(entry.name, "clip"))
+    if vqgan_model is not None and not vqgan_entry(vqgan_model).bundled:
+        files.extend(model_files(vqgan_model, "vqgan"))
+    return files
+
+
+def missing_files(
+    clip_models: list[str], vqgan_model: str | None
+) -> list[tuple[str, WeightFile | None, Path]]:
+    """The files of `run_files` that are not there yet (nothing is downloaded)."""
+    return [f for f in run_files(clip_models, vqgan_model) if not f[2].is_file()]
 
 
 def clip_checkpoint(

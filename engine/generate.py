@@ -15,7 +15,8 @@ from PIL import Image
 
 from engine.cutouts import Cutouts
 from engine.drawers import DrawerContext, create_drawer
-from engine.errors import Cancelled, SettingsError
+from engine.errors import Cancelled
+from engine.images import fit_cover, open_rgb
 from engine.models import ModelCache
 from engine.perceptor import ClipModel, Targets, build_targets
 from engine.prompts import parse_prompts
@@ -66,26 +67,15 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def load_image_tensor(path: str, size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """An image file resized to `size` as (1, 3, H, W) in [0, 1]."""
+    """An image file centre-cropped to the aspect of `size` and resized to it: (1, 3, H, W)."""
     from torchvision.transforms.functional import pil_to_tensor
 
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-    except (OSError, ValueError) as exc:
-        raise SettingsError("init_image", f"cannot read {path!r} as an image ({exc})") from None
+    img = fit_cover(open_rgb(path, "init_image"), size)
     return pil_to_tensor(img).float().div(255).unsqueeze(0).to(device)
 
 
 def _open_image_prompts(paths: list[str]) -> list[Image.Image]:
-    images = []
-    for p in paths:
-        try:
-            with Image.open(p) as img:
-                images.append(img.convert("RGB"))
-        except (OSError, ValueError) as exc:
-            raise SettingsError("image_prompts", f"cannot read {p!r} as an image ({exc})") from None
-    return images
+    return [open_rgb(p, "image_prompts") for p in paths]
 
 
 def _views_key(clip: ClipModel) -> tuple[int, bool, float]:

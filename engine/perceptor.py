@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine.checkpoints import read_state_dict
+from engine.images import clip_square
 from engine.prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,25 @@ def open_clip_model(
     """An open_clip architecture with the weights file's weights (None: seeded random)."""
     import open_clip
 
-    model = open_clip.create_model(arch, pretrained=None)
+    quiet = _NoRandomInitWarning()
+    logging.getLogger().addFilter(quiet)  # open_clip warns on the root logger
+    try:
+        model = open_clip.create_model(arch, pretrained=None)
+    finally:
+        logging.getLogger().removeFilter(quiet)
     if weights is None:
         _random_init_(model, torch.Generator().manual_seed(0))
     else:
         load_weights_file(model, weights)
     return _wrap(name, model, open_clip.get_tokenizer(arch), device)
+
+
+class _NoRandomInitWarning(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly": the weights
+    are loaded right after, from our own file (or seeded on purpose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
 
 
 def tiny_clip_model(name: str, device: torch.device | str = "cpu") -> ClipModel:
@@ -195,9 +209,8 @@ def build_targets(
 
 
 def _square_tensor(img: Image.Image, size: int, device: torch.device) -> torch.Tensor:
-    """Centre-crop and resize to (1, 3, size, size) in [0, 1]."""
-    from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
+    """CLIP's centre crop and bicubic resize, as (1, 3, size, size) in [0, 1]."""
+    from torchvision.transforms.functional import pil_to_tensor
 
-    t = pil_to_tensor(img.convert("RGB")).float().div(255)
-    t = center_crop(resize(t, size, antialias=True), [size, size])
-    return t.unsqueeze(0).to(device)
+    square = clip_square(img.convert("RGB"), size)  # only the crop is resampled
+    return pil_to_tensor(square).float().div(255).unsqueeze(0).to(device)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+
+# Bounds of a prompt's numbers: a weight scales a loss of at most ~5 (a spherical distance), so
+# beyond these the loss overflows to infinity and the image goes black.
+MAX_WEIGHT = 1000.0
+MAX_STOP = 10.0
 
 # A trailing ":number" (optionally twice). Parsed from the right only, so "a photo: at night"
 # keeps its colon: only a suffix that is entirely numeric is taken as weight/stop.
@@ -24,12 +30,20 @@ def parse_prompt(part: str) -> Prompt:
     part = part.strip()
     m = _TAIL.match(part)
     if m and m.group("text").strip():
-        weight = float(m.group("a"))
-        stop = float(m.group("b")) if m.group("b") is not None else float("-inf")
+        weight = _bounded(m.group("a"), "weight", MAX_WEIGHT)
+        stop = _bounded(m.group("b"), "stop", MAX_STOP) if m.group("b") else float("-inf")
         return Prompt(m.group("text").strip(), weight, stop)
     if not part or (m and not m.group("text").strip()):
         raise ValueError("a prompt is empty; write some text before any ':weight'")
     return Prompt(part)
+
+
+def _bounded(text: str, what: str, bound: float) -> float:
+    """A finite number within [-bound, bound]; ValueError saying which one otherwise."""
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > bound:
+        raise ValueError(f"a prompt's {what} must be between {-bound:g} and {bound:g}, not {text}")
+    return value
 
 
 def parse_prompts(text: str) -> list[Prompt]:

@@ -18,6 +18,9 @@ from engine.prompts import parse_prompts
 STYLES = ("image", "painting", "pixel art")
 QUALITIES = tuple(presets.QUALITY)
 ASPECTS = tuple(presets.ASPECT)
+# The fields whose value is one of a few names (any case; styles have aliases too): their
+# validators check them, and the CLI lists them in its help.
+CHOICES: dict[str, tuple[str, ...]] = {"style": STYLES, "quality": QUALITIES, "aspect": ASPECTS}
 
 # Every accepted spelling of a style (compared lower-cased, spaces/underscores/dashes squeezed).
 _STYLE_ALIASES = {
@@ -123,8 +126,9 @@ class Settings(BaseModel):
     )
     clip_models: list[str] | None = Field(
         None,
-        description="CLIP models by clipit's names (ViT-B/32, ViT-B/16, RN50, ...), "
-        "'tiny-random', or a local weights file (default: the quality's).",
+        description="CLIP models by clipit's names (ViT-B/32, ViT-B/16, RN50, ...), the bundled "
+        "offline 'shapes', 'tiny-random' (tests), 'NAME:random' or 'NAME=/path/to/weights' "
+        "(default: the quality's).",
         examples=[["ViT-B/32"]],
     )
     learning_rate: float | None = Field(

@@ -177,3 +177,40 @@ def _wait_until(condition: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+def _install_cell() -> str:
+    """The Python of the notebook's install cell (its ! and % lines set aside)."""
+    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    source = "".join(next(c for c in nb["cells"] if c["id"] == "install")["source"])
+    assert "<owner>" not in source
+    return "\n".join(ln for ln in source.splitlines() if not ln.lstrip().startswith(("!", "%")))
+
+
+def test_install_cell_without_a_repository_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TEXT2ART_REPO_URL", raising=False)
+    with pytest.raises(ValueError, match="REPO_URL is not set"):
+        exec(_install_cell(), {})
+    (tmp_path / "text2art").mkdir()  # an uploaded project needs no URL
+    exec(_install_cell(), {})
+
+
+def test_install_cell_clones_the_repository_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], cwd=origin, check=True)
+    (origin / "README.md").write_text("text2art\n")
+    subprocess.run([*git, "add", "README.md"], cwd=origin, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], cwd=origin, check=True)
+    work = tmp_path / "content"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("TEXT2ART_REPO_URL", origin.as_uri())
+    exec(_install_cell(), {})
+    assert (work / "text2art" / "README.md").read_text() == "text2art\n"

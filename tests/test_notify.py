@@ -12,6 +12,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -335,3 +336,73 @@ def test_webhook_refuses_private_hosts_redirects_and_4xx(hooks: Any) -> None:
     with pytest.raises(OSError, match="HTTP 503"):  # retried by the notifier
         post_webhook(req, 5, allow_private=True)
     assert len(hooks.received) == 3
+
+
+# -- internationalised addresses and permanent SMTP errors ----------------------------------
+class Rejecting(Inbox):
+    """Answers every DATA with a permanent 550; counts the tries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tries = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.tries += 1
+        return "550 5.7.1 message refused"
+
+
+@contextmanager
+def smtp_server(handler: Any, smtputf8: bool) -> Iterator[int]:
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+def plain_email(to: str) -> EmailMessage:
+    notice = Notice("4" * 32, "succeeded", "a cat", "pixel art", {"job": "https://x.org/j"})
+    return build_email(notice, "text2art <art@example.org>", to, 10_000)
+
+
+def deliver(port: int, to: str, tmp_path: Path) -> tuple[str, int]:
+    config = smtp_config(tmp_path, port)
+    return run_notifier(lambda n: send_email(plain_email(to), config))
+
+
+def test_international_address_is_sent_with_smtputf8(tmp_path: Path) -> None:
+    inbox = Inbox()
+    with smtp_server(inbox, smtputf8=True) as port:
+        assert deliver(port, "用户@例子.广告", tmp_path) == ("sent", 1)
+    assert inbox.envelopes[0].rcpt_tos == ["用户@例子.广告"]
+    assert "SMTPUTF8" in [o.upper() for o in inbox.envelopes[0].mail_options]
+
+
+def test_international_address_without_smtputf8_fails_once_not_retried(tmp_path: Path) -> None:
+    inbox = Inbox()
+    with smtp_server(inbox, smtputf8=False) as port:
+        state, tries = deliver(port, "用户@例子.广告", tmp_path)
+    assert tries == 1 and state.startswith("failed: the mail server cannot take this address")
+    assert inbox.envelopes == []
+
+
+def test_permanent_smtp_error_is_not_retried(tmp_path: Path) -> None:
+    handler = Rejecting()
+    with smtp_server(handler, smtputf8=False) as port:
+        state, tries = deliver(port, "ada@example.org", tmp_path)
+    assert (tries, handler.tries) == (1, 1)
+    assert state.startswith("failed: the server refused the message") and "550" in state
+
+
+def test_international_domain_is_stored_in_ascii(tmp_path: Path, models: ModelCache) -> None:
+    """Any server takes a punycode domain; only a non-ASCII local part needs SMTPUTF8."""
+    inbox = Inbox()
+    with smtp_server(inbox, smtputf8=False) as port:
+        config = smtp_config(tmp_path, port, run_worker_in_process=False)
+        with serving(config, models) as client:
+            r = client.post("/jobs", data={"prompts": "a cat", "email": "ada@bücher.example"})
+            assert r.status_code == 202, r.text
+            job = client.app.state.jobs.get(r.json()["id"])  # type: ignore[attr-defined]
+    assert job.email == "ada@xn--bcher-kva.example"

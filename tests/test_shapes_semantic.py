@@ -29,6 +29,7 @@ HELD_OUT = [
 ]
 STYLES = ("pixel art", "painting", "image")
 PASS = 0.8  # per style and per verdict, as the issue asks of the ranking
+pytestmark = pytest.mark.semantic  # `-m "not semantic"`: the quick run leaves these out
 
 
 def test_held_out_prompts_are_not_the_tuning_prompts() -> None:

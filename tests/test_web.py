@@ -319,3 +319,47 @@ def test_phone_layout_has_no_horizontal_scroll(browser: Any, base_url: str) -> N
     page.screenshot(path=str(SHOTS / "phone.png"), full_page=True)
     context.close()
     assert overflow <= 0
+
+
+def test_the_video_shows_the_final_picture_until_played(page: Any) -> None:
+    fill_form(page, "a red lighthouse", iterations=6)
+    page.get_by_role("switch", name="Make a video of the process").check()
+    page.get_by_role("button", name="Create art").click()
+    page.wait_for_function("document.querySelector('#result-image').naturalWidth > 0")
+    page.screenshot(path=str(SHOTS / "video.png"), full_page=True)
+    video = page.locator("#result-video")
+    video.wait_for()
+    image_src = page.get_attribute("#result-image", "src")
+    assert image_src and video.get_attribute("poster") == image_src
+    assert video.get_attribute("src")
+
+
+def _loopback_only(route: Any) -> None:
+    """Abort every request that would leave the machine (a CDN), as offline."""
+    host = re.match(r"^[a-z]+://([^/:]+)", route.request.url)
+    if host and host.group(1) in ("127.0.0.1", "localhost"):
+        route.continue_()
+    else:
+        route.abort()
+
+
+@pytest.mark.parametrize(
+    ("path", "operation"),
+    [("/docs", ".opblock-summary-path[data-path='/generate']"), ("/redoc", "text=/jobs")],
+)
+def test_api_docs_work_offline(browser: Any, base_url: str, path: str, operation: str) -> None:
+    context = browser.new_context(base_url=base_url)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.route("**/*", _loopback_only)
+    page = context.new_page()
+    outside: list[str] = []
+    # ReDoc's "powered by" logo comes from its CDN; offline it is hidden (the docs are whole).
+    page.on(
+        "requestfailed",
+        lambda r: r.url.endswith("/redoc/logo-mini.svg") or outside.append(r.url),
+    )
+    page.goto(path)
+    page.locator(operation).first.wait_for()
+    page.screenshot(path=str(SHOTS / f"docs{path.replace('/', '-')}.png"))
+    context.close()
+    assert outside == [], f"{path} tried to load from outside: {outside}"

@@ -32,6 +32,11 @@ class JobsConfig(BaseSettings):
         description="The huey queue: 'redis://host:6379/0', 'postgresql://u:p@db/t2a' or "
         "'sqlite:///path/queue.db' (default: sqlite file OUTPUT_DIR/queue.db).",
     )
+    auto_migrate: bool = Field(
+        True,
+        description="Upgrade the job database's schema at start (false: refuse to start until "
+        "`text2art db upgrade` has run; for several nodes).",
+    )
     queue_name: str = Field("text2art", description="Queue name, shared by API and workers.")
     run_worker_in_process: bool = Field(
         True, description="`text2art serve` also runs jobs (false: only `text2art worker` does)."
@@ -54,6 +59,9 @@ class JobsConfig(BaseSettings):
     )
     progress_interval: float = Field(
         0.25, gt=0, description="Seconds between two progress writes (and SSE events)."
+    )
+    max_listeners_per_client: int = Field(
+        20, ge=1, description="Event streams (GET /jobs/{id}/events) one client may hold open."
     )
     heartbeat_seconds: float = Field(
         10.0, gt=0, description="A running job's worker writes a heartbeat this often."

@@ -26,3 +26,12 @@ class RateLimited(Exception):
             f"at most {limit} jobs per {window} s may be submitted; retry in {retry_after} s"
         )
         self.retry_after = retry_after
+
+
+class TooManyListeners(Exception):
+    """The client holds too many open event streams (429)."""
+
+    retry_after = 5
+
+    def __init__(self, limit: int):
+        super().__init__(f"at most {limit} event streams may be open per client; close one first")

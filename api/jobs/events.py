@@ -1,45 +1,152 @@
 """Live progress of a job as Server-Sent Events: `status`, `position`, `progress`, `preview`.
 
-The stream polls the job's record (the database is the source of truth, whichever process runs
-the job) and sends what changed; the record's `version` is the event id, so a client that
-reconnects with Last-Event-ID is not sent what it already has.
+The database is the source of truth, whichever process runs the job. `JobFeeds` polls it once
+per watched job, however many clients listen, and hands each snapshot to every listener; each
+stream sends what changed for its client. The record's `version` is the event id, so a client
+that reconnects with Last-Event-ID is not sent what it already has.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
+import logging
+import math
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 
 from api.jobs.schemas import job_links
-from api.jobs.store import FINAL, QUEUED, Job
+from api.jobs.store import FINAL, QUEUED, Job, JobStore
 
 if TYPE_CHECKING:
     from api.jobs.service import JobService
+
+log = logging.getLogger(__name__)
 
 KEEP_ALIVE_SECONDS = 15.0  # an SSE comment this often keeps proxies (ngrok) from closing
 
 
 def sse(event: str, data: Any, event_id: int | None = None) -> str:
-    """One Server-Sent Event."""
+    """One Server-Sent Event; its data is strict JSON (a non-finite number raises ValueError)."""
     head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    body = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return f"{head}event: {event}\ndata: {body}\n\n"
+
+
+def finite(value: float | None) -> float | None:
+    """The number, or None when it is missing, infinite or NaN (JSON has no such numbers)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a poll saw: the job (None once deleted) and its queue position."""
+
+    job: Job | None
+    position: int | None
+
+
+@dataclass
+class _Feed:
+    """The latest snapshot of one job and the listeners waiting for the next."""
+
+    snapshot: Snapshot | None = None
+    seq: int = 0
+    done: bool = False
+    listeners: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None  # the poll (held: the loop keeps only weak refs)
+
+    def publish(self, snapshot: Snapshot) -> None:
+        self.snapshot, self.seq = snapshot, self.seq + 1
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class JobFeeds:
+    """One poll of the store per watched job, shared by its listeners; listeners per client."""
+
+    def __init__(self, store: JobStore, interval: float):
+        self.store, self.interval = store, interval
+        self._feeds: dict[str, _Feed] = {}
+        self._clients: Counter[str] = Counter()
+
+    def listening(self, client: str) -> int:
+        """Streams open by this client now."""
+        return self._clients[client]
+
+    async def watch(self, job_id: str, client: str = "") -> AsyncIterator[Snapshot | None]:
+        """Each new snapshot of the job (None: nothing new for KEEP_ALIVE_SECONDS)."""
+        feed = self._feeds.get(job_id)
+        if feed is None or feed.done:
+            feed = self._feeds[job_id] = _Feed()
+            feed.task = asyncio.get_running_loop().create_task(self._poll(job_id, feed))
+        feed.listeners += 1
+        self._clients[client] += 1
+        try:
+            seen = 0
+            while not (feed.done and feed.seq == seen):
+                if feed.seq == seen:
+                    changed = feed.changed
+                    try:
+                        await asyncio.wait_for(changed.wait(), KEEP_ALIVE_SECONDS)
+                    except TimeoutError:
+                        yield None
+                    continue
+                seen = feed.seq
+                yield feed.snapshot
+        finally:
+            feed.listeners -= 1
+            self._clients[client] -= 1
+            if not self._clients[client]:
+                del self._clients[client]
+
+    async def _poll(self, job_id: str, feed: _Feed) -> None:
+        """Read the job every `interval` while anyone listens; publish what changed."""
+        last: tuple[int, int | None] | None = None
+        try:
+            while not feed.done:
+                snapshot = await self._read(job_id)
+                job = snapshot.job
+                key = (job.version, snapshot.position) if job else (-1, None)
+                if key != last:
+                    last = key
+                    feed.publish(snapshot)
+                feed.done = job is None or job.status in FINAL or not feed.listeners
+                if not feed.done:
+                    await asyncio.sleep(self.interval)
+        except Exception:  # the streams end; EventSource reconnects and a new poll starts
+            log.exception("job %s: cannot read its events", job_id)
+        finally:
+            feed.done = True
+            feed.changed.set()  # wake the listeners: they end after the last snapshot
+            if self._feeds.get(job_id) is feed:
+                del self._feeds[job_id]
+
+    async def _read(self, job_id: str) -> Snapshot:
+        def read() -> Snapshot:
+            job = self.store.get(job_id)
+            return Snapshot(job, self.store.position(job) if job is not None else None)
+
+        return await run_in_threadpool(read)
 
 
 async def job_events(
-    jobs: JobService, job_id: str, base: str, last_id: int | None
+    jobs: JobService, job_id: str, base: str, last_id: int | None, client: str = ""
 ) -> AsyncIterator[str]:
     """SSE: status, position, progress (at most one per `progress_interval`), preview."""
     yield "retry: 2000\n\n"
     sent: dict[str, Any] = {}
     resumed = last_id is not None
-    quiet_since = time.monotonic()
-    while True:
-        job = await run_in_threadpool(jobs.store.get, job_id)
+    async for snapshot in jobs.feeds.watch(job_id, client):
+        if snapshot is None:
+            yield ": keep-alive\n\n"
+            continue
+        job = snapshot.job
         if job is None:
             yield sse("deleted", {"id": job_id})
             return
@@ -47,26 +154,20 @@ async def job_events(
             sent.update(status=job.status, iteration=job.iteration)
             sent.update(preview=job.preview_iteration)
         resumed = False
-        chunks = await run_in_threadpool(changes, jobs, job, base, sent)
-        for chunk in chunks:
+        for chunk in await run_in_threadpool(changes, jobs, snapshot, base, sent):
             yield chunk
-        if chunks:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > KEEP_ALIVE_SECONDS:
-            yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
         if job.status in FINAL:
             return
-        await asyncio.sleep(jobs.config.progress_interval)
 
 
-def changes(jobs: JobService, job: Job, base: str, sent: dict[str, Any]) -> list[str]:
+def changes(jobs: JobService, snapshot: Snapshot, base: str, sent: dict[str, Any]) -> list[str]:
     """The events that tell a client what changed since `sent` (updated in place)."""
+    job, position = snapshot.job, snapshot.position
+    assert job is not None
     out, vid = [], job.version
     status_changed = sent.get("status") != job.status
     if status_changed and job.status not in FINAL:
         out.append(sse("status", jobs.view(job, base).model_dump(mode="json"), vid))
-    position = jobs.store.position(job)
     if job.status == QUEUED and sent.get("position") != position:
         eta = jobs.eta(job, position)
         out.append(sse("position", {"position": position, "eta_seconds": eta}, vid))
@@ -74,7 +175,7 @@ def changes(jobs: JobService, job: Job, base: str, sent: dict[str, Any]) -> list
         fraction = job.iteration / job.total if job.total else 0.0
         data: dict[str, Any] = {"iteration": job.iteration, "total": job.total}
         data["fraction"] = fraction
-        data.update(loss=job.loss, eta_seconds=jobs.eta(job, position))
+        data.update(loss=finite(job.loss), eta_seconds=finite(jobs.eta(job, position)))
         out.append(sse("progress", data, vid))
     if job.preview_iteration and job.preview_iteration != sent.get("preview"):
         url = f"{job_links(base, job).preview}?i={job.preview_iteration}"  # busts caches

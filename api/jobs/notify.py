@@ -110,9 +110,17 @@ def send_email(msg: EmailMessage, config: JobsConfig) -> None:
         if config.smtp_user:
             smtp.login(config.smtp_user, config.smtp_password or "")
         try:
-            smtp.send_message(msg)
+            smtp.send_message(msg)  # SMTPUTF8 when an address needs it and the server offers it
+        except smtplib.SMTPNotSupportedError as exc:
+            raise PermanentError(f"the mail server cannot take this address ({exc})") from None
         except smtplib.SMTPRecipientsRefused as exc:
-            raise PermanentError(f"the server refused the address ({exc})") from None
+            if all(code >= 500 for code, _ in exc.recipients.values()):
+                raise PermanentError(f"the server refused the address ({exc})") from None
+            raise
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code >= 500:  # 5xx is permanent (RFC 5321 4.2.1); 4xx is retried
+                raise PermanentError(f"the server refused the message ({exc})") from None
+            raise
 
 
 # -- webhooks ------------------------------------------------------------------------------
@@ -125,7 +133,7 @@ def webhook_request(
     url: str, payload: dict[str, Any], secret: str | None
 ) -> urllib.request.Request:
     """The POST request: JSON body, event and delivery headers, signature when a secret is set."""
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "text2art-webhook",
@@ -137,16 +145,31 @@ def webhook_request(
     return urllib.request.Request(url, data=body, headers=headers, method="POST")
 
 
+def public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a webhook may go to `ip`: global, and so is any IPv4 address it embeds (mapped,
+    IPv4-compatible `::a.b.c.d`, 6to4, Teredo)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+        if int(ip) >> 32 == 0:  # ::a.b.c.d, the deprecated IPv4-compatible form
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(v4 is not None and not v4.is_global for v4 in embedded):
+            return False
+    return ip.is_global
+
+
 def check_public_host(url: str) -> None:
     """PermanentError when the URL's host resolves to a loopback, private or reserved address."""
-    host = urlsplit(url).hostname or ""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError as exc:
+        raise PermanentError(f"not a valid URL ({exc})") from None
     try:
         infos = socket.getaddrinfo(host, None)
     except OSError as exc:
         raise OSError(f"cannot resolve {host!r} ({exc})") from None
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if not ip.is_global:
+        if not public_ip(ip):
             raise PermanentError(f"{host} resolves to the non-public address {ip}")
 
 

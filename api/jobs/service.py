@@ -15,12 +15,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from api.artifacts import open_artifact_store
 from api.gpu import GpuLock
 from api.jobs.admission import admit
 from api.jobs.config import ServiceConfig
 from api.jobs.errors import QueueUnavailable
-from api.jobs.events import job_events
+from api.jobs.events import JobFeeds, job_events
 from api.jobs.gallery import gallery_page
+from api.jobs.identity import check_storage_identity
 from api.jobs.notices import JobNotices
 from api.jobs.queue import JobQueue
 from api.jobs.schemas import GalleryPage, JobPublic, Progress, iso, job_links
@@ -46,10 +48,12 @@ class JobService:
     ):
         self.config = config
         self.gpu = gpu or GpuLock(config.max_waiting)
-        self.artifacts = artifacts or ArtifactStore(config.output_dir)
+        self.artifacts = artifacts or open_artifact_store(config)
         self.artifacts.prepare()
-        self.store = JobStore(config.resolved_database_url(config.output_dir))
+        url = config.resolved_database_url(config.output_dir)
+        self.store = JobStore(url, auto_migrate=config.auto_migrate)
         self.queue = JobQueue(config.resolved_queue_url(config.output_dir), config.queue_name)
+        self.feeds = JobFeeds(self.store, config.progress_interval)  # one poll per watched job
         self.notices = JobNotices(self.store, config, self.artifacts, self.view)
         self.runner = JobRunner(
             self.store,
@@ -68,6 +72,7 @@ class JobService:
     def start(self, run_worker: bool | None = None) -> None:
         """Recover the queue; run jobs here when `run_worker` (default: run_worker_in_process)."""
         run_worker = self.config.run_worker_in_process if run_worker is None else run_worker
+        check_storage_identity(self.store.engine, self.artifacts)  # StorageMismatch: refuse
         if not run_worker:
             return
         self.reap()
@@ -130,6 +135,7 @@ class JobService:
     ) -> tuple[Job, str]:
         """Record and enqueue a job; returns it with its secret delete token."""
         token = new_token()
+        self.artifacts.commit_uploads(job_id)  # a worker elsewhere reads them from the store
         job = Job(
             id=job_id,
             status=QUEUED,
@@ -216,9 +222,11 @@ class JobService:
         """Public succeeded jobs, newest first."""
         return gallery_page(self.store, page, per_page, base)
 
-    def events(self, job_id: str, base: str, last_id: int | None) -> AsyncIterator[str]:
+    def events(
+        self, job_id: str, base: str, last_id: int | None, client: str = ""
+    ) -> AsyncIterator[str]:
         """The job's live events (Server-Sent Events), resuming after `last_id`."""
-        return job_events(self, job_id, base, last_id)
+        return job_events(self, job_id, base, last_id, client)
 
     # -- cancel and delete -------------------------------------------------------------------
     def cancel(self, job: Job) -> Job:

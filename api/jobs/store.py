@@ -33,6 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from api.jobs.migrate import ensure_schema
+
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
     "running",
@@ -127,9 +129,13 @@ def make_engine(url: str) -> Engine:
 class JobStore:
     """All reads and writes of job records; returns detached `Job` rows."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, auto_migrate: bool = True):
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
+        try:  # the schema comes from the Alembic revisions, not create_all
+            ensure_schema(self.engine, auto_migrate)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:

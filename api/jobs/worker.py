@@ -257,6 +257,7 @@ class JobRunner:
         """Generate and save; returns whether the job reached a final state."""
         try:
             settings = Settings.create(**{**job.settings, "device": self.config.device})
+            settings = self.artifacts.localize(settings, job.id)  # its uploads, on this node
             result = run_engine(
                 settings,
                 gpu=self.gpu,
@@ -284,6 +285,7 @@ class JobRunner:
         job = self.store.get(job_id)
         if job is not None and not job.cancel_requested and self._stopping.is_set():
             if self.store.release(job_id, str(self.identity)):
+                self._discard(job_id)  # its preview; the next run starts afresh
                 log.info("job %s: interrupted by shutdown; queued again", job_id)
                 self._enqueue(job_id)
             return False
@@ -292,6 +294,8 @@ class JobRunner:
     def _finish(self, job_id: str, status: str, **values: Any) -> bool:
         """Record the final state; clean up after a job deleted meanwhile."""
         if self.store.finish(job_id, str(self.identity), status, **values):
+            if status != SUCCEEDED:
+                self._discard(job_id)  # a failed or cancelled run leaves nothing behind
             log.info("job %s: %s", job_id, status)
             return True
         job = self.store.get(job_id)
@@ -300,3 +304,10 @@ class JobRunner:
         else:  # the reaper took it back (heartbeat too old): the new owner decides
             log.warning("job %s: now %s by %s; result dropped", job_id, job.status, job.worker_id)
         return False
+
+    def _discard(self, job_id: str) -> None:
+        """Remove what a run that did not succeed wrote (the store may be what failed)."""
+        try:
+            self.artifacts.discard(job_id)
+        except Exception:
+            log.exception("job %s: cannot remove the outputs of the failed run", job_id)

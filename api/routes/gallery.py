@@ -13,13 +13,17 @@ from api.jobs.schemas import GalleryPage
 router = APIRouter(tags=["gallery"])
 
 MAX_PER_PAGE = 100
+# Far beyond any gallery, and small enough that (page - 1) * per_page fits an SQL integer.
+MAX_PAGE = 1_000_000
 
 
 @router.get("/gallery", responses={422: {"description": "page or per_page is out of range."}})
 async def gallery(
     request: Request,
     jobs: JobsDep,
-    page: Annotated[int, Query(ge=1, description="Page number, from 1.")] = 1,
+    page: Annotated[
+        int, Query(ge=1, le=MAX_PAGE, description="Page number, from 1 to 1000000.")
+    ] = 1,
     per_page: Annotated[
         int, Query(ge=1, le=MAX_PER_PAGE, description="Items per page (1 to 100).")
     ] = 20,

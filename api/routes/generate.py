@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ArtifactsDep, ConfigDep, GpuDep, ModelsDep, RequireApiKey
+from api.errors import BODY_ERRORS
 from api.forms import GenerateFormDep, build_settings
 from api.gpu import GpuBusy
 from api.runner import run_engine
@@ -36,6 +37,7 @@ router = APIRouter(tags=["generate"])
     dependencies=[RequireApiKey],
     responses={
         200: {"content": {"image/png": {}}, "description": "The PNG, with its links in headers."},
+        **BODY_ERRORS,
         401: {"description": "API keys are on and none (or a wrong one) was sent."},
         422: {"description": "A field is invalid; `detail[0].loc` names it."},
         499: {"description": "The client went away; the run was cancelled."},
@@ -101,7 +103,9 @@ def result_headers(
     headers = {
         "X-Job-Id": job_id,
         "X-Seed": str(settings.seed),
-        "X-Settings": json.dumps(settings.to_json_dict(), sort_keys=True, ensure_ascii=True),
+        "X-Settings": json.dumps(
+            settings.to_json_dict(), sort_keys=True, ensure_ascii=True, allow_nan=False
+        ),
         "Link": ", ".join(
             f'<{url}>; rel="alternate"; type="{MEDIA_TYPES[e]}"' for e, url in urls.items()
         ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import socket
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -16,9 +17,11 @@ from fastapi import APIRouter, Depends, Form, Header, HTTPException, Query, Requ
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobsDep, RequireApiKey
+from api.deps import JobsDep, RequireApiKey, matched_key
+from api.errors import BODY_ERRORS
 from api.forms import GenerateForm, GenerateFormDep, build_settings
-from api.jobs.errors import QueueFull, QueueUnavailable, RateLimited
+from api.jobs.errors import QueueFull, QueueUnavailable, RateLimited, TooManyListeners
+from api.jobs.notify import public_ip
 from api.jobs.schemas import JobCreated, JobPublic, job_links
 from api.jobs.service import JobService
 from api.jobs.store import FINAL, Job, token_matches
@@ -53,9 +56,12 @@ def check_email(value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
     try:
-        return validate_email(value.strip(), check_deliverability=False).normalized
+        checked = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
         raise SettingsError("email", f"not a valid e-mail address: {exc}") from None
+    # An internationalised domain goes out in its ASCII form (any server takes it); only a
+    # non-ASCII local part needs a server that offers SMTPUTF8.
+    return checked.ascii_email or checked.normalized
 
 
 def check_webhook_url(value: str | None, allow_private: bool = True) -> str | None:
@@ -63,25 +69,35 @@ def check_webhook_url(value: str | None, allow_private: bool = True) -> str | No
     if value is None or not value.strip():
         return None
     url = value.strip()
-    parts = urlsplit(url)
-    if len(url) > MAX_URL_CHARS or parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        scheme, host, _ = parts.scheme, parts.hostname, parts.port  # ValueError when malformed
+    except ValueError:
+        scheme, host = "", None
+    if len(url) > MAX_URL_CHARS or scheme not in ("http", "https") or not host:
         raise SettingsError(
             "webhook_url", f"expected an http:// or https:// URL of at most {MAX_URL_CHARS} chars"
         )
-    if not allow_private and not _public_host(parts.hostname):
+    if not allow_private and not public_host(host):
         raise SettingsError(
-            "webhook_url", "webhooks to loopback or private addresses are not allowed"
+            "webhook_url", "webhooks to loopback, private or local addresses are not allowed"
         )
     return url
 
 
-def _public_host(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return False
+def public_host(host: str) -> bool:
+    """False for every spelling of a non-public address (checked again when it is resolved)."""
+    host = host.rstrip(".").lower()
     try:
-        return ipaddress.ip_address(host).is_global
-    except ValueError:  # a name: checked again when it is resolved at delivery
-        return True
+        return public_ip(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if host == "localhost" or host.endswith(".localhost") or "." not in host:
+        return False  # a single label resolves only on a local network (or is a number)
+    try:  # the legacy forms getaddrinfo also reads: 127.1, 0x7f.0.0.1, 0177.0.0.1
+        return public_ip(ipaddress.IPv4Address(socket.inet_aton(host)))
+    except OSError:
+        return True  # a name: checked again when it is resolved at delivery
 
 
 async def job_form(
@@ -107,13 +123,13 @@ async def job_form(
 JobFormDep = Annotated[JobForm, Depends(job_form)]
 
 
-def client_id(request: Request, api_keys: bool) -> str:
-    """Whom the rate limit counts: the API key when keys are on (it was checked), else the
-    client's address. Behind a proxy (ngrok), uvicorn takes the address from X-Forwarded-For
-    when the proxy is trusted (`--forwarded-allow-ips`). Only a hash is stored.
+def client_id(request: Request, api_keys: list[str]) -> str:
+    """Whom the rate limit counts: the API key that matched when keys are on, else the client's
+    address (taken from X-Forwarded-For only when the peer is one of T2A_TRUSTED_PROXIES).
+    Only a hash is stored.
     """
-    auth = request.headers.get("authorization", "") if api_keys else ""
-    who = f"key:{auth}" if auth else f"ip:{request.client.host if request.client else ''}"
+    key = matched_key(request.headers.get("authorization"), api_keys) if api_keys else None
+    who = f"key:{key}" if key else f"ip:{request.client.host if request.client else ''}"
     return hashlib.sha256(who.encode()).hexdigest()[:32]
 
 
@@ -162,6 +178,7 @@ OwnedJobDep = Annotated[Job, Depends(require_token)]
     status_code=202,
     dependencies=[RequireApiKey],
     responses={
+        **BODY_ERRORS,
         401: {"description": "API keys are on and none (or a wrong one) was sent."},
         422: {"description": "A field is invalid; `detail[0].loc` names it."},
         429: {"description": "Too many submissions from this client; see Retry-After."},
@@ -176,7 +193,7 @@ async def submit_job(
     if form.email and not config.smtp_host:
         raise SettingsError("email", "this server sends no e-mail (no SMTP server is configured)")
     form.webhook_url = check_webhook_url(form.webhook_url, config.webhook_allow_private)
-    client = client_id(request, bool(config.api_keys))
+    client = client_id(request, config.api_keys)
     try:
         await run_in_threadpool(jobs.admit, client)
         job_id = new_job_id()
@@ -210,7 +227,9 @@ def _record(
     )
 
 
-def _retry_later(status: int, exc: QueueFull | QueueUnavailable | RateLimited) -> HTTPException:
+def _retry_later(
+    status: int, exc: QueueFull | QueueUnavailable | RateLimited | TooManyListeners
+) -> HTTPException:
     headers = {"Retry-After": str(exc.retry_after)}
     return HTTPException(status, str(exc), headers=headers)
 
@@ -227,6 +246,7 @@ async def get_job(request: Request, job: JobDep, jobs: JobsDep) -> JobPublic:
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."},
         204: {"description": "The job is over and the client has its final state."},
+        429: {"description": "This client holds too many open event streams."},
         **_NOT_FOUND,
     },
 )
@@ -246,7 +266,10 @@ async def job_events(
     last = last_event_id if last_event_id is not None else after
     if last is not None and job.status in FINAL and job.version <= last:
         return Response(status_code=204)  # EventSource stops reconnecting on 204
-    stream = jobs.events(job.id, base_url(request), last)
+    client = request.client.host if request.client else ""
+    if jobs.feeds.listening(client) >= jobs.config.max_listeners_per_client:
+        raise _retry_later(429, TooManyListeners(jobs.config.max_listeners_per_client))
+    stream = jobs.events(job.id, base_url(request), last, client)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 

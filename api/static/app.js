@@ -539,6 +539,7 @@ class JobView {
       $("#result-image").removeAttribute("src");
       $("#result-video").hidden = true;
       $("#result-video").removeAttribute("src");
+      $("#result-video").removeAttribute("poster");
     }
   }
 
@@ -608,6 +609,8 @@ class JobView {
     const video = $("#result-video");
     const videoUrl = links.video || links.mp4;
     video.hidden = !videoUrl;
+    // The finished picture, not the first frame (noise), until the video is played.
+    if (imageUrl) video.poster = imageUrl;
     if (videoUrl && video.getAttribute("src") !== videoUrl) video.src = videoUrl;
     video.setAttribute("aria-label", `Video of the making of ${s.prompts || "the picture"}`);
     $("#result-prompt").textContent = s.prompts || "";

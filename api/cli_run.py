@@ -1,0 +1,60 @@
+"""`text2art generate`'s preparation: every weights file of the run, then the models, loaded
+before the progress bar starts (so a missing file or a slow load never sits under a 0% bar)."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+import click
+
+OFFLINE_HINT = (
+    "to try text2art offline, use the bundled models: "
+    "text2art generate 'a red circle' --clip-model shapes"
+)
+
+
+def fetch_weights(settings: Any) -> None:
+    """Download what the run needs and is missing; report every file that failed, at once."""
+    from api.cli_models import DownloadBar
+    from engine import catalog, weights
+    from engine.errors import WeightsError
+
+    vqgan = settings.vqgan_model if settings.style == "image" else None
+    problems = []
+    for label, spec, path in catalog.missing_files(settings.clip_models, vqgan):
+        if spec is None:
+            problems.append(f"{label}: no file at {path}")
+            continue
+        bar = DownloadBar(path.name)
+        try:
+            weights.ensure_file(spec, path, progress=bar, label=label)
+        except WeightsError as exc:
+            problems.append(str(exc))
+        finally:
+            bar.close()
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        files = "1 weights file" if len(problems) == 1 else f"{len(problems)} weights files"
+        fail(f"{files} missing, the run cannot start:\n{listed}\n{OFFLINE_HINT}", code=1)
+
+
+def load_models(settings: Any, device: Any) -> Any:
+    """A `ModelCache` holding the run's CLIP models (and VQGAN for the image style)."""
+    from engine import ModelCache
+    from engine.errors import EngineError
+
+    models = ModelCache()
+    try:
+        for name in settings.clip_models:
+            models.clip(name, device)
+        if settings.style == "image":
+            models.vqgan(settings.vqgan_model, device)
+    except (EngineError, ValueError, OSError) as exc:
+        fail(str(exc).splitlines()[0], code=1)
+    return models
+
+
+def fail(message: str, code: int = 2) -> typing.NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
