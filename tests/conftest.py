@@ -28,3 +28,16 @@ def tiny_settings(**overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings.create(**values)
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`text2art ARGS` in this process: (exit code, stdout, stderr)."""
+    from api.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -9,19 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from api.cli import main
+from tests.conftest import run_cli as run
 
 FAST = ["--clip-model", "tiny-random", "--size", "32x32", "--cutouts", "4", "--device", "cpu"]
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_generate_writes_png_and_prints_path_and_seed(tmp_path: Path, capsys) -> None:

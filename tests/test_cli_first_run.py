@@ -16,21 +16,12 @@ import click
 import httpx
 import pytest
 
-from api.cli import build_cli, main
+from api.cli import build_cli
 from engine import Settings, __version__, catalog, presets, resolve, weights
 from engine.errors import WeightsError
+from tests.conftest import run_cli as run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _groups(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
