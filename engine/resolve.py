@@ -15,26 +15,13 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from engine import catalog, presets
 from engine.drawers import drawer_class
 from engine.errors import SettingsError
 from engine.prompts import parse_prompts
-from engine.settings import Limits, Settings, settings_error
-
-
-class ResolvedSettings(Settings):
-    """Settings with every value the loop needs decided; `pixel_size` (pixel art) and
-    `decoder_checkpointing` (image) stay None for the styles that have no use for them."""
-
-    iterations: int = Field(ge=1, description="Optimisation steps.")
-    scale: float = Field(gt=0.0, description="Multiplies the aspect's base size.")
-    size: tuple[int, int] = Field(description="WIDTHxHEIGHT of the picture.")
-    seed: int = Field(ge=0, le=2**63 - 1, description="Random seed.")
-    cutouts: int = Field(ge=1, description="Augmented crops per step seen by CLIP.")
-    clip_models: list[str] = Field(description="CLIP models guiding the run.")
-    learning_rate: float = Field(gt=0.0, le=100.0, description="Adam step size.")
+from engine.settings import Limits, ResolvedSettings, Settings, settings_error
 
 
 def resolve(

@@ -219,6 +219,19 @@ class Settings(BaseModel):
         return self.model_dump(mode="json")
 
 
+class ResolvedSettings(Settings):
+    """Settings with every value the loop needs decided; `pixel_size` (pixel art) and
+    `decoder_checkpointing` (image) stay None for the styles that have no use for them."""
+
+    iterations: int = Field(ge=1, description="Optimisation steps.")
+    scale: float = Field(gt=0.0, description="Multiplies the aspect's base size.")
+    size: tuple[int, int] = Field(description="WIDTHxHEIGHT of the picture.")
+    seed: int = Field(ge=0, le=2**63 - 1, description="Random seed.")
+    cutouts: int = Field(ge=1, description="Augmented crops per step seen by CLIP.")
+    clip_models: list[str] = Field(description="CLIP models guiding the run.")
+    learning_rate: float = Field(gt=0.0, le=100.0, description="Adam step size.")
+
+
 def _choice(value: Any, allowed: tuple[str, ...]) -> str:
     v = str(value).strip().lower()
     if v not in allowed:

@@ -11,8 +11,7 @@ from engine import presets
 
 if TYPE_CHECKING:
     from engine.models import ModelCache
-    from engine.resolve import ResolvedSettings
-    from engine.settings import Settings
+    from engine.settings import ResolvedSettings, Settings
 
 
 @dataclass
