@@ -28,6 +28,7 @@ from api.forms import check_style, server_overrides
 from api.gpu import GpuLock
 from api.guard import RequestGuard
 from api.jobs import start_jobs, stop_jobs
+from api.jobs.config import service_config
 from api.routes import docs, gallery, generate, health, jobs, outputs, web
 from api.runner import run_engine
 from engine import ModelCache, Settings, __version__
@@ -95,14 +96,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.gpu = GpuLock(config.max_waiting)
     app.state.readiness = Readiness()
     async with anyio.create_task_group() as tasks:
-        if config.preload:
+        if config.preload and runs_jobs(config):
             tasks.start_soon(_preload, app)
-        else:
+        else:  # an API-only node loads no models: its workers do
             app.state.readiness.state = "ready"
         app.state.jobs = await start_jobs(app)  # its worker shares the models, GPU and store
         yield
         await stop_jobs(app)
         tasks.cancel_scope.cancel()  # an unfinished warm-up is abandoned, not awaited
+
+
+def runs_jobs(config: ApiConfig) -> bool:
+    """Whether this node runs jobs itself (False: an API-only node, T2A_RUN_WORKER_IN_PROCESS)."""
+    return service_config(config).run_worker_in_process
 
 
 async def _preload(app: FastAPI) -> None:

@@ -1,4 +1,8 @@
-"""`text2art worker`: a standalone job worker (one per GPU) for the queue `text2art serve` fills."""
+"""`text2art worker`: a standalone job worker (one per GPU) for the queue `text2art serve` fills.
+
+With `--health-port N` (T2A_HEALTH_PORT) it also serves `/healthz` (alive), `/readyz` (the job
+database, the queue and its device answer) and `/metrics` (Prometheus) for orchestrators.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:  # imported when run: `text2art --help` stays fast
+    from api.health_server import HealthServer
     from api.jobs.config import ServiceConfig
+    from api.jobs.service import JobService
     from engine import ModelCache
 
 
@@ -26,6 +32,15 @@ def worker(
         int | None,
         typer.Option(min=1, help="Jobs taken at once (default: T2A_WORKER_THREADS)."),
     ] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve /healthz, /readyz and /metrics on this port (default: T2A_HEALTH_PORT; "
+            "none: off).",
+        ),
+    ] = None,
 ) -> None:
     """Run queued jobs until SIGINT/SIGTERM (reads the same T2A_* settings as `serve`)."""
     from api.jobs.config import ServiceConfig
@@ -38,6 +53,8 @@ def worker(
         overrides["device"] = device
     if threads is not None:
         overrides["worker_threads"] = threads
+    if health_port is not None:
+        overrides["health_port"] = health_port
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -58,15 +75,62 @@ def run_worker(
     """Take jobs until `stop` is set, then hand the running ones back to the queue."""
     from api.jobs.service import JobService
 
-    service = JobService(config, models=models)  # its own GPU lock: one process, one device
+    service = JobService(config, models=models, role="worker")  # its own GPU lock and device
     service.start(run_worker=True)
     typer.echo(f"worker {service.runner.identity} is taking jobs from {config.queue_name!r}")
+    health = start_health_server(service)
     try:
         while not stop.wait(1.0):  # a timeout keeps the main thread responsive to signals
             pass
     finally:
         typer.echo("stopping: running jobs go back to the queue")
+        if health is not None:
+            health.stop()
         service.stop()
+
+
+def start_health_server(service: JobService) -> HealthServer | None:
+    """The worker's /healthz, /readyz and /metrics, when a health port is configured."""
+    from api.health_server import HealthServer
+
+    config = service.config
+    if config.health_port is None:
+        return None
+
+    def ready() -> tuple[bool, dict[str, Any]]:
+        health = service.probe.check()
+        device = device_error(config.device)
+        body: dict[str, Any] = {"role": "worker", "worker": str(service.runner.identity)}
+        body.update(health.report(), device={"ok": device is None, "name": config.device})
+        if device is not None:
+            body["device"]["error"] = device
+        body["running"] = service.runner.running()
+        ready = health.ok and device is None
+        return ready, {"ready": ready, **body}
+
+    server = HealthServer(config.health_host, config.health_port, ready, service.metrics)
+    server.start()
+    typer.echo(f"health: http://{config.health_host}:{server.port}/readyz (and /healthz, /metrics)")
+    return server
+
+
+def device_error(name: str | None) -> str | None:
+    """Why the worker's torch device cannot be used, or None when it can."""
+    import torch
+
+    from engine.generate import pick_device
+
+    try:
+        device = pick_device(name)
+    except RuntimeError as exc:
+        return str(exc)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available"
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            return f"no CUDA device {index} ({torch.cuda.device_count()} present)"
+    return None
 
 
 def register(app: typer.Typer) -> None:

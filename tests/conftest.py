@@ -41,3 +41,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# Real Redis and PostgreSQL servers on loopback (tests/servers.py).
+from servers import postgres_cluster, postgres_db, redis_server  # noqa: E402, F401

@@ -28,7 +28,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from test_api_server import running
-from test_jobs import jobs_config
+from test_jobs import jobs_config, pause_jobs
 
 from api.app import create_app
 from engine import ModelCache
@@ -52,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models: ModelCache) -> Iter
         tmp_path_factory.mktemp("fuzz"),
         vqgan_model="tiny-random",
         cutouts=1,
-        run_worker_in_process=False,  # queued jobs stay queued: /jobs calls cost nothing
+        # the worker is paused below: queued jobs stay queued, /jobs calls cost nothing
         max_queued=100_000,
         max_iterations=3,
         max_pixels=64 * 64,
@@ -60,7 +60,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, models: ModelCache) -> Iter
         max_upload_pixels=128 * 128,
         max_request_bytes=1_000_000,
     )
-    with running(create_app(config, models=models)) as url:
+    app = create_app(config, models=models)
+    with running(app) as url:
+        pause_jobs(app)
         yield url
 
 

@@ -27,10 +27,10 @@ FAST = {"style": "pixel art", "size": "32x32", "iterations": "1", "seed": "1"}
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, models: ModelCache) -> Iterator[TestClient]:
-    """Jobs stay queued (no worker); uploads up to 4096x4096 pixels, as by default."""
+    """Jobs stay queued (paused worker); uploads up to 4096x4096 pixels, as by default."""
     out = tmp_path_factory.mktemp("hardening")
-    config = jobs_config(out, run_worker_in_process=False, max_upload_bytes=1_000_000)
-    with serving(config, models) as c:
+    config = jobs_config(out, max_upload_bytes=1_000_000)
+    with serving(config, models, paused=True) as c:
         yield c
 
 

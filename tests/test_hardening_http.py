@@ -15,7 +15,7 @@ import httpx
 import pytest
 import uvicorn
 from test_api_server import running, wait_until
-from test_jobs import jobs_config
+from test_jobs import jobs_config, pause_jobs
 
 from api.access_log import RedactSecrets, access_log_config
 from api.app import create_app
@@ -34,10 +34,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, models: ModelCache) -> Iter
         out,
         api_keys=["k1"],
         max_request_bytes=LIMIT,
-        run_worker_in_process=False,
         max_listeners_per_client=2,
     )
-    with running(create_app(config, models=models)) as url:
+    app = create_app(config, models=models)
+    with running(app) as url:
+        pause_jobs(app)  # jobs stay queued; /generate runs here
         yield url
 
 

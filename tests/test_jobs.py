@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -43,11 +44,22 @@ def jobs_config(out: Path, **overrides: Any) -> ServiceConfig:
 
 
 @contextmanager
-def serving(config: ServiceConfig, models: ModelCache) -> Iterator[TestClient]:
-    """The app with its lifespan (and its in-process worker) running."""
+def serving(
+    config: ServiceConfig, models: ModelCache, paused: bool = False
+) -> Iterator[TestClient]:
+    """The app with its lifespan (and its in-process worker) running; `paused`: see below."""
     models.clip("tiny-random", torch.device("cpu"))  # built once per session, outside the waits
     with TestClient(create_app(config, models=models)) as client:
+        if paused:
+            pause_jobs(client.app)  # type: ignore[arg-type]
         yield client
+
+
+def pause_jobs(app: FastAPI) -> None:
+    """Stop the in-process worker's queue consumer: jobs stay queued (they cost nothing),
+    while `/generate` still runs in this process, as on any node that runs jobs. (An API-only
+    node, T2A_RUN_WORKER_IN_PROCESS=false, sends `/generate` to the queue instead.)"""
+    app.state.jobs.queue.stop_consumer(0)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -259,13 +271,15 @@ def test_an_unreachable_queue_is_503_and_records_nothing(
     with serving(jobs_config(tmp_path, run_worker_in_process=False), models) as client:
         jobs = client.app.state.jobs  # type: ignore[attr-defined]
 
-        def down(job_id: str) -> None:
+        def down(*args: object, **kwargs: object) -> None:
             raise ConnectionError("redis is down")
 
-        monkeypatch.setattr(jobs.queue, "enqueue", down)
+        monkeypatch.setattr(jobs.queue.huey.storage, "enqueue", down)  # the broker refuses
         response = client.post("/jobs", data=FORM)
-        assert response.status_code == 503 and response.headers["retry-after"] == "30"
-        assert "queue is unavailable (ConnectionError)" in response.json()["detail"]
+        assert response.status_code == 503 and response.headers["retry-after"] == "5"
+        body = response.json()
+        assert body["error"] == "unavailable" and body["service"] == "queue"
+        assert body["detail"] == "the job queue is unavailable; retry in 5 s"
         assert jobs.store.count("queued") == 0
 
 

@@ -16,10 +16,10 @@ from huey import MemoryHuey, SqliteHuey
 from test_jobs import jobs_config, serving, submit, wait_for
 
 from api.cli_worker import run_worker
+from api.jobs.policy import WorkerIdentity, dead_message, reap_dead, worker_gone
 from api.jobs.queue import JobQueue, make_huey
 from api.jobs.service import JobService
 from api.jobs.store import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore
-from api.jobs.worker import WorkerIdentity, dead_message, reap_dead, worker_gone
 from engine import ModelCache, Settings, resolve
 
 ROOT = Path(__file__).resolve().parents[1]

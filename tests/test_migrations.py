@@ -10,32 +10,38 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import MetaData, Table, create_engine, inspect, text
 
 from api.cli import main
 from api.jobs.identity import META
 from api.jobs.migrate import SchemaOutdated, current_revision, head_revision, upgrade
 from api.jobs.store import QUEUED, Base, Job, JobStore
 
+ADDED_SINCE = ("enqueued_at",)  # revision 0003
+
 
 def old_database(path: Path) -> str:
     """A database as text2art 0.1 made it (`create_all`, no version) holding one job."""
     url = f"sqlite:///{path}"
     engine = create_engine(url)
-    Base.metadata.create_all(engine)  # today's models, exactly what create_all made
+    old = MetaData()  # t2a_jobs as 0.1 had it: today's columns less those added since
+    columns = [c._copy() for c in Job.__table__.columns if c.name not in ADDED_SINCE]
+    Table("t2a_jobs", old, *columns)
+    old.create_all(engine)
     store_job = Job(
         id="a" * 32, status=QUEUED, request={"prompts": "a fox"}, settings={"prompts": "a fox"},
         public=False, base_url="", delete_token_hash="0" * 64, client_id="", created_at=1.0,
         attempts=0, iteration=0, total=3, cancel_requested=False, outputs=[], version=1,
     )  # fmt: skip
     with engine.begin() as conn:
-        conn.execute(Job.__table__.insert().values(**_row(store_job)))
+        conn.execute(old.tables["t2a_jobs"].insert().values(**_row(store_job)))
     engine.dispose()
     return url
 
 
 def _row(job: Job) -> dict[str, object]:
-    return {c.name: getattr(job, c.name) for c in Job.__table__.columns if c.name != "seq"}
+    columns = Job.__table__.columns
+    return {c.name: getattr(job, c.name) for c in columns if c.name not in ("seq", *ADDED_SINCE)}
 
 
 def test_a_create_all_database_is_stamped_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
@@ -47,10 +53,10 @@ def test_a_create_all_database_is_stamped_upgraded_and_keeps_its_jobs(tmp_path: 
     try:
         job = store.get("a" * 32)
         assert job is not None and job.settings == {"prompts": "a fox"} and job.total == 3
-        assert current_revision(store.engine) == head_revision() == "0002"
+        assert current_revision(store.engine) == head_revision() == "0003"
         assert inspect(store.engine).has_table("t2a_meta")
         with store.engine.connect() as conn:
-            assert conn.execute(text("select version_num from alembic_version")).scalar() == "0002"
+            assert conn.execute(text("select version_num from alembic_version")).scalar() == "0003"
     finally:
         store.close()
         engine.dispose()
@@ -63,9 +69,9 @@ def test_without_auto_migrate_a_process_refuses_until_db_upgrade(
     with pytest.raises(SchemaOutdated, match="run `text2art db upgrade`"):
         JobStore(url, auto_migrate=False)
     main(["db", "current", "--url", url])
-    assert "revision 0001; newest 0002: run `text2art db upgrade`" in capsys.readouterr().out
+    assert "revision 0001; newest 0003: run `text2art db upgrade`" in capsys.readouterr().out
     main(["db", "upgrade", "--url", url])
-    assert "from revision 0001 to 0002" in capsys.readouterr().out
+    assert "from revision 0001 to 0003" in capsys.readouterr().out
     store = JobStore(url, auto_migrate=False)
     try:
         assert store.get("a" * 32) is not None
@@ -74,7 +80,7 @@ def test_without_auto_migrate_a_process_refuses_until_db_upgrade(
     finally:
         store.close()
     main(["db", "upgrade", "--url", url])
-    assert "already at revision 0002" in capsys.readouterr().out
+    assert "already at revision 0003" in capsys.readouterr().out
 
 
 def test_an_empty_database_is_created_by_the_revisions_and_they_equal_the_models(
@@ -82,14 +88,14 @@ def test_an_empty_database_is_created_by_the_revisions_and_they_equal_the_models
 ) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'new.db'}")
     assert current_revision(engine) is None
-    assert upgrade(engine) == (None, "0002")
+    assert upgrade(engine) == (None, "0003")
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         meta_diff = compare_metadata(MigrationContext.configure(conn), META.metadata)
     assert [d[0] for d in diff] == ["remove_table"] and diff[0][1].name == "t2a_meta"
     # t2a_jobs (and its indexes) are not in META's metadata; nothing else differs
     assert {d[0] for d in meta_diff} == {"remove_table", "remove_index"}
-    assert {d[1].name for d in meta_diff if d[0] == "remove_table"} == {"t2a_jobs"}
+    assert {d[1].name for d in meta_diff if d[0] == "remove_table"} == {"t2a_jobs", "t2a_workers"}
     engine.dispose()
 
 

@@ -77,6 +77,29 @@ class JobsConfig(BaseSettings):
     shutdown_timeout: float = Field(
         30.0, ge=0, description="Seconds a stopping worker waits for its running jobs to stop."
     )
+    # -- scale-out: outages, reconciling, health --------------------------------------------
+    reconcile_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="A job queued in the database but missing from the queue (lost by the "
+        "broker) is enqueued again by a worker within about twice this many seconds.",
+    )
+    db_retry_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="How long a worker retries (with backoff) the claim, the end and the "
+        "hand-back of a job while the database or queue is down.",
+    )
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="`text2art worker` serves /healthz, /readyz and /metrics on this port "
+        "(none: no health server).",
+    )
+    health_host: str = Field(
+        "127.0.0.1", description="Address of the worker's health server (0.0.0.0: every one)."
+    )
     # -- links ---------------------------------------------------------------------------
     public_url: str | None = Field(
         None,

@@ -15,7 +15,7 @@ class QueueFull(Exception):
 class QueueUnavailable(Exception):
     """The queue (Redis, PostgreSQL) cannot be reached: nothing was recorded (503)."""
 
-    retry_after = 30
+    retry_after = 10
 
 
 class RateLimited(Exception):

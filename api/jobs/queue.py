@@ -1,21 +1,33 @@
 """The job queue: huey, carrying job ids from the API to the workers.
 
-`SqliteHuey` (a file beside the outputs) by default; `RedisHuey` or `PostgresHuey` when
+`SqliteHuey` (a file beside the outputs) by default; `PriorityRedisHuey` or `PostgresHuey` when
 `T2A_QUEUE_URL` names one, so the same code runs embedded in `text2art serve` or with many
-`text2art worker` processes, one per GPU. A worker runs huey's `Consumer` in threads; it is
-started and stopped by its owner (the app's lifespan or the worker command), never at import.
+`text2art worker` processes, one per GPU. Every backend keeps priorities: a job handed back by a
+stopping or dead worker goes ahead of newer ones (huey's plain Redis storage has none, hence its
+sorted-set flavour). A worker runs huey's `Consumer` in threads; it is started and stopped by
+its owner (the app's lifespan or the worker command), never at import.
+
+Whatever the broker raises from `enqueue`, `requeue`, `pending_ids` or `ping` comes out as
+`QueueUnavailable`: the callers tell an outage from a bug by that type alone.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from huey import MemoryHuey, PostgresHuey, RedisHuey, SqliteHuey
+from huey import MemoryHuey, PostgresHuey, PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer
+
+from api.jobs.errors import QueueUnavailable
+
+T = TypeVar("T")
+CONNECT_TIMEOUT = 5  # seconds before a connection to the broker counts as refused
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +43,15 @@ def make_huey(url: str, name: str) -> Huey:
         path.parent.mkdir(parents=True, exist_ok=True)
         return SqliteHuey(name, filename=str(path), results=False)
     if scheme in ("redis", "rediss"):
-        return RedisHuey(name, url=url, results=False)
+        from redis import ConnectionPool
+
+        pool = ConnectionPool.from_url(  # read timeout above huey's 1 s blocking pop
+            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=10, socket_keepalive=True
+        )
+        return PriorityRedisHuey(name, connection_pool=pool, results=False)
     if scheme in ("postgresql", "postgres"):
         dsn = parts._replace(scheme="postgresql").geturl()  # psycopg wants a plain scheme
-        return PostgresHuey(name, dsn=dsn, results=False)
+        return PostgresHuey(name, dsn=dsn, results=False, connect_timeout=CONNECT_TIMEOUT)
     if scheme == "memory":  # one process only: for tests
         return MemoryHuey(name, results=False)
     raise ValueError(
@@ -47,6 +64,21 @@ class _ThreadConsumer(Consumer):
 
     def _set_signal_handlers(self) -> None:
         pass
+
+
+def _broker_call(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn any error of the broker into `QueueUnavailable` (naming the original)."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except QueueUnavailable:
+            raise
+        except Exception as exc:
+            raise QueueUnavailable(f"the job queue is unavailable ({type(exc).__name__})") from exc
+
+    return call
 
 
 class JobQueue:
@@ -62,20 +94,25 @@ class JobQueue:
         assert self._handler is not None, "a worker dequeued a job without a handler"
         self._handler(job_id)
 
+    @_broker_call
     def enqueue(self, job_id: str) -> None:
         """Put a job id at the end of the queue."""
         self._task(job_id)
 
+    @_broker_call
     def requeue(self, job_id: str) -> None:
-        """Put a job id back ahead of newer jobs (it was submitted before them).
-
-        Huey's SQLite and PostgreSQL queues honour the priority; Redis keeps FIFO order.
-        """
+        """Put a job id back ahead of newer jobs (it was submitted before them)."""
         self._task(job_id, priority=1)
 
+    @_broker_call
     def pending_ids(self) -> set[str]:
         """Job ids waiting in the queue (read without removing them)."""
         return {str(task.args[0]) for task in self.huey.pending() if task.args}
+
+    @_broker_call
+    def ping(self) -> int:
+        """How many entries wait in the queue; raises `QueueUnavailable` if it cannot tell."""
+        return int(self.huey.storage.queue_size())
 
     def start_consumer(self, handler: Callable[[str], None], threads: int = 1) -> None:
         """Run `handler(job_id)` for each dequeued job in `threads` worker threads."""

@@ -2,15 +2,18 @@
 events, gallery).
 
 One service per process. `start()` recovers the queue (dead workers, lost queue entries), starts
-the worker threads when this process runs jobs, and a reaper that applies the dead-worker
-policy every `heartbeat_seconds`; `stop()` hands running jobs back to the queue.
+the worker threads when this process runs jobs, and the upkeep thread (`api.jobs.upkeep`): the
+worker's own heartbeat and the dead-worker policy every `heartbeat_seconds`, the reconciler
+every `reconcile_seconds`; `stop()` hands running jobs back to the queue. `probe` tells whether
+the database and queue answer (for `/readyz`), `metrics` counts what happens (`/metrics`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import statistics
-import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,10 +27,15 @@ from api.jobs.events import JobFeeds, job_events
 from api.jobs.gallery import gallery_page
 from api.jobs.identity import check_storage_identity
 from api.jobs.notices import JobNotices
+from api.jobs.outage import Outages
+from api.jobs.policy import reap_dead
+from api.jobs.probe import Probe
 from api.jobs.queue import JobQueue
 from api.jobs.schemas import GalleryPage, JobPublic, Progress, iso, job_links
 from api.jobs.store import QUEUED, RUNNING, SUCCEEDED, Job, JobStore, hash_token, new_token
-from api.jobs.worker import JobRunner, reap_dead
+from api.jobs.upkeep import Chore, Upkeep, reconcile, worker_row
+from api.jobs.worker import JobRunner
+from api.metrics import Metrics, Probes, gpu_memory_in_use
 from api.storage import ArtifactStore
 from engine import ModelCache, Settings
 
@@ -45,6 +53,7 @@ class JobService:
         gpu: GpuLock | None = None,
         models: ModelCache | None = None,
         artifacts: ArtifactStore | None = None,
+        role: str = "api",
     ):
         self.config = config
         self.gpu = gpu or GpuLock(config.max_waiting)
@@ -53,6 +62,10 @@ class JobService:
         url = config.resolved_database_url(config.output_dir)
         self.store = JobStore(url, auto_migrate=config.auto_migrate)
         self.queue = JobQueue(config.resolved_queue_url(config.output_dir), config.queue_name)
+        self.outages = Outages()
+        self.probe = Probe(self.store, self.queue, config.stale_after_seconds, self.outages)
+        self.metrics = Metrics(role, self._probes())
+        self.outages.on_failure = self.metrics.infra_error
         self.feeds = JobFeeds(self.store, config.progress_interval)  # one poll per watched job
         self.notices = JobNotices(self.store, config, self.artifacts, self.view)
         self.runner = JobRunner(
@@ -63,10 +76,22 @@ class JobService:
             self.artifacts,
             self.queue.requeue,
             self.notify,
+            outages=self.outages,
+            metrics=self.metrics,
         )
-        self._reaper_stop = threading.Event()
-        self._reaper: threading.Thread | None = None
+        self._upkeep: Upkeep | None = None
+        self._started_at = time.time()
         self.worker_running = False
+
+    def _probes(self) -> Probes:
+        """What `/metrics` reads from the database at each scrape."""
+        stale = self.config.stale_after_seconds
+        return Probes(
+            queue_depth=lambda: self.store.count(QUEUED),
+            running=lambda: self.store.count(RUNNING),
+            live_workers=lambda: len(self.store.live_workers(time.time() - stale)),
+            gpu_memory_bytes=gpu_memory_in_use,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, run_worker: bool | None = None) -> None:
@@ -75,46 +100,65 @@ class JobService:
         check_storage_identity(self.store.engine, self.artifacts)  # StorageMismatch: refuse
         if not run_worker:
             return
+        self.beat()
         self.reap()
         self.recover_queue()
         self.queue.start_consumer(self.runner.run, self.config.worker_threads)
         self.worker_running = True
-        self._reaper = threading.Thread(target=self._reap_loop, name="t2a-reaper", daemon=True)
-        self._reaper.start()
+        beat_every = self.config.heartbeat_seconds
+        chores = [
+            Chore("worker heartbeat", beat_every, self.beat),
+            Chore("dead-worker check", beat_every, self.reap),
+            Chore("queue reconcile", self.config.reconcile_seconds, self.reconcile),
+        ]
+        self._upkeep = Upkeep(chores, self.outages)
+        self._upkeep.start()
 
     def stop(self) -> None:
         """Hand running jobs back to the queue, stop the threads, close the connections."""
         self.runner.shutdown()
         self.queue.stop_consumer(self.config.shutdown_timeout)
-        self._reaper_stop.set()
-        if self._reaper is not None:
-            self._reaper.join()
+        if self._upkeep is not None:
+            self._upkeep.stop()
+            try:
+                self.store.remove_worker(str(self.runner.identity))
+            except Exception:  # the database is down: the row goes stale by itself
+                log.warning("cannot remove this worker's heartbeat row", exc_info=True)
         self.notices.stop()
         self.queue.close()
         self.store.close()
         self.worker_running = False
 
+    def beat(self) -> None:
+        """Write this worker's heartbeat row (it counts as live while it is fresh)."""
+        identity = self.runner.identity
+        row = worker_row(str(identity), socket.gethostname(), os.getpid(), self.device_name(),
+                         self._started_at)  # fmt: skip
+        row.running = self.runner.running()
+        self.store.worker_beat(row)
+
+    def device_name(self) -> str:
+        """The device this worker runs jobs on, as configured."""
+        return str(self.config.device or "auto")
+
     def reap(self) -> list[str]:
         """Apply the dead-worker policy now; returns the ids it requeued or failed."""
-        identity = self.runner.identity
-        return reap_dead(self.store, identity, self.config, self.queue.requeue, self.notify)
+        settled = self.outages.settled(self.config.stale_after_seconds)
+        identity, config = self.runner.identity, self.config
+        return reap_dead(self.store, identity, config, self.queue.requeue, self.notify,
+                         settled=settled, metrics=self.metrics)  # fmt: skip
 
     def recover_queue(self) -> list[str]:
-        """Enqueue queued jobs that the queue lost (a crash between dequeue and claim)."""
-        pending = self.queue.pending_ids()
-        lost = [job_id for job_id in self.store.ids(QUEUED) if job_id not in pending]
-        for job_id in lost:
-            self.queue.requeue(job_id)
-        if lost:
-            log.warning("%d queued job(s) were missing from the queue; enqueued again", len(lost))
-        return lost
+        """At start: enqueue every queued job the queue lost, whatever its age."""
+        return self.reconcile(grace=0.0)
 
-    def _reap_loop(self) -> None:
-        while not self._reaper_stop.wait(self.config.heartbeat_seconds):
-            try:
-                self.reap()
-            except Exception:  # a database hiccup must not end the reaper
-                log.exception("dead-worker check failed")
+    def reconcile(self, grace: float | None = None) -> list[str]:
+        """Enqueue queued jobs that the queue lost (see `api.jobs.upkeep.reconcile`)."""
+        grace = self.config.reconcile_seconds if grace is None else grace
+        lost = reconcile(self.store, self.queue, grace)
+        for _ in lost:
+            self.metrics.requeued("reconcile")
+        return lost
 
     # -- submission --------------------------------------------------------------------------
     def admit(self, client_id: str) -> None:
@@ -154,15 +198,18 @@ class JobService:
             outputs=[],
             cancel_requested=False,
             version=1,
+            enqueued_at=time.time(),
         )
         self.store.add(job)
         try:
             self.queue.enqueue(job_id)
-        except Exception as exc:
-            log.exception("cannot enqueue job %s", job_id)
+        except QueueUnavailable:
+            log.warning("cannot enqueue job %s: the queue is down; not recorded", job_id)
             self.store.delete(job_id)
             self.artifacts.delete(job_id)  # its uploads
-            raise QueueUnavailable(f"the job queue is unavailable ({type(exc).__name__})") from exc
+            self.outages.failed("queue")
+            raise
+        self.metrics.submitted()
         return job, token
 
     # -- reading -----------------------------------------------------------------------------
@@ -207,8 +254,8 @@ class JobService:
             if not job.iteration or job.run_seconds is None:
                 return None
             return round(job.run_seconds / job.iteration * (job.total - job.iteration), 1)
-        if job.status != QUEUED or position is None:
-            return None
+        if job.status != QUEUED or position is None or not self.probe.check().live_workers:
+            return None  # nobody runs jobs now: no confident guess
         recent = self.store.recent_durations()
         return round(statistics.fmean(recent) * (position + 1), 1) if recent else None
 
@@ -239,6 +286,12 @@ class JobService:
             while time.monotonic() < deadline and self._status(job.id) == RUNNING:
                 time.sleep(0.05)
         return self.store.get(job.id) or job
+
+    def cancel_by_id(self, job_id: str) -> None:
+        """Cancel the job if it exists and has not ended (a `/generate` client went away)."""
+        job = self.store.get(job_id)
+        if job is not None and job.status in (QUEUED, RUNNING):
+            self.cancel(job)
 
     def _status(self, job_id: str) -> str | None:
         job = self.store.get(job_id)

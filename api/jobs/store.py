@@ -88,11 +88,27 @@ class Job(Base):
     email_state: Mapped[str | None] = mapped_column(String(200), default=None)
     webhook_state: Mapped[str | None] = mapped_column(String(200), default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    enqueued_at: Mapped[float | None] = mapped_column(Float, default=None)  # last put on the queue
 
     @property
     def prompt(self) -> str:
         """The text prompts of the job."""
         return str(self.settings.get("prompts", ""))
+
+
+class Worker(Base):
+    """One worker process, alive while its heartbeat is fresh (times are epoch seconds)."""
+
+    __tablename__ = "t2a_workers"
+    __table_args__ = (Index("ix_t2a_workers_heartbeat", "heartbeat_at"),)
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid:token
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    running: Mapped[int] = mapped_column(Integer, default=0)  # jobs it runs now
 
 
 def hash_token(token: str) -> str:
@@ -241,7 +257,7 @@ class JobStore:
     def release(self, job_id: str, worker_id: str) -> bool:
         """running -> queued after a clean worker shutdown; the attempt does not count."""
         values: dict[str, Any] = {"status": QUEUED, "worker_id": None, "heartbeat_at": None}
-        values.update(iteration=0, preview_iteration=None, started_at=None)
+        values.update(iteration=0, preview_iteration=None, started_at=None, enqueued_at=time.time())
         return self._update(job_id, self._owned(worker_id), attempts=Job.attempts - 1, **values)
 
     def cancel_queued(self, job_id: str) -> bool:
@@ -256,8 +272,44 @@ class JobStore:
     def requeue_dead(self, job: Job) -> bool:
         """running (dead worker) -> queued, if nobody changed it since `job` was read."""
         values: dict[str, Any] = {"status": QUEUED, "worker_id": None, "heartbeat_at": None}
-        values.update(iteration=0, preview_iteration=None, started_at=None)
+        values.update(iteration=0, preview_iteration=None, started_at=None, enqueued_at=time.time())
         return self._update(job.id, self._unchanged(job), **values)
+
+    def queued_before(self, before: float) -> list[Job]:
+        """Queued jobs last put on the queue before `before` (candidates the queue lost)."""
+        stamp = Job.enqueued_at
+        with self.session() as s:
+            query = select(Job).where(Job.status == QUEUED, (stamp < before) | stamp.is_(None))
+            return list(s.scalars(query.order_by(Job.seq)))
+
+    def mark_enqueued(self, job: Job, now: float) -> bool:
+        """Stamp a queued job as put on the queue again, if nobody did since `job` was read."""
+        stamp = Job.enqueued_at
+        same = stamp.is_(None) if job.enqueued_at is None else stamp == job.enqueued_at
+        where = [Job.status == QUEUED, same]
+        return self._update(job.id, where, enqueued_at=now, version=Job.version)
+
+    # -- workers and reachability ----------------------------------------------------------
+    def ping(self) -> None:
+        """Raise if the database cannot be reached (a cheap `SELECT 1`)."""
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    def worker_beat(self, worker: Worker) -> None:
+        """Insert or refresh a worker's row (its heartbeat and running count)."""
+        with self.session() as s:
+            s.merge(worker)
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped cleanly."""
+        with self.session() as s:
+            s.execute(delete(Worker).where(Worker.id == worker_id))
+
+    def live_workers(self, since: float) -> list[Worker]:
+        """Workers whose heartbeat is newer than `since`; rows silent for a day are removed."""
+        with self.session() as s:
+            s.execute(delete(Worker).where(Worker.heartbeat_at < since - 86400))
+            return list(s.scalars(select(Worker).where(Worker.heartbeat_at >= since)))
 
     def end_dead(self, job: Job, status: str, error: str | None = None) -> bool:
         """running (dead worker) -> failed or cancelled, if unchanged since `job` was read."""

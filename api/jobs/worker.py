@@ -5,127 +5,35 @@ the process-wide GPU lock (the same `GpuLock` as `POST /generate`), runs `engine
 throttled progress writes, a preview PNG every few iterations and a cancel flag (through
 `api.runner.run_engine`), saves the outputs in the `ArtifactStore` and records the final state.
 
-Dead-worker policy: a running job whose worker is gone (its heartbeat is older than
-`stale_after_seconds`, or its worker was a process of this host that no longer exists) is queued
-again if it has been tried at most `max_requeues` times (default once), else marked failed with a
-message (cancelled instead, if its cancel was requested). Every claim adds one to `attempts` and
-nothing lowers it except a clean shutdown that hands the job back, so a job that keeps killing
-its worker cannot loop.
+The dead-worker policy (`api.jobs.policy`) decides what becomes of a job whose worker died.
+
+Outages: progress and heartbeat writes that fail are skipped (the run goes on); the claim, the
+final state and a hand-back are retried with backoff (`api.jobs.outage.retry`) for up to
+`db_retry_seconds`, so a job that finished during a database restart records its end once the
+database is back.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from api.errors import RunFailed
 from api.gpu import GpuLock
 from api.jobs.config import ServiceConfig
+from api.jobs.outage import Outages, retry, unavailable_service
+from api.jobs.policy import WorkerIdentity, ended
 from api.jobs.store import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
+from api.metrics import Metrics
 from api.runner import failure_message, run_engine
 from api.storage import ArtifactStore
 from engine import ModelCache, Settings, Step
 from engine.errors import Cancelled, SettingsError
 
 log = logging.getLogger(__name__)
-
-
-# -- who runs a job ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class WorkerIdentity:
-    """host:pid:token of one worker process (the token tells a restarted pid 1 from the last)."""
-
-    host: str
-    pid: int
-    token: str
-
-    @classmethod
-    def current(cls) -> WorkerIdentity:
-        """This process, with a fresh token."""
-        return cls(socket.gethostname(), os.getpid(), secrets.token_hex(4))
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.pid}:{self.token}"
-
-    @classmethod
-    def parse(cls, text: str) -> WorkerIdentity | None:
-        """The identity in a job's `worker_id`, or None if malformed."""
-        parts = text.rsplit(":", 2)
-        if len(parts) != 3 or not parts[1].isdigit():
-            return None
-        host, pid, token = parts
-        return cls(host, int(pid), token)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def worker_gone(worker_id: str | None, me: WorkerIdentity) -> bool:
-    """Whether the worker is known dead: a process of this host that is not running any more."""
-    other = WorkerIdentity.parse(worker_id or "")
-    if other is None or other.host != me.host or other == me:
-        return False
-    if other.pid == me.pid:  # same pid, other token: we replaced it (a restarted container)
-        return True
-    return not pid_alive(other.pid)
-
-
-def is_dead(job: Job, me: WorkerIdentity, stale_after: float, now: float) -> bool:
-    """Whether a running job has lost its worker (stale heartbeat or a vanished process)."""
-    stale = job.heartbeat_at is None or job.heartbeat_at < now - stale_after
-    return stale or worker_gone(job.worker_id, me)
-
-
-def dead_message(attempts: int) -> str:
-    """The error of a job whose worker died on every try."""
-    return (
-        f"the worker running this job stopped before it finished, {attempts} times (a crash, a "
-        "kill or running out of memory), so it is not tried again; submit it again, perhaps "
-        "with a smaller size or fewer iterations"
-    )
-
-
-def reap_dead(
-    store: JobStore,
-    me: WorkerIdentity,
-    config: ServiceConfig,
-    enqueue: Callable[[str], None],
-    on_ended: Callable[[str], None],
-) -> list[str]:
-    """Apply the dead-worker policy to every running job; returns the ids it changed."""
-    changed, now = [], time.time()
-    for job in store.running():
-        if not is_dead(job, me, config.stale_after_seconds, now):
-            continue
-        if job.cancel_requested:  # its owner wanted it stopped anyway
-            if store.end_dead(job, CANCELLED):
-                on_ended(job.id)
-                changed.append(job.id)
-        elif job.attempts <= config.max_requeues:
-            if store.requeue_dead(job):  # False: another reaper or the worker came first
-                log.warning("job %s: its worker %s died; queued again", job.id, job.worker_id)
-                enqueue(job.id)
-                changed.append(job.id)
-        elif store.end_dead(job, FAILED, dead_message(job.attempts)):
-            log.warning("job %s: its worker died %d times; failed", job.id, job.attempts)
-            on_ended(job.id)
-            changed.append(job.id)
-    return changed
 
 
 # -- running a job -------------------------------------------------------------------------
@@ -140,15 +48,26 @@ class _Progress:
         config = self.runner.config
         values: dict[str, Any] = {}
         if step.iteration % config.preview_every == 0 and step.iteration < step.total:
-            self.runner.artifacts.save_preview(self.job_id, step.image())
-            values["preview_iteration"] = step.iteration
+            try:
+                self.runner.artifacts.save_preview(self.job_id, step.image())
+                values["preview_iteration"] = step.iteration
+            except Exception:  # a preview is a nicety: the run goes on without it
+                log.warning("job %s: cannot save a preview", self.job_id, exc_info=True)
         now = time.monotonic()
         if not values and now - self._last < config.progress_interval:
             return
         self._last = now
         values.update(iteration=step.iteration, total=step.total, loss=step.loss)
         store, me = self.runner.store, str(self.runner.identity)
-        if not store.progress(self.job_id, me, run_seconds=step.elapsed, **values):
+        try:
+            owned = store.progress(self.job_id, me, run_seconds=step.elapsed, **values)
+        except Exception as exc:
+            service = unavailable_service(exc)
+            if service is None:
+                raise
+            self.runner.outages.failed(service)  # skipped: the next write catches up
+            return
+        if not owned:
             self.cancel.set()  # deleted, or no longer ours: stop working for nobody
 
 
@@ -179,8 +98,12 @@ class _Watch:
                     last_beat = time.monotonic()
                 else:
                     self._check()
-            except Exception:  # a busy database must not silence the heartbeat for good
-                log.exception("job %s: heartbeat failed", self.job_id)
+            except Exception as exc:  # tried again at the next tick, never given up
+                service = unavailable_service(exc)
+                if service is None:
+                    log.exception("job %s: heartbeat failed", self.job_id)
+                else:
+                    self.runner.outages.failed(service)
 
     def _check(self) -> None:
         """Stop the run if the job was cancelled, deleted or taken over."""
@@ -205,9 +128,13 @@ class JobRunner:
         artifacts: ArtifactStore,
         enqueue: Callable[[str], None],
         on_finished: Callable[[str], None],
+        outages: Outages | None = None,
+        metrics: Metrics | None = None,
     ):
         self.store, self.config, self.gpu, self.models = store, config, gpu, models
         self.artifacts = artifacts
+        self.outages = outages or Outages()
+        self.metrics = metrics
         self.identity = WorkerIdentity.current()
         self._enqueue, self._on_finished = enqueue, on_finished
         self._cancels: dict[str, threading.Event] = {}
@@ -229,15 +156,40 @@ class JobRunner:
             for event in self._cancels.values():
                 event.set()
 
+    def running(self) -> int:
+        """How many jobs this process runs now."""
+        with self._guard:
+            return len(self._cancels)
+
+    def _retry(self, call: Callable[[], Any], what: str) -> Any:
+        """`call()`, retried while the database or queue is down (see `outage.retry`)."""
+        return retry(call, what, self.outages, self.config.db_retry_seconds)
+
+    def _hand_back(self, job_id: str) -> None:
+        """Put a job id back on the queue; if the queue is down, the reconciler will."""
+        try:
+            self._enqueue(job_id)
+        except Exception as exc:
+            if unavailable_service(exc) is None:
+                raise
+            self.outages.failed("queue")
+            log.warning("job %s: the queue is down; the reconciler will enqueue it", job_id)
+
     def run(self, job_id: str) -> None:
         """The queue's task: claim the job and run it; never raises."""
         if self._stopping.is_set():  # dequeued while stopping: leave it for the next worker
-            self._enqueue(job_id)
+            self._hand_back(job_id)
             return
-        job = self.store.claim(job_id, str(self.identity))
+        try:
+            job = self._retry(lambda: self.store.claim(job_id, str(self.identity)), "claim")
+        except Exception:  # still queued in the database: the reconciler enqueues it again
+            log.exception("job %s: cannot claim it", job_id)
+            return
         if job is None:
             log.info("job %s: not queued any more (cancelled, deleted or taken); skipped", job_id)
             return
+        if self.metrics is not None and job.started_at is not None:
+            self.metrics.started(max(0.0, job.started_at - job.created_at))
         cancel = threading.Event()
         with self._guard:
             self._cancels[job_id] = cancel
@@ -274,6 +226,9 @@ class JobRunner:
         except (SettingsError, RunFailed) as exc:  # run_engine logged a failed run
             return self._finish(job.id, FAILED, error=failure_message(exc))
         except Exception as exc:  # saving the result failed (a full disk, ...)
+            if unavailable_service(exc) is not None:  # not the job's fault: run it again
+                log.warning("job %s: stopped by an outage (%s); handed back", job.id, exc)
+                return self._give_back(job.id, "outage")
             log.exception("job %s: cannot save the result", job.id)
             return self._finish(job.id, FAILED, error=failure_message(exc))
         self.artifacts.remove_preview(job.id)  # the final image replaces it
@@ -282,23 +237,32 @@ class JobRunner:
 
     def _stopped(self, job_id: str) -> bool:
         """After `Cancelled`: a cancel request ends it; a shutdown hands it back to the queue."""
-        job = self.store.get(job_id)
+        job = self._retry(lambda: self.store.get(job_id), "read the job")
         if job is not None and not job.cancel_requested and self._stopping.is_set():
-            if self.store.release(job_id, str(self.identity)):
-                self._discard(job_id)  # its preview; the next run starts afresh
-                log.info("job %s: interrupted by shutdown; queued again", job_id)
-                self._enqueue(job_id)
-            return False
+            return self._give_back(job_id, "shutdown")
         return self._finish(job_id, CANCELLED)
+
+    def _give_back(self, job_id: str, reason: str) -> bool:
+        """running -> queued without spending an attempt (a shutdown or an outage stopped it)."""
+        me = str(self.identity)
+        if self._retry(lambda: self.store.release(job_id, me), "hand the job back"):
+            self._discard(job_id)  # its preview; the next run starts afresh
+            log.info("job %s: interrupted by %s; queued again", job_id, reason)
+            if self.metrics is not None:
+                self.metrics.requeued(reason)
+            self._hand_back(job_id)
+        return False
 
     def _finish(self, job_id: str, status: str, **values: Any) -> bool:
         """Record the final state; clean up after a job deleted meanwhile."""
-        if self.store.finish(job_id, str(self.identity), status, **values):
+        me = str(self.identity)
+        if self._retry(lambda: self.store.finish(job_id, me, status, **values), "record the end"):
             if status != SUCCEEDED:
                 self._discard(job_id)  # a failed or cancelled run leaves nothing behind
             log.info("job %s: %s", job_id, status)
+            ended(self.metrics, status, values.get("run_seconds"))
             return True
-        job = self.store.get(job_id)
+        job = self._retry(lambda: self.store.get(job_id), "read the job")
         if job is None:  # deleted while it ran: drop what it wrote
             self.artifacts.delete(job_id)
         else:  # the reaper took it back (heartbeat too old): the new owner decides

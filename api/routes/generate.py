@@ -1,4 +1,9 @@
-"""`POST /generate`: the card's synchronous endpoint; the PNG comes back in the response."""
+"""`POST /generate`: the card's synchronous endpoint; the PNG comes back in the response.
+
+A node that runs jobs (`text2art serve`, the default) runs it in-process under the GPU lock. An
+API-only node (T2A_RUN_WORKER_IN_PROCESS=false) loads no models: it submits a job to the queue,
+waits for a worker to end it (`api.jobs.waiting`) and answers the same way, PNG and headers.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,29 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from api.config import ApiConfig
 from api.deps import ArtifactsDep, ConfigDep, GpuDep, ModelsDep, RequireApiKey
-from api.errors import BODY_ERRORS
-from api.forms import GenerateFormDep, build_settings
+from api.errors import BODY_ERRORS, RunFailed
+from api.forms import GenerateForm, GenerateFormDep, build_settings
 from api.gpu import GpuBusy
+from api.jobs.errors import QueueFull, RateLimited
+from api.jobs.service import JobService
+from api.jobs.store import CANCELLED, SUCCEEDED
+from api.jobs.waiting import ClientGone, wait_for_end
 from api.runner import run_engine
 from api.storage import MEDIA_TYPES, new_job_id
 from engine import Result, Settings
+from engine.errors import Cancelled
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DISCONNECT_POLL_SECONDS = 0.2
+NO_WORKER_RETRY_AFTER = 30
 URL_HEADERS = {"png": "X-Image-Url", "mp4": "X-Video-Url", "svg": "X-Svg-Url"}
 EXPOSED_HEADERS = ["X-Job-Id", "X-Seed", "X-Settings", "Link", *URL_HEADERS.values()]
 
@@ -42,7 +54,10 @@ router = APIRouter(tags=["generate"])
         422: {"description": "A field is invalid; `detail[0].loc` names it."},
         499: {"description": "The client went away; the run was cancelled."},
         500: {"description": "The engine failed (e.g. GPU out of memory); JSON `error`."},
-        503: {"description": "Too many requests wait for the GPU; see Retry-After."},
+        503: {
+            "description": "Too many requests wait for the GPU (or the queue is full, or the "
+            "database or queue is down); see Retry-After."
+        },
     },
 )
 async def generate_image(
@@ -52,8 +67,11 @@ async def generate_image(
     gpu: GpuDep,
     models: ModelsDep,
     artifacts: ArtifactsDep,
-) -> FileResponse:
+) -> Response:
     """Generate an image from a prompt and return it as a PNG."""
+    jobs: JobService | None = getattr(request.app.state, "jobs", None)
+    if jobs is not None and not jobs.worker_running:  # an API-only node: a worker makes it
+        return await generate_by_queue(request, form, config, jobs)
     if gpu.full():
         raise GpuBusy(gpu.waiting, gpu.max_waiting)
     job_id = new_job_id()
@@ -112,3 +130,60 @@ def result_headers(
     }
     headers.update({URL_HEADERS[ext]: url for ext, url in urls.items()})
     return headers
+
+
+async def generate_by_queue(
+    request: Request, form: GenerateForm, config: ApiConfig, jobs: JobService
+) -> Response:
+    """Submit the request as a job, wait for a worker to end it, answer with its PNG."""
+    from api.routes.jobs import base_url, client_id
+
+    client = client_id(request, config.api_keys)
+    job_id = new_job_id()
+    settings = await build_settings(form, config, jobs.artifacts.upload_dir(job_id))
+    try:
+        await run_in_threadpool(admit_to_queue, jobs, client)
+        await run_in_threadpool(
+            lambda: jobs.submit(
+                job_id, settings, form.given, client_id=client, base_url=base_url(request)
+            )
+        )
+    except BaseException:
+        await run_in_threadpool(jobs.artifacts.delete, job_id)  # its uploads
+        raise
+    try:
+        job = await wait_for_end(
+            lambda: jobs.get(job_id),
+            lambda: jobs.cancel_by_id(job_id),
+            request.is_disconnected,
+        )
+    except ClientGone as exc:
+        raise Cancelled(str(exc)) from None
+    if job is None or job.status == CANCELLED:
+        raise Cancelled(f"job {job_id} was cancelled or deleted before it ended")
+    if job.status != SUCCEEDED:
+        raise RunFailed("job_failed", job.error or "the job failed", 500)
+    png = await run_in_threadpool(jobs.artifacts.read, job_id, "png")
+    if png is None:
+        raise RunFailed("missing_output", f"job {job_id} succeeded but its PNG is missing", 500)
+    public = jobs.artifacts.public_settings(Settings.model_validate(job.settings))
+    headers = result_headers(request, job_id, public, list(job.outputs))
+    return Response(png, media_type="image/png", headers=headers)
+
+
+def admit_to_queue(jobs: JobService, client: str) -> None:
+    """Refuse (HTTPException) when the queue is full, the client over its rate limit, or no
+    worker is alive: a synchronous call would wait for nobody."""
+    try:
+        jobs.admit(client)
+    except (QueueFull, RateLimited) as exc:
+        status = 503 if isinstance(exc, QueueFull) else 429
+        headers = {"Retry-After": str(exc.retry_after)}
+        raise HTTPException(status, str(exc), headers=headers) from None
+    if not jobs.probe.check().live_workers:
+        raise HTTPException(
+            503,
+            "no worker is running: start `text2art worker` (this node only queues jobs, "
+            "T2A_RUN_WORKER_IN_PROCESS=false)",
+            headers={"Retry-After": str(NO_WORKER_RETRY_AFTER)},
+        )

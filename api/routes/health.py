@@ -1,13 +1,14 @@
-"""`GET /healthz` (alive), `GET /readyz` (can take work), `GET /info` (what the server offers)."""
+"""`GET /healthz` (alive), `GET /readyz` (can take work), `GET /info` (what the server offers),
+`GET /metrics` (Prometheus)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from api.deps import ConfigDep, GpuDep, ModelsDep, ReadinessDep
+from api.deps import ConfigDep, GpuDep, JobsDep, ModelsDep, ReadinessDep
 from api.forms import default_of, server_overrides
 from engine import __version__, presets
 from engine.drawers import list_drawers
@@ -24,20 +25,38 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    responses={503: {"description": "Still loading models, warm-up failed, or the queue is full."}},
+    responses={
+        503: {
+            "description": "Still loading models, warm-up failed, the GPU queue is full, or "
+            "the job database or queue is down (`database.ok`, `queue.ok`)."
+        }
+    },
 )
-def readyz(readiness: ReadinessDep, gpu: GpuDep) -> JSONResponse:
-    """Whether the service can take work now: models loaded and warmed up, queue not full."""
+def readyz(readiness: ReadinessDep, gpu: GpuDep, jobs: JobsDep) -> JSONResponse:
+    """Whether the service can take work now: models warmed up (on a node that runs jobs), GPU
+    queue not full, job database and queue answering (checked at most every 2 s). `workers`
+    counts live workers and warns when there is none."""
+    health = jobs.probe.check()
+    runs_jobs = jobs.worker_running
     body: dict[str, Any] = {
-        "ready": readiness.state == "ready" and not gpu.full(),
+        "ready": readiness.state == "ready" and not (runs_jobs and gpu.full()) and health.ok,
         "state": readiness.state,
+        "role": "api+worker" if runs_jobs else "api",
         "busy": gpu.busy,
         "waiting": gpu.waiting,
         "max_waiting": gpu.max_waiting,
+        **health.report(),
     }
     if readiness.error:
         body["error"] = readiness.error
     return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics(jobs: JobsDep) -> Response:
+    """Prometheus metrics of this process (names start with `text2art_`)."""
+    body, content_type = jobs.metrics.render()
+    return Response(body, media_type=content_type)
 
 
 @router.get("/info")
@@ -78,5 +97,5 @@ def _email_enabled(request: Request) -> bool:
 def _links(request: Request) -> dict[str, str]:
     base = str(request.base_url).rstrip("/")
     paths = {"docs": "/docs", "openapi": "/openapi.json", "generate": "/generate"}
-    paths.update({"healthz": "/healthz", "readyz": "/readyz"})
+    paths.update({"healthz": "/healthz", "readyz": "/readyz", "metrics": "/metrics"})
     return {name: base + path for name, path in paths.items()}

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import JobsDep, RequireApiKey, matched_key
 from api.errors import BODY_ERRORS
 from api.forms import GenerateForm, GenerateFormDep, build_settings
-from api.jobs.errors import QueueFull, QueueUnavailable, RateLimited, TooManyListeners
+from api.jobs.errors import QueueFull, RateLimited, TooManyListeners
 from api.jobs.notify import public_ip
 from api.jobs.schemas import JobCreated, JobPublic, job_links
 from api.jobs.service import JobService
@@ -182,7 +182,10 @@ OwnedJobDep = Annotated[Job, Depends(require_token)]
         401: {"description": "API keys are on and none (or a wrong one) was sent."},
         422: {"description": "A field is invalid; `detail[0].loc` names it."},
         429: {"description": "Too many submissions from this client; see Retry-After."},
-        503: {"description": "The queue is full; see Retry-After."},
+        503: {
+            "description": "The queue is full, or the database or queue is down (JSON "
+            "`service`); see Retry-After."
+        },
     },
 )
 async def submit_job(
@@ -199,7 +202,7 @@ async def submit_job(
         job_id = new_job_id()
         settings = await build_settings(form.base, config, jobs.artifacts.upload_dir(job_id))
         job, token = await run_in_threadpool(_record, jobs, form, settings, job_id, client, request)
-    except (QueueFull, QueueUnavailable) as exc:
+    except QueueFull as exc:
         raise _retry_later(503, exc) from None
     except RateLimited as exc:
         raise _retry_later(429, exc) from None
@@ -227,9 +230,7 @@ def _record(
     )
 
 
-def _retry_later(
-    status: int, exc: QueueFull | QueueUnavailable | RateLimited | TooManyListeners
-) -> HTTPException:
+def _retry_later(status: int, exc: QueueFull | RateLimited | TooManyListeners) -> HTTPException:
     headers = {"Retry-After": str(exc.retry_after)}
     return HTTPException(status, str(exc), headers=headers)
 

@@ -1,0 +1,98 @@
+"""Outages of the job database and the queue: telling them from bugs, and riding them out.
+
+A worker must outlive a database restart or a broker blip: a failed write is retried with
+backoff (`retry`), a running job keeps running, and `Outages` remembers when this process last
+failed to reach either service, so the dead-worker check does not mistake the silence that an
+outage forced on every worker for dead workers (`Outages.settled`). The API answers 503 with
+Retry-After for the same errors (`api.errors`), never a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import exc as sa_exc
+
+from api.jobs.errors import QueueUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What a lost or refused database connection raises through SQLAlchemy.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,  # no pooled connection came free
+)
+RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds: first wait, longest wait between two tries
+
+
+def unavailable_service(exc: BaseException) -> str | None:
+    """'database' or 'queue' when `exc` says that service cannot be reached, else None."""
+    if isinstance(exc, QueueUnavailable):
+        return "queue"
+    if isinstance(exc, DATABASE_ERRORS):
+        return "database"
+    return None
+
+
+class Outages:
+    """When this process last failed to reach the database or the queue (thread-safe)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._last: float | None = None
+        self._lock = threading.Lock()
+        self.on_failure: Callable[[str], None] = lambda service: None  # e.g. a metric
+
+    def failed(self, service: str) -> None:
+        """Record a failure to reach `service` now."""
+        with self._lock:
+            self._last = self._clock()
+        self.on_failure(service)
+
+    def settled(self, seconds: float) -> bool:
+        """Whether both services have answered for the last `seconds` (no failure since)."""
+        with self._lock:
+            return self._last is None or self._clock() - self._last >= seconds
+
+
+def retry(
+    call: Callable[[], T],
+    what: str,
+    outages: Outages,
+    give_up_after: float,
+    stop: threading.Event | None = None,
+) -> T:
+    """`call()`, tried again with backoff while its service is unreachable.
+
+    Other errors raise at once; the last outage error raises after `give_up_after` seconds,
+    or as soon as `stop` is set.
+    """
+    deadline, wait = time.monotonic() + give_up_after, RETRY_FIRST
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            service = unavailable_service(exc)
+            if service is None:
+                raise
+            outages.failed(service)
+            left = deadline - time.monotonic()
+            if left <= 0 or (stop is not None and stop.is_set()):
+                raise
+            pause = min(wait, left)
+            log.warning(
+                "%s: the %s is unavailable (%s); retrying in %.1f s",
+                what, service, type(exc).__name__, pause,
+            )  # fmt: skip
+            if stop is not None:
+                stop.wait(pause)
+            else:
+                time.sleep(pause)
+            wait = min(wait * 2, RETRY_MAX)

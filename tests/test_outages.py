@@ -1,0 +1,253 @@
+"""The pieces of scale-out that need no server: the reconciler's one winner, retries with
+backoff, the dead-worker verdicts around outages, 503 answers, `/readyz`, `/metrics`, the
+worker's health server and the wait of a queued `/generate`."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.exc import OperationalError
+from test_jobs import jobs_config, serving, submit, wait_for
+from test_jobs_durability import add_job
+
+from api.app import create_app
+from api.cli_worker import start_health_server
+from api.jobs.errors import QueueUnavailable
+from api.jobs.outage import Outages, retry, unavailable_service
+from api.jobs.policy import WorkerIdentity, is_dead
+from api.jobs.queue import JobQueue
+from api.jobs.service import JobService
+from api.jobs.store import CANCELLED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore
+from api.jobs.upkeep import reconcile
+from api.jobs.waiting import ClientGone, wait_for_end
+from engine import ModelCache
+
+DOWN = OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in a Prometheus exposition, or None when absent."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+# -- the reconciler --------------------------------------------------------------------------
+def test_reconcile_enqueues_a_lost_job_once_whoever_runs_it(tmp_path: Path) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    queue = JobQueue(f"sqlite:///{tmp_path / 'q.db'}", "t")
+    now = time.time()
+    add_job(store, "lost" + "0" * 28, enqueued_at=now - 60)  # the broker lost it
+    add_job(store, "fresh" + "0" * 27, enqueued_at=now)  # being enqueued right now
+    add_job(store, "kept" + "0" * 28, enqueued_at=now - 60)
+    queue.enqueue("kept" + "0" * 28)  # still in the queue
+    add_job(store, "running" + "0" * 25, status=RUNNING, enqueued_at=now - 60)
+    lost = "lost" + "0" * 28
+    seen_before = store.get(lost)
+    assert seen_before is not None
+    assert reconcile(store, queue, grace=10, now=now) == [lost]
+    assert reconcile(store, queue, grace=10, now=now) == []  # back in the queue now
+    stale = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")  # a second worker read it earlier:
+    assert not stale.mark_enqueued(seen_before, now + 1)  # the stamp moved, one winner
+    assert store.get(lost).enqueued_at == now  # type: ignore[union-attr]
+    other = JobQueue(f"sqlite:///{tmp_path / 'q.db'}", "t")
+    other.huey.storage.flush_queue()  # the broker loses everything again
+    everyone = [lost, "fresh" + "0" * 27, "kept" + "0" * 28]  # all older than the grace now
+    assert reconcile(store, other, grace=10, now=now + 11) == everyone
+    for closable in (store, stale, queue, other):
+        closable.close()
+
+
+def test_a_worker_reconciles_continuously_not_only_at_start(tmp_path: Path) -> None:
+    config = jobs_config(tmp_path, reconcile_seconds=0.3, run_worker_in_process=True)
+    service = JobService(config, models=ModelCache(), role="worker")
+    service.start()
+    try:
+        add_job(service.store, "b" * 32, enqueued_at=time.time() - 5)  # recorded, never enqueued
+        wait_for(lambda: service.store.get("b" * 32).status == SUCCEEDED, timeout=60)  # type: ignore[union-attr]
+        assert metric(service.metrics.render()[0].decode(), "text2art_jobs_requeued_total",
+                      reason="reconcile") == 1.0  # fmt: skip
+    finally:
+        service.stop()
+
+
+# -- retries and verdicts --------------------------------------------------------------------
+def test_retry_rides_out_an_outage_and_records_it() -> None:
+    outages, calls = Outages(), []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise DOWN
+        return "done"
+
+    assert retry(flaky, "record", outages, give_up_after=10) == "done"
+    assert len(calls) == 3 and not outages.settled(60) and outages.settled(0)
+    with pytest.raises(ZeroDivisionError):  # a bug is not an outage: no retry
+        retry(lambda: 1 / 0, "divide", outages, give_up_after=10)
+    started = time.monotonic()
+    with pytest.raises(OperationalError):
+        retry(lambda: (_ for _ in ()).throw(DOWN), "never", outages, give_up_after=0.6)
+    assert time.monotonic() - started < 5
+
+
+def test_outage_errors_name_their_service() -> None:
+    assert unavailable_service(DOWN) == "database"
+    assert unavailable_service(QueueUnavailable("down")) == "queue"
+    assert unavailable_service(ValueError("x")) is None
+
+
+def test_no_worker_is_judged_dead_by_a_heartbeat_an_outage_silenced(tmp_path: Path) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    me = WorkerIdentity("elsewhere", 1, "abcd")
+    old = time.time() - 100
+    mine = add_job(store, "m" * 32, status=RUNNING, worker_id=str(me), heartbeat_at=old)
+    theirs = add_job(store, "t" * 32, status=RUNNING, worker_id="other:2:ffff", heartbeat_at=old)
+    now = time.time()
+    assert not is_dead(mine, me, stale_after=10, now=now)  # never its own jobs
+    assert is_dead(theirs, me, stale_after=10, now=now, settled=True)
+    assert not is_dead(theirs, me, stale_after=10, now=now, settled=False)
+    store.close()
+
+
+# -- the API during an outage ----------------------------------------------------------------
+def test_every_route_answers_503_naming_the_database_when_it_is_down(
+    tmp_path: Path, models: ModelCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(jobs_config(tmp_path, run_worker_in_process=False), models) as client:
+        job_id = submit(client)["id"]
+        jobs = client.app.state.jobs  # type: ignore[attr-defined]
+
+        def down(*args: Any, **kwargs: Any) -> Any:
+            raise DOWN
+
+        for name in ("get", "count", "add", "ping"):
+            monkeypatch.setattr(jobs.store, name, down)
+        jobs.probe.ttl = 0
+        for answer in (
+            client.get(f"/jobs/{job_id}"),
+            client.post("/jobs", data={"prompts": "a fox"}),
+            client.get(f"/jobs/{job_id}/events"),
+            client.get(f"/jobs/{job_id}/preview.png"),
+        ):
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "5"
+            assert answer.json() == {
+                "error": "unavailable",
+                "service": "database",
+                "detail": "the job database is unavailable; retry in 5 s",
+            }
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["database"]["ok"] is False
+        assert "OperationalError" in ready.json()["database"]["error"]
+        assert ready.json()["queue"] == {"ok": True, "entries": 1}
+
+
+def test_readyz_warns_when_no_worker_is_alive_and_has_no_eta(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    with serving(jobs_config(tmp_path, run_worker_in_process=False), models) as client:
+        job_id = submit(client)["id"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["role"] == "api"
+        assert ready.json()["workers"]["live"] == 0
+        assert "no worker has a fresh heartbeat" in ready.json()["workers"]["warning"]
+        assert client.get(f"/jobs/{job_id}").json()["eta_seconds"] is None
+
+
+def test_api_metrics_count_jobs_by_status(tmp_path: Path, models: ModelCache) -> None:
+    with serving(jobs_config(tmp_path), models) as client:
+        job_id = submit(client, iterations=3)["id"]
+        wait_for(lambda: client.get(f"/jobs/{job_id}").json()["status"] == SUCCEEDED)
+        text = client.get("/metrics").text
+    assert metric(text, "text2art_jobs_total", status="submitted") == 1.0
+    assert metric(text, "text2art_jobs_total", status="succeeded") == 1.0
+    assert metric(text, "text2art_job_run_seconds_count") == 1.0
+    assert metric(text, "text2art_job_wait_seconds_count") == 1.0
+    assert metric(text, "text2art_queue_depth") == 0.0
+    assert metric(text, "text2art_workers_live") == 1.0  # the in-process worker
+    assert metric(text, "text2art_process_info", role="api") == 1.0
+
+
+def test_the_worker_health_server(tmp_path: Path, models: ModelCache) -> None:
+    config = jobs_config(tmp_path, health_port=0, run_worker_in_process=True)
+    service = JobService(config, models=models, role="worker")
+    service.start()
+    server = start_health_server(service)
+    assert server is not None
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            assert http.get(f"{base}/healthz").json() == {"status": "ok"}
+            ready = http.get(f"{base}/readyz")
+            assert ready.status_code == 200, ready.text
+            body = ready.json()
+            assert body["ready"] is True and body["role"] == "worker"
+            assert body["database"]["ok"] and body["queue"]["ok"] and body["device"]["ok"]
+            assert body["workers"]["live"] == 1 and body["worker"] == str(service.runner.identity)
+            text = http.get(f"{base}/metrics").text
+        assert metric(text, "text2art_process_info", role="worker") == 1.0
+        assert metric(text, "text2art_workers_live") == 1.0
+    finally:
+        server.stop()
+        service.stop()
+    store = JobStore(config.resolved_database_url(tmp_path))  # stopped: its row is gone
+    assert store.live_workers(0) == []
+    store.close()
+
+
+# -- a queued /generate waits for its job ----------------------------------------------------
+def test_waiting_for_a_job_cancels_it_when_the_client_goes_away() -> None:
+    job = Job(id="w" * 32, status=QUEUED)
+    cancelled = threading.Event()
+
+    async def gone() -> bool:
+        return True
+
+    with pytest.raises(ClientGone):
+        asyncio.run(wait_for_end(lambda: job, cancelled.set, gone))
+    assert cancelled.is_set()
+
+
+def test_waiting_for_a_job_rides_out_a_database_blip() -> None:
+    reads: list[int] = []
+    done = Job(id="w" * 32, status=CANCELLED)
+
+    def read() -> Any:
+        reads.append(1)
+        if len(reads) < 3:
+            raise DOWN
+        return done
+
+    async def here() -> bool:
+        return False
+
+    assert asyncio.run(wait_for_end(read, lambda: None, here)) is done
+    with pytest.raises(OperationalError):  # silence past the limit: the outage is raised
+        asyncio.run(wait_for_end(lambda: (_ for _ in ()).throw(DOWN), lambda: None, here, 0.3))
+
+
+def test_generate_on_an_api_only_node_without_workers_is_503_after_validation(
+    tmp_path: Path,
+) -> None:
+    models = ModelCache()
+    config = jobs_config(tmp_path, run_worker_in_process=False, preload=True)
+    with TestClient(create_app(config, models=models)) as client:
+        bad = client.post("/generate", data={"prompts": "a fox", "iterations": "0"})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "iterations"]
+        nobody = client.post("/generate", data={"prompts": "a fox", "iterations": "2"})
+        assert nobody.status_code == 503 and nobody.headers["retry-after"] == "30"
+        assert "no worker is running: start `text2art worker`" in nobody.json()["detail"]
+        assert client.app.state.jobs.store.count(QUEUED) == 0  # type: ignore[attr-defined]
+    assert models.loaded() == []  # an API-only node loads no model, not even to warm up
