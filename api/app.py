@@ -29,6 +29,7 @@ from api.gpu import GpuLock
 from api.guard import RequestGuard
 from api.jobs import start_jobs, stop_jobs
 from api.jobs.config import service_config
+from api.jobs.outage import install_outage_handlers
 from api.routes import docs, gallery, generate, health, jobs, outputs, web
 from api.runner import run_engine
 from engine import ModelCache, Settings, __version__
@@ -74,6 +75,7 @@ def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = N
     )
     app.add_middleware(RequestGuard, config=config)  # API key and body size, before the body
     install_error_handlers(app)
+    install_outage_handlers(app)  # 503 naming the database or queue, never a bare 500
     app.include_router(generate.router)
     app.include_router(outputs.router)
     app.include_router(health.router)

@@ -7,9 +7,8 @@
 - `RunFailed` -> a JSON 5xx `{"error": CODE, "detail": MESSAGE}` (out of memory, missing
   weights, ...); the service keeps serving. `api.runner` decides the code.
 - `engine.Cancelled` -> 499 (the client went away; nobody reads it).
-- The job database or queue cannot be reached -> 503 with `Retry-After` and a JSON body naming
-  the service: `{"error": "unavailable", "service": "database", "detail": ...}`, on every route
-  (never a bare 500 while PostgreSQL restarts).
+- The job database or queue cannot be reached -> 503 naming the service (`api.jobs.outage`
+  installs that one: it knows what an outage looks like).
 """
 
 from __future__ import annotations
@@ -21,14 +20,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api.gpu import GpuBusy
-from api.jobs.errors import QueueUnavailable
-from api.jobs.outage import DATABASE_ERRORS, unavailable_service
 from engine.errors import Cancelled, SettingsError
 
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's code: the client closed the connection first
-UNAVAILABLE_RETRY_AFTER = 5  # seconds: a restarting database is usually back by then
 
 
 class RunFailed(Exception):
@@ -80,30 +76,8 @@ async def _cancelled(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def unavailable_response(service: str, retry_after: int = UNAVAILABLE_RETRY_AFTER) -> JSONResponse:
-    """503 naming the service that cannot be reached, with Retry-After."""
-    detail = f"the job {service} is unavailable; retry in {retry_after} s"
-    return JSONResponse(
-        {"error": "unavailable", "service": service, "detail": detail},
-        status_code=503,
-        headers={"Retry-After": str(retry_after)},
-    )
-
-
-async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-    service = unavailable_service(exc) or "database"
-    log.warning("%s %s: the %s is unavailable: %s", request.method, request.url.path, service,
-                type(exc).__name__)  # fmt: skip
-    jobs = getattr(request.app.state, "jobs", None)
-    if jobs is not None:
-        jobs.outages.failed(service)
-    return unavailable_response(service)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Register the JSON answers above on the app."""
-    for error in (*DATABASE_ERRORS, QueueUnavailable):
-        app.add_exception_handler(error, _unavailable)
     app.add_exception_handler(SettingsError, _field_error)
     app.add_exception_handler(GpuBusy, _gpu_busy)
     app.add_exception_handler(RunFailed, _run_failed)

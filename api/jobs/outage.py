@@ -4,7 +4,8 @@ A worker must outlive a database restart or a broker blip: a failed write is ret
 backoff (`retry`), a running job keeps running, and `Outages` remembers when this process last
 failed to reach either service, so the dead-worker check does not mistake the silence that an
 outage forced on every worker for dead workers (`Outages.settled`). The API answers 503 with
-Retry-After for the same errors (`api.errors`), never a bare 500.
+Retry-After for the same errors, naming the service, on every route (`install_outage_handlers`),
+never a bare 500: `{"error": "unavailable", "service": "database", "detail": ...}`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 
 from api.jobs.errors import QueueUnavailable
@@ -29,6 +32,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
     sa_exc.DisconnectionError,
     sa_exc.TimeoutError,  # no pooled connection came free
 )
+UNAVAILABLE_RETRY_AFTER = 5  # seconds: a restarting database is usually back by then
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds: first wait, longest wait between two tries
 
 
@@ -96,3 +100,29 @@ def retry(
             else:
                 time.sleep(pause)
             wait = min(wait * 2, RETRY_MAX)
+
+
+def unavailable_response(service: str, retry_after: int = UNAVAILABLE_RETRY_AFTER) -> JSONResponse:
+    """503 naming the service that cannot be reached, with Retry-After."""
+    detail = f"the job {service} is unavailable; retry in {retry_after} s"
+    return JSONResponse(
+        {"error": "unavailable", "service": service, "detail": detail},
+        status_code=503,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    service = unavailable_service(exc) or "database"
+    log.warning("%s %s: the %s is unavailable: %s", request.method, request.url.path, service,
+                type(exc).__name__)  # fmt: skip
+    jobs = getattr(request.app.state, "jobs", None)
+    if jobs is not None:
+        jobs.outages.failed(service)
+    return unavailable_response(service)
+
+
+def install_outage_handlers(app: FastAPI) -> None:
+    """Answer every outage error of any route with `unavailable_response`."""
+    for error in (*DATABASE_ERRORS, QueueUnavailable):
+        app.add_exception_handler(error, _unavailable)

@@ -77,14 +77,21 @@ def worker_gone(worker_id: str | None, me: WorkerIdentity) -> bool:
 
 
 def is_dead(
-    job: Job, me: WorkerIdentity, stale_after: float, now: float, settled: bool = True
+    job: Job,
+    me: WorkerIdentity,
+    stale_after: float,
+    now: float,
+    settled: bool = True,
+    runs_here: Callable[[str], bool] = lambda job_id: False,
 ) -> bool:
     """Whether a running job has lost its worker (stale heartbeat or a vanished process).
 
-    Never for this process's own jobs; a stale heartbeat counts only when `settled` (no
-    outage of the database or queue lately, which would have silenced live workers too).
+    Never a job this process is running (`runs_here`); a stale heartbeat counts only when
+    `settled` (no outage of the database or queue lately, which would have silenced live
+    workers too). A job recorded as this process's but not running here (a claim whose answer
+    an outage lost) goes stale like any other and is reaped.
     """
-    if job.worker_id == str(me):
+    if job.worker_id == str(me) and runs_here(job.id):
         return False
     stale = job.heartbeat_at is None or job.heartbeat_at < now - stale_after
     return (stale and settled) or worker_gone(job.worker_id, me)
@@ -107,6 +114,7 @@ def reap_dead(
     on_ended: Callable[[str], None],
     settled: bool = True,
     metrics: Metrics | None = None,
+    runs_here: Callable[[str], bool] = lambda job_id: False,
 ) -> list[str]:
     """Apply the dead-worker policy to every running job; returns the ids it changed.
 
@@ -115,7 +123,7 @@ def reap_dead(
     """
     changed, now = [], time.time()
     for job in store.running():
-        if not is_dead(job, me, config.stale_after_seconds, now, settled):
+        if not is_dead(job, me, config.stale_after_seconds, now, settled, runs_here):
             continue
         if job.cancel_requested:  # its owner wanted it stopped anyway
             if store.end_dead(job, CANCELLED):

@@ -145,8 +145,16 @@ class JobService:
         """Apply the dead-worker policy now; returns the ids it requeued or failed."""
         settled = self.outages.settled(self.config.stale_after_seconds)
         identity, config = self.runner.identity, self.config
-        return reap_dead(self.store, identity, config, self.queue.requeue, self.notify,
-                         settled=settled, metrics=self.metrics)  # fmt: skip
+        return reap_dead(
+            self.store,
+            identity,
+            config,
+            self.queue.requeue,
+            self.notify,
+            settled=settled,
+            metrics=self.metrics,
+            runs_here=self.runner.runs,
+        )
 
     def recover_queue(self) -> list[str]:
         """At start: enqueue every queued job the queue lost, whatever its age."""

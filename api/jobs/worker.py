@@ -161,6 +161,11 @@ class JobRunner:
         with self._guard:
             return len(self._cancels)
 
+    def runs(self, job_id: str) -> bool:
+        """Whether this process runs the job now."""
+        with self._guard:
+            return job_id in self._cancels
+
     def _retry(self, call: Callable[[], Any], what: str) -> Any:
         """`call()`, retried while the database or queue is down (see `outage.retry`)."""
         return retry(call, what, self.outages, self.config.db_retry_seconds)
@@ -198,7 +203,7 @@ class JobRunner:
                 final = self._execute(job, cancel)
         except Exception:  # a bug here must not kill the consumer thread
             log.exception("job %s: worker error", job_id)
-            final = self._finish(job_id, FAILED, error="internal error in the worker")
+            final = self._fail_safely(job_id)
         finally:
             with self._guard:
                 self._cancels.pop(job_id, None)
@@ -268,6 +273,14 @@ class JobRunner:
         else:  # the reaper took it back (heartbeat too old): the new owner decides
             log.warning("job %s: now %s by %s; result dropped", job_id, job.status, job.worker_id)
         return False
+
+    def _fail_safely(self, job_id: str) -> bool:
+        """Record an internal error as the job's end; if even that fails, the reaper will."""
+        try:
+            return self._finish(job_id, FAILED, error="internal error in the worker")
+        except Exception:
+            log.exception("job %s: cannot record its failure", job_id)
+            return False
 
     def _discard(self, job_id: str) -> None:
         """Remove what a run that did not succeed wrote (the store may be what failed)."""
