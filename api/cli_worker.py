@@ -48,6 +48,7 @@ def worker(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin list is noise here
     overrides: dict[str, Any] = {"run_worker_in_process": True}
     if device is not None:
         overrides["device"] = device
@@ -55,10 +56,12 @@ def worker(
         overrides["worker_threads"] = threads
     if health_port is not None:
         overrides["health_port"] = health_port
+    config = ServiceConfig(**overrides)
+    check_or_exit(config)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run_worker(ServiceConfig(**overrides), stop)
+        run_worker(config, stop)
     except Exception as exc:  # StorageMismatch, SchemaOutdated, StorageError: one line
         if type(exc).__name__ not in REFUSALS:
             raise
@@ -67,6 +70,18 @@ def worker(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def check_or_exit(config: ServiceConfig) -> None:
+    """Exit 1 with one line naming each part the worker cannot reach (queue, database,
+    bucket, device), instead of a traceback later."""
+    from api.jobs.preflight import preflight
+
+    problems = preflight(config, device_error)
+    if problems:
+        lines = "; ".join(problem.line for problem in problems)
+        typer.echo(f"error: the worker cannot start: {lines}", err=True)
+        raise SystemExit(1)
 
 
 def run_worker(

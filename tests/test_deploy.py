@@ -31,7 +31,7 @@ def test_every_t2a_variable_is_a_setting(compose: dict[str, Any]) -> None:
     assert used and used <= known, used - known
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Scale-out", 1)[1].split("\n## ", 1)[0]
-    named = set(re.findall(r"`(T2A_[A-Z_]+)", section))
+    named = set(re.findall(r"`(T2A_[A-Z0-9_]+)", section))
     assert named and named <= known, named - known
 
 

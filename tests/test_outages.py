@@ -253,3 +253,14 @@ def test_generate_on_an_api_only_node_without_workers_is_503_after_validation(
         assert "no worker is running: start `text2art worker`" in nobody.json()["detail"]
         assert client.app.state.jobs.store.count(QUEUED) == 0  # type: ignore[attr-defined]
     assert models.loaded() == []  # an API-only node loads no model, not even to warm up
+
+
+def test_provider_postgres_urls_get_the_installed_driver(tmp_path: Path) -> None:
+    def url(given: str | None) -> str:
+        return jobs_config(tmp_path, database_url=given).resolved_database_url(tmp_path)
+
+    neon = "postgresql://u:p@ep-x.eu.aws.neon.tech/t2a?sslmode=require"
+    assert url(neon) == "postgresql+psycopg://u:p@ep-x.eu.aws.neon.tech/t2a?sslmode=require"
+    assert url("postgres://u@db/t2a") == "postgresql+psycopg://u@db/t2a"
+    assert url("postgresql+psycopg://u@db/t2a") == "postgresql+psycopg://u@db/t2a"
+    assert url(None) == f"sqlite:///{(tmp_path / 'jobs.db').resolve()}"

@@ -141,8 +141,16 @@ class JobsConfig(BaseSettings):
     )
 
     def resolved_database_url(self, output_dir: Path) -> str:
-        """The job database's URL: the configured one or a SQLite file in `output_dir`."""
-        return self.database_url or f"sqlite:///{(output_dir / 'jobs.db').resolve()}"
+        """The job database's URL: the configured one or a SQLite file in `output_dir`.
+
+        A plain `postgresql://` or `postgres://` URL, as providers hand them out, gets the
+        psycopg driver that text2art installs (SQLAlchemy would look for psycopg2).
+        """
+        url = self.database_url or f"sqlite:///{(output_dir / 'jobs.db').resolve()}"
+        scheme, sep, rest = url.partition("://")
+        if scheme in ("postgresql", "postgres"):
+            return f"postgresql+psycopg{sep}{rest}"
+        return url
 
     def resolved_queue_url(self, output_dir: Path) -> str:
         """The huey queue's URL: the configured one or a SQLite file in `output_dir`."""

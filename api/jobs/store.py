@@ -128,6 +128,8 @@ def token_matches(token: str, job: Job) -> bool:
 
 def make_engine(url: str) -> Engine:
     """A SQLAlchemy engine; SQLite gets WAL and a busy timeout so threads and processes share it."""
+    if url.startswith("postgres"):  # a dropped packet must not hang a worker for minutes
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
