@@ -68,6 +68,46 @@ def test_notebook_is_valid_nbformat_4_and_runs_the_launcher() -> None:
     joined = "\n".join(code)
     assert "pip install" in joined and "NGROK_AUTHTOKEN" in joined
     assert "%run scripts/run_colab.py" in joined
+    assert "%run scripts/run_colab.py --worker" in joined  # the second path
+
+
+WORKER_SECRETS = ("T2A_QUEUE_URL", "T2A_DATABASE_URL", "T2A_STORAGE_URL", "AWS_ACCESS_KEY_ID",
+                  "AWS_SECRET_ACCESS_KEY", "T2A_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION")  # fmt: skip
+
+
+def _tagged(nb: dict[str, Any], tag: str) -> list[dict[str, Any]]:
+    return [c for c in nb["cells"] if tag in c.get("metadata", {}).get("tags", [])]
+
+
+def test_notebook_has_both_paths_and_the_worker_cells_in_order() -> None:
+    nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    text = ["".join(c["source"]) for c in nb["cells"]]
+    assert "Path 1" in text[0] and "Path 2" in text[0]  # the intro names both
+    order = [c["id"] for c in nb["cells"]]
+    for tag in ("install", "worker-secrets", "worker-run"):
+        assert [c["cell_type"] for c in _tagged(nb, tag)] == ["code"], tag
+    secrets, run = _tagged(nb, "worker-secrets")[0], _tagged(nb, "worker-run")[0]
+    assert order.index("install") < order.index(secrets["id"]) == order.index(run["id"]) - 1
+    assert "".join(run["source"]) == "%run scripts/run_colab.py --worker"
+    install = "".join(_tagged(nb, "install")[0]["source"])
+    assert '!pip install -q -e ".[redis,postgres,s3]"' in install.splitlines()
+    code = "".join(secrets["source"])
+    assert "userdata.get(name)" in code and all(f'"{name}"' in code for name in WORKER_SECRETS)
+    guide = text[order.index(secrets["id"]) - 1]  # the markdown that explains the path
+    assert "Path 2" in guide and "Notebook access" in guide and "T2A_STALE_AFTER_SECONDS" in guide
+    assert all(word in guide for word in ("rediss://", "sslmode=require", "https", *WORKER_SECRETS))
+
+
+def test_notebook_holds_no_secret_values() -> None:
+    text = NOTEBOOK.read_text(encoding="utf-8")
+    passwords = re.findall(r"[a-z+]+://[^\s/@:`]*:([^\s/@`]+)@", text)
+    assert set(passwords) == {"PASSWORD"}  # the example URLs hold a placeholder only
+    assert not re.search(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b", text)  # an AWS access key id
+    assert not re.search(r"[A-Za-z0-9/+]{40}", text)  # an AWS secret key, a long token
+    nb = json.loads(text)
+    for cell in nb["cells"]:  # every value comes from Secrets, the environment or a prompt
+        lines = [ln for ln in cell["source"] if not ln.lstrip().startswith("#")]
+        assert not re.findall(r"os\.environ\[[^]]+\]\s*=\s*[\"']", "".join(lines))
 
 
 def test_missing_token_is_a_clear_message(

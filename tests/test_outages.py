@@ -264,3 +264,22 @@ def test_provider_postgres_urls_get_the_installed_driver(tmp_path: Path) -> None
     assert url("postgres://u@db/t2a") == "postgresql+psycopg://u@db/t2a"
     assert url("postgresql+psycopg://u@db/t2a") == "postgresql+psycopg://u@db/t2a"
     assert url(None) == f"sqlite:///{(tmp_path / 'jobs.db').resolve()}"
+
+
+def test_a_worker_that_cannot_reach_its_parts_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import run_cli
+    from servers import free_port
+
+    closed = free_port()
+    monkeypatch.setenv("T2A_QUEUE_URL", f"redis://127.0.0.1:{closed}/0")
+    monkeypatch.setenv("T2A_DATABASE_URL", f"postgresql://me:secret@127.0.0.1:{closed}/t2a")
+    monkeypatch.setenv("T2A_OUTPUT_DIR", str(tmp_path))
+    code, out, err = run_cli(["worker", "--device", "cuda:7"], capsys)
+    assert code == 1 and "Traceback" not in out + err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert line.startswith(f"error: the worker cannot start: queue redis://127.0.0.1:{closed}/0: ")
+    assert f"database postgresql+psycopg://me:***@127.0.0.1:{closed}/t2a: " in line
+    assert "secret" not in line  # passwords are never printed
+    assert "device cuda:7: " in line and "bucket" not in line  # the output dir works
