@@ -150,8 +150,13 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
     bar = tqdm(total=settings.iterations, unit="it", dynamic_ncols=True, file=sys.stderr)
     stamps: list[float] = []
 
+    shown = [0.0]
+
     def on_step(step: Any) -> None:
-        bar.set_postfix(loss=f"{step.loss:.3f}", refresh=False)
+        now = time.perf_counter()
+        if now - shown[0] >= LOSS_SHOW_SECONDS or step.iteration == step.total:
+            shown[0] = now  # reading the loss waits for the GPU: twice a second at most
+            bar.set_postfix(loss=f"{step.loss:.3f}", refresh=False)
         bar.update(1)
         stamps.append(time.perf_counter())
         # The first iterations pay for warm-up: estimate from iterations 2 to 5.
@@ -181,10 +186,16 @@ def _write_outputs(result: Any, out_path: Path) -> None:
     from engine.output import save_outputs
 
     files = save_outputs(result, out_path.parent, out_path.stem)
-    for ext in ("png", "svg", "mp4"):
-        if ext in files:
-            click.echo(f"wrote {files[ext]}")
-    click.echo(f"seed {result.settings.seed}")
+    for path in files.values():
+        click.echo(f"wrote {path}")
+    if len(result.seeds) > 1:
+        seeds = ", ".join(str(seed) for seed in result.seeds)
+        click.echo(f"seeds {seeds} (the sheet {files['png'].name}, then each picture)")
+    else:
+        click.echo(f"seed {result.settings.seed}")
+
+
+LOSS_SHOW_SECONDS = 0.5
 
 
 def _fail(message: str, code: int = 2) -> typing.NoReturn:

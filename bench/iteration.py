@@ -5,11 +5,18 @@ the real weights, and nothing is downloaded. Prints a markdown table.
 
     python bench/iteration.py                      # CPU: draft and normal, 4 iterations each
     python bench/iteration.py --device cuda --iterations 30 --qualities draft normal better best
+    python bench/iteration.py --variations 4       # also 4 pictures in one batch, per picture
+
+`end-to-end` is the wall time of the timed run, from the `generate()` call to the PNG's bytes,
+models already loaded (the service's case). With `--variations N` each quality gets a second
+row: the batch's time per iteration, and the ratio to N solo runs (below 1: the batch is
+cheaper per picture).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import statistics
 import sys
 import time
@@ -42,8 +49,11 @@ def peak_mib(device: torch.device) -> float:
     return float("nan")
 
 
-def measure(settings: Settings, models: ModelCache, device: torch.device) -> tuple[float, float]:
-    """Median seconds per iteration (first two skipped as warm-up) and peak MiB."""
+def measure(
+    settings: Settings, models: ModelCache, device: torch.device
+) -> tuple[float, float, float]:
+    """Median seconds per iteration (first two skipped as warm-up), peak MiB, and the timed
+    run's end-to-end seconds (generate() to PNG bytes)."""
     stamps: list[float] = []
 
     def on_step(_: object) -> None:
@@ -53,9 +63,12 @@ def measure(settings: Settings, models: ModelCache, device: torch.device) -> tup
 
     generate(settings, models=models)  # warm-up run: model load, allocator, kernels
     reset_peak(device)
-    generate(settings, models=models, on_step=on_step)
+    began = time.perf_counter()
+    result = generate(settings, models=models, on_step=on_step)
+    result.image.save(io.BytesIO(), format="PNG")
+    end_to_end = time.perf_counter() - began
     per_it = [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)] or [float("nan")]
-    return statistics.median(per_it), peak_mib(device)
+    return statistics.median(per_it), peak_mib(device), end_to_end
 
 
 def main() -> None:
@@ -67,6 +80,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--clip-precision", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--qualities", nargs="+", default=None, choices=list(QUALITY))
+    ap.add_argument("--variations", type=int, default=1, help="also time N pictures in a batch")
     args = ap.parse_args()
     device = torch.device(args.device)
     cpu = device.type == "cpu"
@@ -81,16 +95,24 @@ def main() -> None:
         f"device: {name}, style: {args.style}, CLIP: {args.clip_model} "
         f"({args.clip_precision}), {iterations} iterations\n"
     )
-    print("| quality | size | cutouts | s/iteration (median) | it/s | peak memory (MiB) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| quality | pictures | size | cutouts | s/iteration (median) | it/s "
+        "| vs solo, per picture | end-to-end (s) | peak memory (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for q in qualities:
         s = resolve(Settings.create(
             prompts="underwater city", style=args.style, quality=q, aspect=args.aspect,
             clip_models=[args.clip_model], iterations=iterations, seed=0, device=str(device),
         ))  # fmt: skip
-        sec, mib = measure(s, models, device)
-        w, h = s.size
-        print(f"| {q} | {w}x{h} | {s.cutouts} | {sec:.4f} | {1 / sec:.1f} | {mib:.0f} |")
+        solo = 0.0
+        for n in sorted({1, args.variations}):
+            sec, mib, e2e = measure(s.model_copy(update={"variations": n}), models, device)
+            solo = solo or sec
+            ratio = f"{sec / (n * solo):.2f}" if n > 1 else "1"
+            w, h = s.size
+            print(f"| {q} | {n} | {w}x{h} | {s.cutouts} | {sec:.4f} | {1 / sec:.1f} | {ratio} "
+                  f"| {e2e:.2f} | {mib:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ Peak memory includes the weights (VQGAN ~290 MiB, ViT-B/32 ~580 MiB). Prints a m
 
     python bench/vqgan.py                                  # CPU: draft only, 3 iterations
     python bench/vqgan.py --device cuda --aspects square widescreen portrait
+    python bench/vqgan.py --variations 4                   # the full step for 4 pictures at once
+
+With `--variations N` the full step renders N pictures (N drawers, one Adam), cuts each one's
+40 views and sends all N x 40 through CLIP in one batch, as `generate(variations=N)` does; the
+extra column divides its time by N solo steps.
 """
 
 from __future__ import annotations
@@ -59,22 +64,26 @@ def decode_step(drawer: ImageDrawer) -> Callable[[], None]:
     return step
 
 
-def full_step(drawer: ImageDrawer, clip: object, device: torch.device) -> Callable[[], None]:
-    """render -> cutouts -> CLIP -> spherical loss to a prompt -> backward -> Adam -> clamp."""
+def full_step(drawers: list[ImageDrawer], clip: object, device: torch.device) -> Callable[[], None]:
+    """render -> cutouts -> CLIP -> spherical loss to a prompt -> backward -> Adam -> clamp,
+    for every drawer at once (one CLIP batch of N x 40 views)."""
     from engine.cutouts import Cutouts
     from engine.perceptor import ClipModel, spherical_distance
 
     assert isinstance(clip, ClipModel)
-    cut, g = Cutouts(clip.input_size, DEFAULT_CUTOUTS), torch.Generator().manual_seed(0)
+    cut = Cutouts(clip.input_size, DEFAULT_CUTOUTS)
+    gens = [torch.Generator().manual_seed(i) for i in range(len(drawers))]
     target = clip.encode_text(["underwater city"])  # (1, d)
-    opt = torch.optim.Adam(drawer.parameters())
+    opt = torch.optim.Adam([group for d in drawers for group in d.parameters()])
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        embeds = clip.encode_image(cut(drawer.render(), g))  # (40, d)
-        spherical_distance(embeds, target).mean().backward()
+        views = torch.cat([cut(d.render(), g) for d, g in zip(drawers, gens, strict=True)])
+        embeds = clip.encode_image(views)  # (N x 40, d)
+        spherical_distance(embeds, target).view(len(drawers), -1).mean(1).sum().backward()
         opt.step()
-        drawer.clamp_()
+        for d in drawers:
+            d.clamp_()
 
     return step
 
@@ -120,17 +129,33 @@ def run_one(
 
 def row(
     quality: str, aspect: str, ckpt: bool, clip: object, models: ModelCache, device: torch.device,
-    iterations: int,
+    iterations: int, variations: int = 1,
 ) -> str:  # fmt: skip
-    """One table row: decode step and full step for a size and checkpointing setting."""
+    """One table row: decode step and full step (solo, and N at once) for a size and
+    checkpointing setting."""
 
     def drawer() -> ImageDrawer:
         return make_drawer(quality, aspect, ckpt, models, device)
 
+    def full(n: int) -> tuple[float, float] | str:
+        if not clip:
+            return "-"
+        return run_one(lambda: full_step([drawer() for _ in range(n)], clip, device),
+                       iterations, device)  # fmt: skip
+
     dec = run_one(lambda: decode_step(drawer()), iterations, device)
-    full = run_one(lambda: full_step(drawer(), clip, device), iterations, device) if clip else "-"
+    solo = full(1)
     w, h = drawer().ctx.settings.size or (0, 0)
-    return f"| {quality} | {w}x{h} | {'on' if ckpt else 'off'} | {cell(dec)} | {cell(full)} |"
+    line = f"| {quality} | {w}x{h} | {'on' if ckpt else 'off'} | {cell(dec)} | {cell(solo)} |"
+    if variations > 1:
+        batch = full(variations)
+        ratio = (
+            f"{batch[0] / (variations * solo[0]):.2f}"
+            if isinstance(batch, tuple) and isinstance(solo, tuple)
+            else "-"
+        )
+        line += f" {cell(batch)} | {ratio} |"
+    return line
 
 
 def load_models(args: argparse.Namespace, device: torch.device) -> tuple[ModelCache, object]:
@@ -154,6 +179,7 @@ def main() -> None:
     ap.add_argument("--aspects", nargs="+", default=["square"])
     ap.add_argument("--clip-model", default="ViT-B/32:random")
     ap.add_argument("--no-clip", action="store_true", help="time the decode step only")
+    ap.add_argument("--variations", type=int, default=1, help="also time N pictures at once")
     args = ap.parse_args()
     device = torch.device(args.device)
     cpu = device.type == "cpu"
@@ -165,12 +191,17 @@ def main() -> None:
     print(f"device: {name}, VQGAN: f16-16384 (random weights), CLIP: {clip_name}, ", end="")
     print(f"{iterations} timed iterations (median)\n")
     cols = ["quality", "size", "checkpointing", "decode s/it", "decode peak MiB"]
-    print("| " + " | ".join([*cols, "full s/it", "full peak MiB"]) + " |")
-    print("|---|---|---|---|---|---|---|")
+    cols += ["full s/it", "full peak MiB"]
+    if args.variations > 1:
+        n = args.variations
+        cols += [f"full x{n} s/it", f"full x{n} peak MiB", f"x{n} vs solo, per picture"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
     for aspect in args.aspects:
         for q in qualities:
             for ckpt in (False, True):
-                print(row(q, aspect, ckpt, clip, models, device, iterations), flush=True)
+                line = row(q, aspect, ckpt, clip, models, device, iterations, args.variations)
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,14 @@
-"""generate(settings) -> Result: the CLIP-guided optimisation loop."""
+"""generate(settings) -> Result: the CLIP-guided optimisation loop.
+
+`variations=N` makes N pictures in one batch, from the seeds seed, seed+1, ...: each picture has
+its own drawer (its own start), its own generator (its own cutouts) and its own Adam state (Adam
+is element-wise, so one optimiser over every picture's parameters is N independent ones); their
+views go through CLIP as one batch and their losses are summed, so no picture's gradient depends
+on another's. On the CPU picture i is byte for byte the solo run with seed+i (tested).
+
+The loop never waits for the device: the losses stay in a device tensor, read only when a
+`Step.loss` is asked for (progress is throttled by its readers) and once at the end.
+"""
 
 from __future__ import annotations
 
@@ -32,25 +42,38 @@ class Step:
 
     iteration: int
     total: int
-    loss: float
+    _loss: Callable[[], float] = field(repr=False)
     elapsed: float
     _image: Callable[[], Image.Image] = field(repr=False)
 
+    @property
+    def loss(self) -> float:
+        """This iteration's loss (mean over the variations); reading it waits for the device."""
+        return self._loss()
+
     def image(self) -> Image.Image:
-        """The current image (rendered on demand: costs a device-to-host copy)."""
+        """The current image (rendered on demand: costs a device-to-host copy); the contact
+        sheet of every variation when there are several."""
         return self._image()
 
 
 @dataclass
 class Result:
-    """The final image with the resolved settings and the loss history."""
+    """The final image with the resolved settings and the loss history.
+
+    With variations, `images`, `seeds` and `svgs` hold every picture (with the seed that
+    reproduces it alone) and `image` is their contact sheet; else `image` is `images[0]`.
+    """
 
     image: Image.Image
     settings: ResolvedSettings
-    losses: list[float]
+    losses: list[float]  # per iteration, the mean over the variations
     elapsed: float
     svg: str | None = None
     video_path: Path | None = None
+    images: list[Image.Image] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    svgs: list[str | None] = field(default_factory=list)
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -64,6 +87,36 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     """(1, 3, H, W) in [0, 1] -> RGB PIL image (rounded to 8 bits)."""
     arr = image.detach()[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(arr, "RGB")
+
+
+SHEET_GAP = 4  # pixels of white between two pictures of a contact sheet
+
+
+def contact_sheet(images: list[Image.Image]) -> Image.Image:
+    """The pictures in a grid (2 side by side, 3-4 in two rows), white gaps between them."""
+    if len(images) == 1:
+        return images[0]
+    cols = 2
+    rows = (len(images) + 1) // 2
+    w, h = images[0].size
+    sheet = Image.new("RGB", (cols * w + SHEET_GAP, rows * h + (rows - 1) * SHEET_GAP), "white")
+    for i, picture in enumerate(images):
+        sheet.paste(picture, ((i % cols) * (w + SHEET_GAP), (i // cols) * (h + SHEET_GAP)))
+    return sheet
+
+
+def _sheet_now(images: list[torch.Tensor]) -> Image.Image:
+    return contact_sheet([to_pil(image) for image in images])
+
+
+def variation_seeds(s: ResolvedSettings) -> list[int]:
+    """The seed of each picture: seed, seed+1, ..."""
+    return [s.seed + i for i in range(s.variations)]
+
+
+def solo_settings(s: ResolvedSettings, seed: int) -> ResolvedSettings:
+    """The settings that make one variation alone (its seed, one picture)."""
+    return s.model_copy(update={"seed": seed, "variations": 1})
 
 
 def load_image_tensor(path: str, size: tuple[int, int], device: torch.device) -> torch.Tensor:
@@ -97,12 +150,26 @@ class _Objective:
         }
         self.settings, self.init = s, init
 
-    def __call__(self, image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """Total loss of one render.  image: (1, 3, H, W)"""
-        views = {key: cut(image, g) for key, cut in self.cutouts.items()}  # (n, 3, S, S) each
-        loss = image.new_zeros(())
+    def __call__(self, images: list[torch.Tensor], gens: list[torch.Generator]) -> torch.Tensor:
+        """The loss of each picture: (N,).  images: N x (1, 3, H, W), each with its generator.
+
+        Every picture's views go through each CLIP model in one batch; each generator is drawn
+        from in the same order as in a solo run (view kinds in order), so picture i sees the
+        views the solo run with its seed would.
+        """
+        views = {
+            key: torch.cat([cut(image, g) for image, g in zip(images, gens, strict=True)])
+            for key, cut in self.cutouts.items()
+        }  # (N*n, 3, S, S) each
+        losses = [image.new_zeros(()) for image in images]
         for clip, targets in zip(self.clips, self.targets, strict=True):
-            loss = loss + targets.loss(clip.encode_image(views[_views_key(clip)]))
+            embeds = clip.encode_image(views[_views_key(clip)]).chunk(len(images))
+            losses = [loss + targets.loss(e) for loss, e in zip(losses, embeds, strict=True)]
+        pairs = zip(images, losses, strict=True)
+        return torch.stack([self._penalties(image, loss) for image, loss in pairs])
+
+    def _penalties(self, image: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        """`loss` plus the optional init, smoothness and saturation terms of one picture."""
         s = self.settings
         if s.init_weight and self.init is not None:
             loss = loss + s.init_weight * (image - self.init).pow(2).mean()
@@ -133,29 +200,38 @@ def generate(
     s = resolve(settings, limits)
     device = pick_device(s.device)
     models = models or ModelCache()
-    g = torch.Generator().manual_seed(s.seed)
+    seeds = variation_seeds(s)
+    gens = [torch.Generator().manual_seed(seed) for seed in seeds]
     init = load_image_tensor(s.init_image, s.size, device) if s.init_image else None
     recorder = _start_video(s, video_path)
     try:
         clips = [models.clip(name, device) for name in s.clip_models]
-        drawer = create_drawer(s.style, DrawerContext(s, device, g, init, models))
+        drawers = [
+            create_drawer(s.style, DrawerContext(solo_settings(s, seed), device, g, init, models))
+            for seed, g in zip(seeds, gens, strict=True)
+        ]
         objective = _Objective(s, clips, init)
-        losses = _optimise(s, drawer, objective, g, on_step, should_stop, recorder)
+        losses = _optimise(s, drawers, objective, gens, on_step, should_stop, recorder)
         with torch.no_grad():
-            final = drawer.render()
+            finals = [drawer.render() for drawer in drawers]
         if recorder is not None:
-            recorder.close(final)
+            recorder.close(finals[0])
     except BaseException:
         if recorder is not None:
             recorder.abort()
         raise
+    images = [to_pil(final) for final in finals]
+    svgs = [drawer.to_svg() for drawer in drawers]
     return Result(
-        image=to_pil(final),
+        image=contact_sheet(images),
         settings=s,
         losses=losses,
         elapsed=time.perf_counter() - start,
-        svg=drawer.to_svg(),
+        svg=svgs[0] if len(svgs) == 1 else None,
         video_path=Path(video_path) if recorder is not None and video_path else None,
+        images=images,
+        seeds=seeds,
+        svgs=svgs,
     )
 
 
@@ -172,30 +248,48 @@ def _start_video(s: ResolvedSettings, video_path: str | Path | None) -> Any:
 
 def _optimise(
     s: ResolvedSettings,
-    drawer: Any,
+    drawers: list[Any],
     objective: _Objective,
-    g: torch.Generator,
+    gens: list[torch.Generator],
     on_step: Callable[[Step], None] | None,
     should_stop: Callable[[], bool] | None,
     recorder: Any,
 ) -> list[float]:
-    """The loop: render -> cutouts -> CLIP -> loss -> Adam step -> clamp -> progress."""
-    opt = torch.optim.Adam(drawer.parameters())
-    losses: list[float] = []
+    """The loop: render -> cutouts -> CLIP -> loss -> Adam step -> clamp -> progress.
+
+    The losses go into a device tensor: nothing in the loop waits for the device unless a
+    progress reader asks for `Step.loss` or `Step.image()`. The video (if any) follows the
+    first picture.
+    """
+    opt = torch.optim.Adam([group for drawer in drawers for group in drawer.parameters()])
+    history: torch.Tensor | None = None  # (iterations, N), on the device
     start = time.perf_counter()
     for i in range(s.iterations):
         if should_stop is not None and should_stop():
             raise Cancelled(f"cancelled at iteration {i} of {s.iterations}")
         opt.zero_grad(set_to_none=True)
-        image = drawer.render()  # (1, 3, H, W)
+        images = [drawer.render() for drawer in drawers]  # N x (1, 3, H, W)
         if recorder is not None:
-            recorder.maybe_add(i, image.detach)
-        loss = objective(image, g)
-        loss.backward()
+            recorder.maybe_add(i, images[0].detach)
+        losses = objective(images, gens)  # (N,)
+        losses.sum().backward()
         opt.step()
-        drawer.clamp_()
-        losses.append(float(loss.detach()))
+        for drawer in drawers:
+            drawer.clamp_()
+        if history is None:
+            history = losses.new_empty((s.iterations, len(drawers)))
+        history[i] = losses.detach()
         if on_step is not None:
             elapsed = time.perf_counter() - start
-            on_step(Step(i + 1, s.iterations, losses[-1], elapsed, partial(to_pil, image)))
-    return losses
+            loss = partial(_mean_loss, history, i)
+            picture = (
+                partial(to_pil, images[0]) if len(images) == 1 else partial(_sheet_now, images)
+            )
+            on_step(Step(i + 1, s.iterations, loss, elapsed, picture))
+    assert history is not None, "iterations >= 1"
+    return [float(v) for v in history.mean(dim=1).tolist()]  # one read, at the end
+
+
+def _mean_loss(history: torch.Tensor, i: int) -> float:
+    """Iteration i's loss, the mean over the pictures (a read from the device)."""
+    return float(history[i].mean())

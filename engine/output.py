@@ -46,7 +46,10 @@ def save_png(image: Image.Image, settings: Settings, path: str | Path) -> Path:
 def save_outputs(
     result: Result, directory: str | Path, stem: str, settings: Any = None
 ) -> dict[str, Path]:
-    """Write `stem.png` (with metadata) and `stem.svg` (painting) into `directory`.
+    """Write `stem.png` (with metadata) and `stem.svg` (painting) into `directory`; with
+    variations, `stem.png` is their contact sheet (its metadata re-makes the whole batch) and
+    each picture is also `stem-1.png`, `stem-2.png`, ... (keys '1.png', ...) whose metadata
+    holds its own seed and `variations: 1`, so `--from` makes that picture alone.
 
     Each file is written under a hidden temporary name and renamed into place, so a reader never
     sees half a file. `settings` replaces the result's in the PNG metadata (the service stores
@@ -55,14 +58,27 @@ def save_outputs(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     files = {"png": directory / f"{stem}.png"}
-    _atomic(files["png"], lambda tmp: save_png(result.image, settings or result.settings, tmp))
+    chosen = settings or result.settings
+    _atomic(files["png"], lambda tmp: save_png(result.image, chosen, tmp))
     if result.svg is not None:
-        svg = result.svg
-        files["svg"] = directory / f"{stem}.svg"
-        _atomic(files["svg"], lambda tmp: tmp.write_text(svg, encoding="utf-8"))
+        _write_text(files, "svg", directory / f"{stem}.svg", result.svg)
+    if len(result.images) > 1:  # the sheet above, and each picture with its own seed
+        for i, (picture, seed, svg) in enumerate(
+            zip(result.images, result.seeds, result.svgs, strict=True), start=1
+        ):
+            solo = chosen.model_copy(update={"seed": seed, "variations": 1})
+            files[f"{i}.png"] = directory / f"{stem}-{i}.png"
+            _atomic(files[f"{i}.png"], lambda tmp, p=picture, s=solo: save_png(p, s, tmp))
+            if svg is not None:
+                _write_text(files, f"{i}.svg", directory / f"{stem}-{i}.svg", svg)
     if result.video_path is not None and Path(result.video_path).exists():
         files["mp4"] = Path(result.video_path)
     return files
+
+
+def _write_text(files: dict[str, Path], key: str, path: Path, text: str) -> None:
+    files[key] = path
+    _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _atomic(path: Path, write: Any) -> None:

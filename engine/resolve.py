@@ -23,6 +23,8 @@ from engine.errors import SettingsError
 from engine.prompts import parse_prompts
 from engine.settings import Limits, ResolvedSettings, Settings, settings_error
 
+MAX_SEED = 2**63 - 1
+
 
 def resolve(
     settings: Settings, limits: Limits | None = None, defaults: Mapping[str, Any] | None = None
@@ -47,6 +49,9 @@ def resolve(
         resolved = ResolvedSettings.model_validate({**dict(s), **values})
     except ValidationError as exc:
         raise settings_error(exc) from None
+    if resolved.seed + resolved.variations - 1 > MAX_SEED:
+        raise SettingsError("seed", f"with {resolved.variations} variations, at most "
+                            f"{MAX_SEED - resolved.variations + 1}")  # fmt: skip
     check_limits(resolved, limits)
     return resolved
 

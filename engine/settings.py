@@ -120,6 +120,13 @@ class Settings(BaseModel):
     seed: int | None = Field(
         None, ge=0, le=2**63 - 1, description="Random seed (drawn and reported when empty)."
     )
+    variations: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="Pictures made side by side from the seeds seed, seed+1, ... in one batch "
+        "(each reproducible on its own with its seed).",
+    )
     make_video: bool = Field(False, description="Also make an MP4 of the generation.")
     cutouts: int | None = Field(
         None, ge=1, description="Augmented crops per step seen by CLIP (default 40)."

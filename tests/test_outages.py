@@ -182,6 +182,18 @@ def test_api_metrics_count_jobs_by_status(tmp_path: Path, models: ModelCache) ->
     assert metric(text, "text2art_process_info", role="api") == 1.0
 
 
+def test_a_job_cancelled_while_queued_counts_as_cancelled(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    with serving(jobs_config(tmp_path, run_worker_in_process=False), models) as client:
+        made = submit(client)
+        token = {"X-Delete-Token": made["delete_token"]}
+        assert client.post(f"/jobs/{made['id']}/cancel", headers=token).status_code == 200
+        text = client.get("/metrics").text
+    assert metric(text, "text2art_jobs_total", status="cancelled") == 1.0
+    assert metric(text, "text2art_queue_depth") == 0.0
+
+
 def test_the_worker_health_server(tmp_path: Path, models: ModelCache) -> None:
     config = jobs_config(tmp_path, health_port=0, run_worker_in_process=True)
     service = JobService(config, models=models, role="worker")

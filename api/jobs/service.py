@@ -287,6 +287,7 @@ class JobService:
     def cancel(self, job: Job) -> Job:
         """Queued: cancelled now. Running: asked to stop (waits a little for it to end)."""
         if self.store.cancel_queued(job.id):
+            self.metrics.finished("cancelled")  # it ended here, before any worker took it
             self.notify(job.id)
         elif self.store.request_cancel(job.id):
             self.runner.cancel(job.id)
