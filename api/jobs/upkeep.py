@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from api.jobs.outage import Outages, unavailable_service
+from api.jobs.probe import describe
 from api.jobs.queue import JobQueue
 from api.jobs.store import JobStore, Worker
 
@@ -96,7 +97,7 @@ class Upkeep:
                 log.exception("%s failed", chore.name)
             else:
                 self.outages.failed(service)
-                log.warning("%s: the %s is unavailable (%s)", chore.name, service, exc)
+                log.warning("%s: the %s is unavailable (%s)", chore.name, service, describe(exc))
 
 
 def worker_row(identity: str, host: str, pid: int, device: str, started_at: float) -> Worker:
