@@ -295,3 +295,34 @@ def test_a_worker_that_cannot_reach_its_parts_says_so_in_one_line(
     assert f"database postgresql+psycopg://me:***@127.0.0.1:{closed}/t2a: " in line
     assert "secret" not in line  # passwords are never printed
     assert "device cuda:7: " in line and "bucket" not in line  # the output dir works
+
+
+def test_two_processes_creating_the_postgres_queue_tables_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loser of the `CREATE TABLE IF NOT EXISTS` race (seen with two workers starting
+    together on a fresh database) tries again instead of refusing to start."""
+    import api.jobs.queue as queue_module
+
+    class UniqueViolation(Exception):  # psycopg.errors.UniqueViolation, by name
+        pass
+
+    calls: list[str] = []
+
+    def racy(name: str, **kwargs: Any) -> str:
+        calls.append(kwargs["dsn"])
+        if len(calls) == 1:
+            raise UniqueViolation('duplicate key value violates "pg_type_typname_nsp_index"')
+        return "huey"
+
+    monkeypatch.setattr(queue_module, "PostgresHuey", racy)
+    assert queue_module.make_huey("postgresql+psycopg://u@db/t2a", "t") == "huey"
+    assert calls == ["postgresql://u@db/t2a"] * 2
+    calls.clear()
+
+    def broken(name: str, **kwargs: Any) -> str:
+        raise ValueError("not a race")
+
+    monkeypatch.setattr(queue_module, "PostgresHuey", broken)
+    with pytest.raises(ValueError, match="not a race"):  # anything else: at once
+        queue_module.make_huey("postgresql://u@db/t2a", "t")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,12 +52,31 @@ def make_huey(url: str, name: str) -> Huey:
         return PriorityRedisHuey(name, connection_pool=pool, results=False)
     if scheme in ("postgresql", "postgres"):
         dsn = parts._replace(scheme="postgresql").geturl()  # psycopg wants a plain scheme
-        return PostgresHuey(name, dsn=dsn, results=False, connect_timeout=CONNECT_TIMEOUT)
+        return _postgres_huey(name, dsn)
     if scheme == "memory":  # one process only: for tests
         return MemoryHuey(name, results=False)
     raise ValueError(
         f"unknown queue URL {url!r}; use one of the schemes {', '.join(QUEUE_SCHEMES)}"
     )
+
+
+# What PostgreSQL raises when two processes create huey's tables at the same moment: the
+# loser's `CREATE TABLE IF NOT EXISTS` collides in the catalogue (e.g. two workers starting).
+_DDL_RACE = ("UniqueViolation", "DuplicateTable", "DuplicateObject")
+
+
+def _postgres_huey(name: str, dsn: str, tries: int = 3) -> Huey:
+    """`PostgresHuey`, which creates its tables at start; a lost creation race is tried again
+    (the tables exist by then, and `IF NOT EXISTS` passes)."""
+    for attempt in range(1, tries + 1):
+        try:
+            return PostgresHuey(name, dsn=dsn, results=False, connect_timeout=CONNECT_TIMEOUT)
+        except Exception as exc:
+            if attempt == tries or type(exc).__name__ not in _DDL_RACE:
+                raise
+            log.info("queue tables created by another process meanwhile; trying again")
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 class _ThreadConsumer(Consumer):
