@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """\
 Type a sentence, get a piece of art. `POST /generate` takes the form fields below (multipart or
 urlencoded) and returns the PNG; the response headers give the job id, the seed, the resolved
-settings and links to the kept outputs (`/outputs/{id}.png`, `.mp4`, `.svg`).
+settings and links to the kept outputs (`/outputs/{id}.png`, `.mp4`, `.svg`). With
+`variations=N` (1-4) the PNG is the contact sheet of N pictures from consecutive seeds, each kept
+as `/outputs/{id}-{k}.png` and listed in `X-Variation-Urls` and `X-Variation-Seeds`.
 
 ```
 curl -F prompts="underwater city" -F style="pixel art" -F seed=1 \\

@@ -32,7 +32,7 @@ from engine.settings import normalise_style
 # The card's fields, in the order of the form.
 FORM_FIELDS = (
     "prompts", "seed", "iterations", "quality", "aspect", "scale", "style", "make_video", "size",
-    "init_image", "image_prompts",
+    "init_image", "image_prompts", "variations",
 )  # fmt: skip
 UPLOADS = ("init_image", "image_prompts")
 # How a field travels in a form when not as its `Settings` type: uploads are files, a size is
@@ -43,7 +43,9 @@ _FORM_TYPES: dict[str, Any] = {
     "init_image": UploadFile | None,
     "image_prompts": list[UploadFile] | None,
 }
-_EXAMPLES: dict[str, list[Any]] = {"seed": [42], "make_video": [False], "size": ["256x256"]}
+_EXAMPLES: dict[str, list[Any]] = {
+    "seed": [42], "make_video": [False], "size": ["256x256"], "variations": [1],
+}  # fmt: skip
 # The card's defaults where they differ from the engine's (the engine lets the quality decide);
 # they are resolution defaults: a value the client or the chosen model gives wins.
 CARD_DEFAULTS: dict[str, Any] = {"scale": 2.5}

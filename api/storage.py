@@ -3,11 +3,13 @@
 Layout of the local store (the one backend today) under its root directory:
 
     {id}.png | {id}.svg | {id}.mp4     the kept results, served at GET /outputs/{id}.{ext}
+    {id}-{k}.png | {id}-{k}.svg        picture k of a job with variations ({id}.png: their sheet)
     previews/{id}.png                  the latest preview of a running job
     uploads/{id}/                      the images uploaded with the job
 
-Callers speak in job ids and extensions; only `video_path`, `upload_dir` and `path` hand out a
-local path, because the engine reads and writes local files and `FileResponse` serves them. The
+Callers speak in job ids and extensions, or output keys ('png', '2.png': see `output_name`);
+only `video_path`, `upload_dir` and `path` hand out a local path, because the engine reads and
+writes local files and `FileResponse` serves them. The
 S3-compatible backend (`api.storage_s3.S3ArtifactStore`, chosen by `api.artifacts`) keeps the
 same methods: those three then stage files in its local directory, and `commit_uploads` /
 `localize` carry a job's uploads from the API node to the worker through the bucket.
@@ -33,12 +35,18 @@ from PIL import Image
 from api.errors import RunFailed
 from engine import Result, Settings
 from engine.output import save_outputs
+from engine.settings import MAX_VARIATIONS
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPES = {"png": "image/png", "mp4": "video/mp4", "svg": "image/svg+xml"}
 EXTENSIONS = tuple(MEDIA_TYPES)
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
+# Every output key a job may keep, in the order they are listed: the main files by extension,
+# then picture k of a batch of variations as 'k.png' (and 'k.svg' for the painting style).
+OUTPUT_KEYS = EXTENSIONS + tuple(
+    f"{k}.{ext}" for k in range(1, MAX_VARIATIONS + 1) for ext in ("png", "svg")
+)
+_NAME = re.compile(rf"[0-9a-f]{{32}}(-[1-{MAX_VARIATIONS}])?")
 
 
 def new_job_id() -> str:
@@ -46,9 +54,33 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def valid_name(job_id: str, ext: str) -> bool:
-    """Whether `{job_id}.{ext}` can name a kept result (32 hex digits, a known extension)."""
-    return bool(_JOB_ID.fullmatch(job_id)) and ext in MEDIA_TYPES
+def valid_name(name: str, ext: str) -> bool:
+    """Whether `{name}.{ext}` can name a kept result: a job id (32 hex digits), optionally
+    '-k' for picture k of its variations, and a known extension."""
+    return bool(_NAME.fullmatch(name)) and ext in MEDIA_TYPES
+
+
+def output_name(job_id: str, key: str) -> tuple[str, str]:
+    """The name and extension an output key is kept and served under:
+    ('png' -> `{id}`, 'png'; '2.png' -> `{id}-2`, 'png')."""
+    index, _, ext = key.rpartition(".")
+    return (f"{job_id}-{index}" if index else job_id), ext
+
+
+def output_file(job_id: str, key: str) -> str:
+    """The file name of an output key, e.g. `{id}-2.png` (also its path under /outputs/)."""
+    name, ext = output_name(job_id, key)
+    return f"{name}.{ext}"
+
+
+def variation_keys(keys: list[str], ext: str = "png") -> dict[int, str]:
+    """Picture index -> its key, for the pictures of a batch among `keys` ('1.png', ...)."""
+    found = {}
+    for key in keys:
+        index, _, kind = key.rpartition(".")
+        if index.isdigit() and kind == ext:
+            found[int(index)] = key
+    return dict(sorted(found.items()))
 
 
 class StorageError(RunFailed, OSError):
@@ -111,11 +143,12 @@ class ArtifactStore:
 
     # -- results ---------------------------------------------------------------------------
     def save_result(self, result: Result, job_id: str) -> list[str]:
-        """Write the PNG (its metadata without server paths) and the SVG, each atomically;
-        returns the kept extensions (the video is already in place)."""
+        """Write the PNG (its metadata without server paths), the SVG and each picture of a
+        batch, each atomically; returns the kept output keys (the video is already in place)."""
         shown = self.public_settings(result.settings)
         try:
-            return list(save_outputs(result, self.root, job_id, settings=shown))
+            kept = save_outputs(result, self.root, job_id, settings=shown)
+            return [key for key in OUTPUT_KEYS if key in kept]
         except OSError as exc:  # the worker discards what the failed job wrote
             raise StorageError(
                 f"cannot save the result in {self.describe()}: {reason(exc)}"
@@ -125,29 +158,30 @@ class ArtifactStore:
         """Where the engine writes the job's MP4."""
         return self._file(job_id, "mp4")
 
-    def path(self, job_id: str, ext: str) -> Path | None:
-        """The kept file to serve, or None when there is none."""
-        if not valid_name(job_id, ext):
+    def path(self, name: str, ext: str) -> Path | None:
+        """The kept file to serve, or None when there is none (`name`: a job id, or
+        `{id}-{k}` for picture k of its variations)."""
+        if not valid_name(name, ext):
             return None
-        path = self._file(job_id, ext)
+        path = self._file(name, ext)
         return path if path.is_file() else None
 
-    def read(self, job_id: str, ext: str) -> bytes | None:
+    def read(self, name: str, ext: str) -> bytes | None:
         """The kept file's bytes, or None."""
-        path = self.path(job_id, ext)
+        path = self.path(name, ext)
         return _read(path) if path is not None else None
 
-    def extensions(self, job_id: str) -> list[str]:
-        """The extensions of the results kept for the job."""
-        return [ext for ext in EXTENSIONS if self._file(job_id, ext).is_file()]
+    def kept(self, job_id: str) -> list[str]:
+        """The output keys of the results kept for the job."""
+        return [key for key in OUTPUT_KEYS if self._file(*output_name(job_id, key)).is_file()]
 
-    def presigned_url(self, job_id: str, ext: str) -> str | None:
+    def presigned_url(self, name: str, ext: str) -> str | None:
         """A URL that serves the file without the API (None: the API serves it)."""
         return None
 
-    def local_files(self, job_id: str, exts: list[str]) -> dict[str, Path]:
-        """Local files of the given results (e-mail attachments), by extension."""
-        return {ext: self._file(job_id, ext) for ext in exts if ext in MEDIA_TYPES}
+    def local_files(self, job_id: str, keys: list[str]) -> dict[str, Path]:
+        """Local files of the given results (e-mail attachments), by output key."""
+        return {key: self._file(*output_name(job_id, key)) for key in keys if key in OUTPUT_KEYS}
 
     # -- previews --------------------------------------------------------------------------
     def save_preview(self, job_id: str, image: Image.Image) -> None:
@@ -215,12 +249,12 @@ class ArtifactStore:
 
     def discard(self, job_id: str) -> None:
         """Remove what a failed or cancelled run wrote (results, preview); uploads stay."""
-        for ext in EXTENSIONS:
-            self._file(job_id, ext).unlink(missing_ok=True)
+        for key in OUTPUT_KEYS:
+            self._file(*output_name(job_id, key)).unlink(missing_ok=True)
         self.remove_preview(job_id)
 
-    def _file(self, job_id: str, ext: str) -> Path:
-        return self.root / f"{job_id}.{ext}"
+    def _file(self, name: str, ext: str) -> Path:
+        return self.root / f"{name}.{ext}"
 
     def _preview(self, job_id: str) -> Path:
         return self.root / "previews" / f"{job_id}.png"

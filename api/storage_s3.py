@@ -1,9 +1,10 @@
 """`S3ArtifactStore`: the artifact store in an S3-compatible bucket (AWS S3, MinIO, R2, GCS).
 
 Keys under `s3://BUCKET/PREFIX/` mirror the local layout: `{id}.png|svg|mp4`,
-`previews/{id}.png`, `uploads/{id}/{name}` and `.text2art/{marker}`. The local directory (the
-node's T2A_OUTPUT_DIR) only stages files: the engine writes the video and the outputs there,
-they are uploaded, then removed; `path` downloads a copy for e-mail attachments.
+`{id}-{k}.png|svg` (picture k of a batch of variations), `previews/{id}.png`,
+`uploads/{id}/{name}` and `.text2art/{marker}`. The local directory (the node's T2A_OUTPUT_DIR)
+only stages files: the engine writes the video and the outputs there, they are uploaded, then
+removed; `path` downloads a copy for e-mail attachments.
 
 An object appears whole or not at all (a PUT, or a multipart upload that boto3 aborts when it
 fails), so a reader never sees part of one; when any upload of a result fails, the objects
@@ -27,7 +28,16 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from api.storage import EXTENSIONS, MEDIA_TYPES, ArtifactStore, StorageError, reason, valid_name
+from api.storage import (
+    MEDIA_TYPES,
+    OUTPUT_KEYS,
+    ArtifactStore,
+    StorageError,
+    output_file,
+    output_name,
+    reason,
+    valid_name,
+)
 from engine import Result
 from engine.output import save_outputs
 
@@ -154,16 +164,17 @@ class S3ArtifactStore(ArtifactStore):
         done: list[str] = []
         try:
             files = save_outputs(result, self._staging(job_id), job_id, settings=shown)
-            for ext, path in files.items():
-                self.put_file(f"{job_id}.{ext}", Path(path), MEDIA_TYPES[ext])
-                done.append(ext)
+            for key, path in files.items():
+                name = output_file(job_id, key)
+                self.put_file(name, Path(path), MEDIA_TYPES[output_name(job_id, key)[1]])
+                done.append(key)
         except Exception as exc:
-            self._forget([f"{job_id}.{ext}" for ext in done])
+            self._forget([output_file(job_id, key) for key in done])
             detail = f"cannot save the result in {self.describe()}: {reason(exc)}"
             raise StorageError(detail) from exc
         finally:
             self._drop_local(job_id)
-        return [ext for ext in EXTENSIONS if ext in done]
+        return [key for key in OUTPUT_KEYS if key in done]
 
     def video_path(self, job_id: str) -> Path:
         """Where the engine writes the MP4 before it is uploaded (the folder is made here)."""
@@ -171,50 +182,51 @@ class S3ArtifactStore(ArtifactStore):
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{job_id}.mp4"
 
-    def path(self, job_id: str, ext: str) -> Path | None:
-        """A local copy of the kept object (downloaded atomically), or None."""
-        if not valid_name(job_id, ext):
+    def path(self, name: str, ext: str) -> Path | None:
+        """A local copy of the kept object (downloaded atomically), or None (`name`: a job id,
+        or `{id}-{k}` for picture k of its variations)."""
+        if not valid_name(name, ext):
             return None
-        data = self.get_bytes(f"{job_id}.{ext}")
+        data = self.get_bytes(f"{name}.{ext}")
         if data is None:
             return None
-        path = self.root / "cache" / f"{job_id}.{ext}"
+        path = self.root / "cache" / f"{name}.{ext}"
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f".{path.name}.part")
         part.write_bytes(data)
         part.replace(path)
         return path
 
-    def read(self, job_id: str, ext: str) -> bytes | None:
+    def read(self, name: str, ext: str) -> bytes | None:
         """The kept object's bytes, or None."""
-        return self.get_bytes(f"{job_id}.{ext}") if valid_name(job_id, ext) else None
+        return self.get_bytes(f"{name}.{ext}") if valid_name(name, ext) else None
 
-    def extensions(self, job_id: str) -> list[str]:
-        """The extensions of the results kept for the job."""
-        return [ext for ext in EXTENSIONS if self.exists(f"{job_id}.{ext}")]
+    def kept(self, job_id: str) -> list[str]:
+        """The output keys of the results kept for the job."""
+        return [key for key in OUTPUT_KEYS if self.exists(output_file(job_id, key))]
 
-    def local_files(self, job_id: str, exts: list[str]) -> dict[str, Path]:
-        """Local copies of the given results (e-mail attachments), by extension."""
-        files = {ext: self.path(job_id, ext) for ext in exts if ext in MEDIA_TYPES}
-        return {ext: path for ext, path in files.items() if path is not None}
+    def local_files(self, job_id: str, keys: list[str]) -> dict[str, Path]:
+        """Local copies of the given results (e-mail attachments), by output key."""
+        files = {key: self.path(*output_name(job_id, key)) for key in keys if key in OUTPUT_KEYS}
+        return {key: path for key, path in files.items() if path is not None}
 
     # -- serving -----------------------------------------------------------------------------
-    def presigned_url(self, job_id: str, ext: str) -> str | None:
+    def presigned_url(self, name: str, ext: str) -> str | None:
         """A time-limited GET URL of the object; None when presigning is off or it is missing."""
-        if self.presign_seconds is None or not self.exists(f"{job_id}.{ext}"):
+        if self.presign_seconds is None or not self.exists(f"{name}.{ext}"):
             return None
-        params = {"Bucket": self.bucket, "Key": self.key(f"{job_id}.{ext}")}
+        params = {"Bucket": self.bucket, "Key": self.key(f"{name}.{ext}")}
         params["ResponseContentType"] = MEDIA_TYPES[ext]
-        params["ResponseContentDisposition"] = f'inline; filename="{job_id}.{ext}"'
+        params["ResponseContentDisposition"] = f'inline; filename="{name}.{ext}"'
         url: str = self.client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=self.presign_seconds
         )
         return url
 
-    def open_stream(self, job_id: str, ext: str, byte_range: str | None) -> ObjectStream | None:
+    def open_stream(self, name: str, ext: str, byte_range: str | None) -> ObjectStream | None:
         """The object, or the single range asked for (206; 416 when outside it); None: no such
         object. S3 itself applies the Range header."""
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(f"{job_id}.{ext}")}
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(f"{name}.{ext}")}
         if byte_range:
             args["Range"] = byte_range
         try:
@@ -223,9 +235,9 @@ class S3ArtifactStore(ArtifactStore):
             if _status(exc) == 404:
                 return None
             if _status(exc) == 416:
-                size = self._size(job_id, ext)
+                size = self._size(name, ext)
                 return ObjectStream(416, {"Content-Range": f"bytes */{size}"})
-            raise StorageError(f"cannot read {job_id}.{ext}: {reason(exc)}") from exc
+            raise StorageError(f"cannot read {name}.{ext}: {reason(exc)}") from exc
         headers = {"Content-Length": str(obj["ContentLength"]), "Accept-Ranges": "bytes"}
         if obj.get("ETag"):
             headers["ETag"] = obj["ETag"]
@@ -237,8 +249,8 @@ class S3ArtifactStore(ArtifactStore):
         status = 206 if obj.get("ContentRange") else 200
         return ObjectStream(status, headers, obj["Body"].iter_chunks(CHUNK))
 
-    def _size(self, job_id: str, ext: str) -> int:
-        head = self.client.head_object(Bucket=self.bucket, Key=self.key(f"{job_id}.{ext}"))
+    def _size(self, name: str, ext: str) -> int:
+        head = self.client.head_object(Bucket=self.bucket, Key=self.key(f"{name}.{ext}"))
         return int(head["ContentLength"])
 
     # -- previews ----------------------------------------------------------------------------
@@ -296,10 +308,11 @@ class S3ArtifactStore(ArtifactStore):
 
     def discard(self, job_id: str) -> None:
         """Remove the results and preview of a failed or cancelled run (uploads stay)."""
-        self.remove([f"{job_id}.{ext}" for ext in EXTENSIONS] + [f"previews/{job_id}.png"])
+        names = [output_file(job_id, key) for key in OUTPUT_KEYS]
+        self.remove([*names, f"previews/{job_id}.png"])
         self._drop_local(job_id)
-        for ext in EXTENSIONS:
-            (self.root / "cache" / f"{job_id}.{ext}").unlink(missing_ok=True)
+        for name in names:
+            (self.root / "cache" / name).unlink(missing_ok=True)
 
     def _drop_local(self, job_id: str) -> None:
         """Remove the node's staged files of a job (the bucket keeps what matters)."""

@@ -102,6 +102,7 @@ def check_limits(s: ResolvedSettings, limits: Limits) -> None:
         ("iterations", s.iterations, limits.max_iterations),
         ("cutouts", s.cutouts, limits.max_cutouts),
         ("strokes", s.strokes, limits.max_strokes),
+        ("variations", s.variations, limits.max_variations),
     ):
         if value > most:
             raise SettingsError(field, f"must be between 1 and {most}, got {value}")

@@ -18,6 +18,7 @@ from engine.prompts import parse_prompts
 STYLES = ("image", "painting", "pixel art")
 QUALITIES = tuple(presets.QUALITY)
 ASPECTS = tuple(presets.ASPECT)
+MAX_VARIATIONS = 4  # pictures in one batch (each adds its cutouts to the CLIP batch)
 # The fields whose value is one of a few names (any case; styles have aliases too): their
 # validators check them, and the CLI lists them in its help.
 CHOICES: dict[str, tuple[str, ...]] = {"style": STYLES, "quality": QUALITIES, "aspect": ASPECTS}
@@ -46,6 +47,12 @@ class Limits(BaseModel):
     max_prompts: int = Field(8, ge=1, description="Most prompts (text and image together).")
     max_strokes: int = Field(4096, ge=1, description="Most strokes for the painting style.")
     max_scale: float = Field(8.0, gt=0, description="Largest scale factor.")
+    max_variations: int = Field(
+        MAX_VARIATIONS,
+        ge=1,
+        le=MAX_VARIATIONS,
+        description="Most pictures in one batch (memory grows with each).",
+    )
 
 
 def normalise_style(value: str) -> str:
@@ -123,7 +130,7 @@ class Settings(BaseModel):
     variations: int = Field(
         1,
         ge=1,
-        le=4,
+        le=MAX_VARIATIONS,
         description="Pictures made side by side from the seeds seed, seed+1, ... in one batch "
         "(each reproducible on its own with its seed).",
     )

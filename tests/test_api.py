@@ -30,7 +30,7 @@ from engine.settings import STYLES
 FAST = {"style": "pixel art", "size": "32x32", "iterations": "2", "seed": "1"}
 CARD_FIELDS = [
     "seed", "iterations", "prompts", "quality", "aspect", "scale", "style", "make_video",
-    "size", "init_image", "image_prompts",
+    "size", "init_image", "image_prompts", "variations",
 ]  # fmt: skip
 
 

@@ -2,32 +2,66 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from api.storage import ArtifactStore, new_job_id, valid_name
+from api.storage import (
+    ArtifactStore,
+    new_job_id,
+    output_file,
+    output_name,
+    valid_name,
+    variation_keys,
+)
 from engine import Result, Settings, resolve
+from engine.generate import contact_sheet
 
 
 def a_result(
-    store: ArtifactStore, job_id: str, *, svg: str | None = None, video: bool = False
+    store: ArtifactStore,
+    job_id: str,
+    *,
+    svg: str | None = None,
+    video: bool = False,
+    variations: int = 1,
 ) -> Result:
-    """A finished run as the engine returns it, with an upload and optionally an SVG and MP4."""
+    """A finished run as the engine returns it, with an upload and optionally an SVG, an MP4
+    and several pictures (each its own colour; `image` their contact sheet)."""
     upload = store.upload_dir(job_id) / "init.png"
     upload.parent.mkdir(parents=True)
     Image.new("RGB", (8, 8), "blue").save(upload)
     settings = Settings.create(
-        prompts="a lighthouse", style="pixel art", size=(32, 32), seed=3, init_image=str(upload)
+        prompts="a lighthouse",
+        style="pixel art",
+        size=(32, 32),
+        seed=3,
+        init_image=str(upload),
+        variations=variations,
     )
     video_path = None
     if video:
         video_path = store.video_path(job_id)
         video_path.write_bytes(b"fake mp4")
-    image = Image.new("RGB", (32, 32), "white")
-    return Result(image, resolve(settings), [1.0], 0.1, svg=svg, video_path=video_path)
+    if variations == 1:
+        image = Image.new("RGB", (32, 32), "white")
+        return Result(image, resolve(settings), [1.0], 0.1, svg=svg, video_path=video_path)
+    pictures = [Image.new("RGB", (32, 32), (40 * i, 0, 0)) for i in range(variations)]
+    svgs = [f'<svg id="{i}"/>' if svg else None for i in range(variations)]
+    return Result(
+        contact_sheet(pictures),
+        resolve(settings),
+        [1.0],
+        0.1,
+        svg=svg,
+        video_path=video_path,
+        images=pictures,
+        seeds=[3 + i for i in range(variations)],
+        svgs=svgs,
+    )
 
 
 @pytest.fixture
@@ -41,9 +75,7 @@ def test_save_result_keeps_png_svg_and_video_and_serves_them(store: ArtifactStor
     job_id = new_job_id()
     svg = '<svg xmlns="http://www.w3.org/2000/svg"/>'
     kept = store.save_result(a_result(store, job_id, svg=svg, video=True), job_id)
-    assert sorted(kept) == ["mp4", "png", "svg"] and sorted(store.extensions(job_id)) == sorted(
-        kept
-    )
+    assert sorted(kept) == ["mp4", "png", "svg"] and sorted(store.kept(job_id)) == sorted(kept)
     png = store.path(job_id, "png")
     assert png is not None and png.parent == store.root
     with Image.open(png) as img:
@@ -121,8 +153,8 @@ def test_delete_leaves_nothing_of_the_job(store: ArtifactStore) -> None:
     store.delete(job_id)
     left = sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*") if p.is_file())
     assert [name for name in left if job_id in name] == []
-    assert store.extensions(job_id) == [] and store.read_preview(job_id) is None
-    assert store.extensions(other) == ["png"]  # another job's files stay
+    assert store.kept(job_id) == [] and store.read_preview(job_id) is None
+    assert store.kept(other) == ["png"]  # another job's files stay
     store.delete(job_id)  # deleting twice is harmless
 
 
@@ -131,3 +163,52 @@ def test_job_ids_and_names() -> None:
     assert valid_name(job_id, "png") and valid_name(job_id, "mp4") and valid_name(job_id, "svg")
     assert not valid_name(job_id, "exe") and not valid_name("../" + job_id[3:], "png")
     assert new_job_id() != job_id
+
+
+def test_variations_are_kept_one_file_each_and_served_by_name(store: ArtifactStore) -> None:
+    job_id = new_job_id()
+    kept = store.save_result(a_result(store, job_id, svg="<svg/>", variations=3), job_id)
+    assert kept == ["png", "svg", "1.png", "1.svg", "2.png", "2.svg", "3.png", "3.svg"]
+    assert store.kept(job_id) == kept
+    with Image.open(store.root / f"{job_id}.png") as sheet:  # the contact sheet, 2 x 2
+        assert (
+            sheet.size == (68, 68)
+            and json.loads(sheet.text["text2art:settings"])["variations"] == 3
+        )
+    for k in (1, 2, 3):
+        path = store.path(f"{job_id}-{k}", "png")
+        assert path == store.root / f"{job_id}-{k}.png"
+        with Image.open(path) as picture:
+            assert picture.size == (32, 32) and picture.getpixel((0, 0)) == (40 * (k - 1), 0, 0)
+            solo = json.loads(picture.text["text2art:settings"])
+            assert (solo["seed"], solo["variations"]) == (3 + k - 1, 1)
+        assert store.read(f"{job_id}-{k}", "svg") == f'<svg id="{k - 1}"/>'.encode()
+    files = store.local_files(job_id, ["1.png", "3.png", "../x.png"])
+    assert files == {
+        "1.png": store.root / f"{job_id}-1.png",
+        "3.png": store.root / f"{job_id}-3.png",
+    }
+    store.discard(job_id)
+    assert store.kept(job_id) == [] and not list(store.root.glob(f"{job_id}*"))
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [("-1", True), ("-4", True), ("", True), ("-0", False), ("-5", False), ("-12", False),
+     ("-", False), ("_1", False), ("-1-2", False)],
+)  # fmt: skip
+def test_output_names_are_an_id_and_maybe_a_picture_number(name: str, ok: bool) -> None:
+    job_id = new_job_id()
+    assert valid_name(f"{job_id}{name}", "png") is ok
+    assert valid_name(f"{job_id}{name}", "exe") is False
+
+
+def test_output_keys_map_to_file_names() -> None:
+    job_id = new_job_id()
+    assert output_file(job_id, "png") == f"{job_id}.png"
+    assert output_file(job_id, "2.svg") == f"{job_id}-2.svg"
+    assert output_name(job_id, "4.png") == (f"{job_id}-4", "png")
+    keys = ["png", "mp4", "2.png", "1.png", "1.svg", "svg"]
+    assert variation_keys(keys) == {1: "1.png", 2: "2.png"}
+    assert list(variation_keys(keys)) == [1, 2]  # in picture order
+    assert variation_keys(keys, "svg") == {1: "1.svg"} and variation_keys(["png"]) == {}

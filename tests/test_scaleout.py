@@ -349,12 +349,17 @@ def test_generate_on_an_api_only_node_runs_on_a_worker(cluster: Cluster) -> None
     models = ModelCache()  # the node's own cache: it must stay empty
     config = ServiceConfig(**cluster.settings(), run_worker_in_process=False)
     with TestClient(create_app(config, models=models)) as node:
-        answer = node.post("/generate", data={**FORM, "iterations": str(SHORT)})
+        data = {**FORM, "iterations": str(SHORT), "seed": "20", "variations": "2"}
+        answer = node.post("/generate", data=data)
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"] == "image/png"
         assert answer.content.startswith(b"\x89PNG")
         job_id = answer.headers["x-job-id"]
-        assert node.get(answer.headers["x-image-url"]).content == answer.content
+        assert node.get(answer.headers["x-image-url"]).content == answer.content  # the sheet
+        assert answer.headers["x-variation-seeds"] == "20, 21"
+        second = answer.headers["x-variation-urls"].split(", ")[1]
+        assert second.endswith(f"/outputs/{job_id}-2.png")
+        assert node.get(second).content.startswith(b"\x89PNG")
     assert models.loaded() == []  # no model was loaded on the API node
     store = cluster.store()
     record = job(store, job_id)

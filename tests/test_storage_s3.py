@@ -4,6 +4,7 @@ and a job run by a worker that shares only the bucket with the API node."""
 
 from __future__ import annotations
 
+import io
 import threading
 import uuid
 from collections.abc import Iterator
@@ -239,3 +240,27 @@ def test_generate_and_the_email_work_with_a_bucket(
     mp4 = raw.get_object(Bucket=bucket, Key=f"art/{job['id']}.mp4")["Body"].read()
     assert files[f"{job['id']}.mp4"].get_content() == mp4
     assert not list((tmp_path / "api").glob(f"{job['id']}.*"))
+
+
+def test_variations_are_objects_of_their_own_served_and_deleted(
+    tmp_path: Path, endpoint: str, bucket: str, models: ModelCache
+) -> None:
+    config = s3_config(tmp_path / "api", endpoint, bucket)
+    with serving(config, models) as client:
+        store = client.app.state.artifacts  # type: ignore[attr-defined]
+        job_id = new_job_id()
+        result = a_result(store, job_id, svg="<svg/>", variations=2)
+        kept = store.save_result(result, job_id)
+        assert kept == ["png", "svg", "1.png", "1.svg", "2.png", "2.svg"]
+        raw = s3_client(endpoint)
+        names = {f"art/{job_id}.png", f"art/{job_id}-1.png", f"art/{job_id}-2.svg"}
+        assert names <= set(keys(raw, bucket)) and store.kept(job_id) == kept
+        second = client.get(f"/outputs/{job_id}-2.png")
+        assert second.status_code == 200 and second.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(second.content)).getpixel((0, 0)) == (40, 0, 0)
+        assert client.get(f"/outputs/{job_id}-2.svg").content == b'<svg id="1"/>'
+        files = store.local_files(job_id, ["1.png", "2.png"])  # e-mail attachments
+        assert [p.name for p in files.values()] == [f"{job_id}-1.png", f"{job_id}-2.png"]
+        store.delete(job_id)
+        assert not [k for k in keys(raw, bucket) if job_id in k]
+        assert client.get(f"/outputs/{job_id}-1.png").status_code == 404

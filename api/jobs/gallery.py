@@ -19,7 +19,8 @@ def gallery_page(store: JobStore, page: int, per_page: int, base: str) -> Galler
 def gallery_item(job: Job, base: str) -> GalleryItem:
     """What the gallery shows of a job (never its e-mail address)."""
     s = job.settings
-    links = job_links(base, job).model_dump(include={"self", "image", "video", "svg"})
+    every = job_links(base, job)
+    links = every.model_dump(include={"self", "image", "video", "svg"})
     return GalleryItem(
         id=job.id,
         prompt=job.prompt,
@@ -30,4 +31,5 @@ def gallery_item(job: Job, base: str) -> GalleryItem:
         size=s.get("size"),
         created_at=iso(job.created_at) or "",
         links={("job" if k == "self" else k): v for k, v in links.items() if v},
+        variations=every.variations,
     )

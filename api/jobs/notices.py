@@ -14,9 +14,15 @@ from api.jobs.config import ServiceConfig
 from api.jobs.notify import Notice, Notifier, build_email, post_webhook, send_email, webhook_request
 from api.jobs.schemas import JobPublic, iso, job_links
 from api.jobs.store import FAILED, FINAL, SUCCEEDED, Job, JobStore
-from api.storage import ArtifactStore
+from api.storage import ArtifactStore, variation_keys
 
-ATTACHED = ["png", "mp4"]  # results an e-mail carries (when small enough)
+
+def attached_keys(outputs: list[str]) -> list[str]:
+    """The kept outputs an e-mail attaches (each when small enough): the PNG, or each picture
+    of a batch of variations instead of their contact sheet; then the video."""
+    pictures = list(variation_keys(outputs).values())
+    images = pictures or (["png"] if "png" in outputs else [])
+    return images + (["mp4"] if "mp4" in outputs else [])
 
 
 class JobNotices:
@@ -71,7 +77,9 @@ class JobNotices:
         links = job_links(base, job)
         named: dict[str, str | None] = {"job": links.self, "image": links.image}
         named["video"] = links.video
-        kept = [ext for ext in ATTACHED if ext in (job.outputs or [])]
+        for picture in links.variations:
+            named[f"picture {picture.index} (seed {picture.seed})"] = picture.image
+        kept = attached_keys(job.outputs or [])
         return Notice(
             job_id=job.id,
             status=job.status,

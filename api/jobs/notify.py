@@ -53,7 +53,7 @@ class Notice:
     summary: str  # "pixel art, draft, seed 7, 32x32"
     links: dict[str, str]  # job, image, video, ...
     error: str | None = None
-    files: dict[str, Path] = field(default_factory=dict)  # attachments by extension
+    files: dict[str, Path] = field(default_factory=dict)  # attachments by output key
 
 
 # -- e-mail --------------------------------------------------------------------------------
@@ -87,8 +87,8 @@ def build_email(notice: Notice, sender: str, to: str, max_attachment: int) -> Em
     msg["From"], msg["To"], msg["Subject"] = sender, to, subject
     msg["Message-ID"] = make_msgid(domain="text2art")
     msg.set_content(body)
-    for ext, path in files.items():
-        maintype, subtype = _MEDIA[ext]
+    for key, path in files.items():  # 'png', 'mp4' or '2.png' (a picture of a batch)
+        maintype, subtype = _MEDIA[key.rpartition(".")[2]]
         data = path.read_bytes()
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=path.name)
     return msg

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from api.jobs.store import Job
+from api.storage import output_file, variation_keys
 
 
 class Progress(BaseModel):
@@ -18,6 +19,15 @@ class Progress(BaseModel):
     fraction: float = Field(description="iteration / total, 0 to 1.")
 
 
+class VariationLink(BaseModel):
+    """One picture of a batch of variations, with the seed that makes it alone."""
+
+    index: int = Field(description="Its place in the batch, from 1.")
+    seed: int = Field(description="Its seed: the job's seed + index - 1.")
+    image: str = Field(description="Its PNG (metadata: its own seed, variations 1).")
+    svg: str | None = Field(None, description="Its SVG (painting style).")
+
+
 class JobLinks(BaseModel):
     """Where to follow, cancel and fetch a job."""
 
@@ -25,9 +35,16 @@ class JobLinks(BaseModel):
     events: str = Field(description="Server-Sent Events: position, progress, preview, status.")
     preview: str = Field(description="The latest intermediate image (the final one when done).")
     cancel: str = Field(description="POST with the delete_token to cancel.")
-    image: str | None = None
+    image: str | None = Field(
+        None, description="The PNG; with variations, the contact sheet of every picture."
+    )
     video: str | None = None
     svg: str | None = None
+    variations: list[VariationLink] = Field(
+        default_factory=list,
+        description="Each picture of a batch (settings.variations > 1) with its seed; empty "
+        "for a single picture.",
+    )
 
 
 class JobPublic(BaseModel):
@@ -72,6 +89,9 @@ class GalleryItem(BaseModel):
     size: list[int] | None
     created_at: str
     links: dict[str, str]
+    variations: list[VariationLink] = Field(
+        default_factory=list, description="Each picture of a batch with its seed (else empty)."
+    )
 
 
 class GalleryPage(BaseModel):
@@ -94,7 +114,7 @@ def iso(ts: float | None) -> str | None:
 def job_links(base: str, job: Job) -> JobLinks:
     """Absolute links of a job under `base` (no trailing slash)."""
     jobs = f"{base}/jobs/{job.id}"
-    files = {ext: f"{base}/outputs/{job.id}.{ext}" for ext in job.outputs or []}
+    files = {key: f"{base}/outputs/{output_file(job.id, key)}" for key in job.outputs or []}
     return JobLinks(
         self=jobs,
         events=f"{jobs}/events",
@@ -103,4 +123,16 @@ def job_links(base: str, job: Job) -> JobLinks:
         image=files.get("png"),
         video=files.get("mp4"),
         svg=files.get("svg"),
+        variations=variation_links(job, files),
     )
+
+
+def variation_links(job: Job, files: dict[str, str]) -> list[VariationLink]:
+    """The pictures of a batch among the job's kept files (by output key), with their seeds."""
+    first = (job.settings or {}).get("seed")
+    if not isinstance(first, int):
+        return []
+    return [
+        VariationLink(index=i, seed=first + i - 1, image=files[key], svg=files.get(f"{i}.svg"))
+        for i, key in variation_keys(list(files)).items()
+    ]

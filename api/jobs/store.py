@@ -84,7 +84,8 @@ class Job(Base):
     preview_iteration: Mapped[int | None] = mapped_column(Integer, default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text, default=None)
-    outputs: Mapped[list[str]] = mapped_column(JSON, default=list)  # kept extensions
+    # kept output keys: png, mp4, svg, and 1.png, 1.svg, ... for the pictures of a batch
+    outputs: Mapped[list[str]] = mapped_column(JSON, default=list)
     email_state: Mapped[str | None] = mapped_column(String(200), default=None)
     webhook_state: Mapped[str | None] = mapped_column(String(200), default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -28,7 +28,7 @@ from api.jobs.service import JobService
 from api.jobs.store import CANCELLED, SUCCEEDED
 from api.jobs.waiting import ClientGone, wait_for_end
 from api.runner import run_engine
-from api.storage import MEDIA_TYPES, new_job_id
+from api.storage import MEDIA_TYPES, new_job_id, output_name, variation_keys
 from engine import Result, Settings
 from engine.errors import Cancelled
 
@@ -38,7 +38,10 @@ T = TypeVar("T")
 DISCONNECT_POLL_SECONDS = 0.2
 NO_WORKER_RETRY_AFTER = 30
 URL_HEADERS = {"png": "X-Image-Url", "mp4": "X-Video-Url", "svg": "X-Svg-Url"}
-EXPOSED_HEADERS = ["X-Job-Id", "X-Seed", "X-Settings", "Link", *URL_HEADERS.values()]
+VARIATION_HEADERS = ["X-Variation-Urls", "X-Variation-Seeds"]
+EXPOSED_HEADERS = [
+    "X-Job-Id", "X-Seed", "X-Settings", "Link", *URL_HEADERS.values(), *VARIATION_HEADERS,
+]  # fmt: skip
 
 router = APIRouter(tags=["generate"])
 
@@ -48,7 +51,11 @@ router = APIRouter(tags=["generate"])
     response_class=FileResponse,
     dependencies=[RequireApiKey],
     responses={
-        200: {"content": {"image/png": {}}, "description": "The PNG, with its links in headers."},
+        200: {
+            "content": {"image/png": {}},
+            "description": "The PNG, with its links in headers; with `variations` > 1 the "
+            "contact sheet of every picture, each linked in X-Variation-Urls.",
+        },
         **BODY_ERRORS,
         401: {"description": "API keys are on and none (or a wrong one) was sent."},
         422: {"description": "A field is invalid; `detail[0].loc` names it."},
@@ -68,7 +75,12 @@ async def generate_image(
     models: ModelsDep,
     artifacts: ArtifactsDep,
 ) -> Response:
-    """Generate an image from a prompt and return it as a PNG."""
+    """Generate an image from a prompt and return it as a PNG.
+
+    With `variations=N` the PNG is the contact sheet of N pictures from the seeds seed, seed+1,
+    ...; `X-Variation-Urls` and `X-Variation-Seeds` list each picture and its seed (in order),
+    and `Link` names each with `rel="item"`.
+    """
     jobs: JobService | None = getattr(request.app.state, "jobs", None)
     if jobs is not None and not jobs.worker_running:  # an API-only node: a worker makes it
         return await generate_by_queue(request, form, config, jobs)
@@ -89,9 +101,9 @@ async def generate_image(
     except BaseException:
         artifacts.delete(job_id)  # nothing was made: keep nothing
         raise
-    exts = await run_in_threadpool(artifacts.save_result, result, job_id)
+    keys = await run_in_threadpool(artifacts.save_result, result, job_id)
     log.info("job %s: %s in %.1f s", job_id, settings.style, result.elapsed)
-    headers = result_headers(request, job_id, artifacts.public_settings(result.settings), exts)
+    headers = result_headers(request, job_id, artifacts.public_settings(result.settings), keys)
     png = artifacts.path(job_id, "png")
     assert png is not None, "save_result always keeps a PNG"
     return FileResponse(png, media_type="image/png", headers=headers)
@@ -114,21 +126,36 @@ async def run_until_disconnect(request: Request, work: Callable[[threading.Event
 
 
 def result_headers(
-    request: Request, job_id: str, settings: Settings, exts: list[str]
+    request: Request, job_id: str, settings: Settings, keys: list[str]
 ) -> dict[str, str]:
-    """X-Job-Id, X-Seed, X-Settings (JSON, without server paths) and the output links."""
-    urls = {ext: str(request.url_for("output", job_id=job_id, ext=ext)) for ext in exts}
+    """X-Job-Id, X-Seed, X-Settings (JSON, without server paths) and the output links; with
+    variations, X-Variation-Urls and X-Variation-Seeds (each picture's PNG and seed)."""
+
+    def url(key: str) -> str:
+        name, ext = output_name(job_id, key)
+        return str(request.url_for("output", job_id=name, ext=ext))
+
+    main = {ext: url(ext) for ext in URL_HEADERS if ext in keys}
+    links = [f'<{u}>; rel="alternate"; type="{MEDIA_TYPES[e]}"' for e, u in main.items()]
     headers = {
         "X-Job-Id": job_id,
         "X-Seed": str(settings.seed),
         "X-Settings": json.dumps(
             settings.to_json_dict(), sort_keys=True, ensure_ascii=True, allow_nan=False
         ),
-        "Link": ", ".join(
-            f'<{url}>; rel="alternate"; type="{MEDIA_TYPES[e]}"' for e, url in urls.items()
-        ),
     }
-    headers.update({URL_HEADERS[ext]: url for ext, url in urls.items()})
+    headers.update({URL_HEADERS[ext]: u for ext, u in main.items()})
+    pictures = variation_keys(keys)
+    if pictures and settings.seed is not None:
+        seeds = [settings.seed + i - 1 for i in pictures]
+        urls = [url(key) for key in pictures.values()]
+        headers["X-Variation-Urls"] = ", ".join(urls)
+        headers["X-Variation-Seeds"] = ", ".join(map(str, seeds))
+        links += [
+            f'<{u}>; rel="item"; type="image/png"; title="seed {seed}"'
+            for u, seed in zip(urls, seeds, strict=True)
+        ]
+    headers["Link"] = ", ".join(links)
     return headers
 
 

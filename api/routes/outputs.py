@@ -1,4 +1,5 @@
-"""`GET /outputs/{id}.{ext}`: the kept results (PNG, MP4, SVG) of `POST /generate` and of jobs.
+"""`GET /outputs/{id}.{ext}`: the kept results (PNG, MP4, SVG) of `POST /generate` and of jobs;
+`/outputs/{id}-{k}.{ext}` is picture k of a batch of variations.
 
 Outputs need no API key, which lets a browser show them in an `<img>`: their ids are random, so
 an output URL is only known to whoever made the image.
@@ -33,9 +34,14 @@ router = APIRouter(tags=["outputs"])
     },
 )
 async def get_output(job_id: str, ext: str, request: Request, artifacts: ArtifactsDep) -> Response:
-    """A kept result: the PNG, the MP4 (make_video) or the SVG (painting)."""
+    """A kept result: the PNG, the MP4 (make_video) or the SVG (painting); `{id}-{k}.png`
+    (and `.svg`) is picture k of a job with variations, `{id}.png` their contact sheet."""
     if not valid_name(job_id, ext):
-        raise HTTPException(404, "no such output; ids look like 32 hex digits, types png|mp4|svg")
+        raise HTTPException(
+            404,
+            "no such output; names are 32 hex digits, or that and -1 to -4 for a picture of a "
+            "batch of variations; types png|mp4|svg",
+        )
     url = await run_in_threadpool(artifacts.presigned_url, job_id, ext)
     if url is not None:
         return RedirectResponse(url, status_code=302)
