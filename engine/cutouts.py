@@ -22,6 +22,16 @@ def _u(n: int, lo: float, hi: float, g: torch.Generator, *shape: int) -> torch.T
     return torch.rand((n, *shape), generator=g) * (hi - lo) + lo
 
 
+def _send(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor (matrices, factors) on `device`. To a GPU it goes from pinned memory
+    without blocking: a copy from pageable memory would make the host wait for every queued
+    kernel, once per tensor and step. Elsewhere it is a plain `.to`, so the CPU path (and its
+    bytes per seed) is unchanged."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def _device_generator(g: torch.Generator, device: torch.device) -> torch.Generator:
     """A generator on `device` seeded from `g`: bulk noise is drawn where it is used, not copied."""
     seed = int(torch.randint(0, 2**62, (1,), generator=g))
@@ -79,7 +89,7 @@ def warp_quads(images: torch.Tensor, quads: torch.Tensor, size: int) -> torch.Te
     s = size
     dst = _rect(*(torch.full((len(quads),), v) for v in ((s - 1) / 2, (s - 1) / 2, s - 1, s - 1)))
     # Matrices from the source quads to the cut square, computed on CPU in float64.
-    m = get_perspective_transform(quads.double() - 0.5, dst.double()).float().to(images.device)
+    m = _send(get_perspective_transform(quads.double() - 0.5, dst.double()).float(), images.device)
     return warp_perspective(images, m, (s, s), align_corners=True)
 
 
@@ -125,14 +135,14 @@ class Cutouts:
         views = warp_quads(image.expand(len(quads), -1, -1, -1), quads, s)
         views = self._colour_jitter(views, g)
         out = torch.cat([whole_views(image, s, self.n_whole), views])  # (n, 3, S, S)
-        fac = _u(self.n, 0, self.noise, g).view(-1, 1, 1, 1).to(dev)
+        fac = _send(_u(self.n, 0, self.noise, g).view(-1, 1, 1, 1), dev)
         return out + fac * torch.randn(out.shape, generator=_device_generator(g, dev), device=dev)
 
     def _colour_jitter(self, views: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Hue +-0.1 turn and saturation x0.9-1.1 on the zoom group, each view with p = 0.7."""
         k = self.n_zoom
         on = (_u(k, 0, 1, g) < 0.7).float()
-        hue = (_u(k, -0.1, 0.1, g) * 2 * math.pi * on).to(views.device)
-        sat = (1 + _u(k, -0.1, 0.1, g) * on).to(views.device)
+        hue = _send(_u(k, -0.1, 0.1, g) * 2 * math.pi * on, views.device)
+        sat = _send(1 + _u(k, -0.1, 0.1, g) * on, views.device)
         zoom = adjust_saturation(adjust_hue(views[:k], hue), sat)
         return torch.cat([zoom, views[k:]])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import run_cli, tiny_settings
 from PIL import Image
 
@@ -104,3 +105,45 @@ def test_cli_refuses_five_variations(tmp_path: Path, capsys: pytest.CaptureFixtu
     code, _, err = run_cli(["generate", "a fox", *CLI, "--variations", "5",
                             "--out", str(tmp_path / "x.png")], capsys)  # fmt: skip
     assert code == 2 and "variations" in err and "Traceback" not in err
+
+
+# -- on a GPU (`pytest -m gpu`) --------------------------------------------------------------
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("style", ["pixel art", "image"])
+def test_the_loop_never_waits_for_the_gpu(style: str, models: ModelCache) -> None:
+    """From the third iteration to the last, any host-device synchronisation is an error
+    (torch's sync debug mode): the loss stays on the device and the cutouts' matrices go over
+    from pinned memory without blocking. Only progress readers and the end read back."""
+    watched: list[int] = []
+
+    def on_step(step: Step) -> None:
+        if step.iteration == 2:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        elif step.iteration == step.total:
+            torch.cuda.set_sync_debug_mode("default")
+        elif step.iteration > 2:
+            watched.append(step.iteration)
+
+    settings = tiny_settings(style=style, device="cuda", iterations=8, variations=2)
+    try:
+        result = generate(settings, models=models, on_step=on_step)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert watched == [3, 4, 5, 6, 7] and len(result.losses) == 8
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_on_the_gpu_each_variation_is_close_to_its_solo_run(models: ModelCache) -> None:
+    """GPU kernels may sum in another order in a batch: each picture stays within 2/255 of its
+    solo run on average (on the CPU they are byte-identical, tested above)."""
+    batch = generate(tiny_settings(device="cuda", seed=5, variations=3), models=models)
+    for picture, seed in zip(batch.images, (5, 6, 7), strict=True):
+        solo = generate(tiny_settings(device="cuda", seed=seed), models=models).image
+        a, b = (torch.tensor(list(p.getdata()), dtype=torch.float32) for p in (picture, solo))
+        assert (a - b).abs().mean() <= 2.0, seed
