@@ -138,8 +138,9 @@ async def build_settings(
     """
     values = {**form.given, **server_overrides(config)}
     check_style(values.get("style", default_of("style")))
-    settings = Settings.create(**values)  # bad fields fail before any upload is read
     limits = config.limits()
+    check_variations(values.get("variations"), limits.max_variations)
+    settings = Settings.create(**values)  # bad fields fail before any upload is read
     if len(form.image_prompts) > limits.max_prompts:
         n = len(form.image_prompts)
         raise SettingsError("image_prompts", f"{n} images given; at most {limits.max_prompts}")
@@ -168,6 +169,12 @@ def server_overrides(config: ApiConfig) -> dict[str, Any]:
         "cutouts": config.cutouts,
     }
     return {k: v for k, v in overrides.items() if v is not None}
+
+
+def check_variations(value: Any, most: int) -> None:
+    """422 naming this server's range for any count outside it (not only the engine's 1-4)."""
+    if isinstance(value, int) and not 1 <= value <= most:
+        raise SettingsError("variations", f"must be between 1 and {most}, got {value}")
 
 
 def check_style(value: str) -> None:

@@ -126,7 +126,7 @@ def test_variations_beyond_the_server_limit_are_422_naming_the_field(
             assert "between 1 and 2, got 3" in error["msg"]
             five = client.post(path, data={**FORM, "variations": "5"})
             assert five.status_code == 422 and five.json()["detail"][0]["loc"][-1] == "variations"
-            assert "4" in five.json()["detail"][0]["msg"]
+            assert five.json()["detail"][0]["msg"].endswith("between 1 and 2, got 5")
         assert not list(tmp_path.glob("*.png"))  # nothing ran
 
 

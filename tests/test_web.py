@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ class Server:
         self.thread.join(timeout=30)
 
 
-def tiny_service_config(output_dir: Path) -> Any:
+def tiny_service_config(output_dir: Path, **overrides: Any) -> Any:
     """The service on the tiny models: small, fast runs and frequent previews."""
     from api.jobs.config import ServiceConfig
 
@@ -75,6 +76,7 @@ def tiny_service_config(output_dir: Path) -> Any:
         preview_every=2,
         progress_interval=0.1,
         rate_limit=0,
+        **overrides,
     )
 
 
@@ -102,8 +104,9 @@ def shots() -> Path:
     return SHOTS
 
 
-@pytest.fixture
-def page(browser: Any, base_url: str) -> Iterator[Any]:
+@contextmanager
+def open_page(browser: Any, base_url: str) -> Iterator[Any]:
+    """The page of the service at `base_url`, ready; no JavaScript error may happen on it."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=base_url)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -114,6 +117,22 @@ def page(browser: Any, base_url: str) -> Iterator[Any]:
     yield page
     context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Any, base_url: str) -> Iterator[Any]:
+    with open_page(browser, base_url) as page:
+        yield page
+
+
+@pytest.fixture
+def limited_page(browser: Any, tmp_path: Path, models: Any) -> Iterator[Any]:
+    """The page of a service that makes at most 2 pictures per job (T2A_MAX_VARIATIONS=2)."""
+    from api.app import create_app
+
+    app = create_app(tiny_service_config(tmp_path, max_variations=2), models=models)
+    with Server(app) as url, open_page(browser, url) as page:
+        yield page
 
 
 # Records every text the status line shows and every preview the page displays, so a test sees
@@ -363,3 +382,140 @@ def test_api_docs_work_offline(browser: Any, base_url: str, path: str, operation
     page.screenshot(path=str(SHOTS / f"docs{path.replace('/', '-')}.png"))
     context.close()
     assert outside == [], f"{path} tried to load from outside: {outside}"
+
+
+# True once the grid of a finished batch shows `n` pictures, every one loaded.
+PICTURES_LOADED = """n => {
+  const images = [...document.querySelectorAll('#variations-grid img')];
+  return images.length === n && images.every(img => img.complete && img.naturalWidth > 0);
+}"""
+
+
+def job_json(page: Any) -> dict[str, Any]:
+    """GET /jobs/{id} of the job in the page's address bar."""
+    job_id = re.search(r"[?&]job=(\w+)", page.url)
+    assert job_id, page.url
+    return page.evaluate("id => fetch('/jobs/' + id).then(r => r.json())", job_id.group(1))
+
+
+def submit_and_read_form(page: Any, button: Any) -> dict[str, str]:
+    """Click `button`, and return the text fields of the POST /jobs it sends."""
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/jobs")) as sent:
+        button.click()
+    body = sent.value.post_data_buffer.decode("utf-8", "replace")
+    return dict(re.findall(r'name="(\w+)"\r\n\r\n([^\r]*)\r\n', body))
+
+
+def picture_pixels(page: Any, url: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    png = page.context.request.get(url).body()
+    return Image.open(io.BytesIO(png)).convert("RGB").tobytes()
+
+
+def count_radio(page: Any, n: int) -> Any:
+    """The Variations option for `n` pictures."""
+    return page.get_by_role("radio", name=f"{n} picture" if n == 1 else f"{n} pictures")
+
+
+def check_batch_of_two(page: Any) -> dict[str, Any]:
+    """The finished batch (seeds 3 and 4) as the page shows it; returns its job JSON."""
+    pictures = page.locator("#variations-grid > li")
+    assert [c.inner_text() for c in pictures.locator("figcaption").all()] == ["Seed 3", "Seed 4"]
+    assert page.locator("#canvas").is_hidden()  # the pictures replace the contact sheet
+    job = job_json(page)
+    assert job["settings"]["variations"] == 2 and job["settings"]["seed"] == 3
+    assert [(v["index"], v["seed"]) for v in job["links"]["variations"]] == [(1, 3), (2, 4)]
+    for picture, link in zip(pictures.all(), job["links"]["variations"], strict=True):
+        png = picture.get_by_role("link", name=re.compile("as PNG$"))
+        assert png.get_attribute("href") == link["image"]
+        assert f"seed {link['seed']}" in picture.locator("img").get_attribute("alt")
+    sheet = page.locator("#downloads").get_by_role("link", name="All 2 (contact sheet)")
+    assert sheet.get_attribute("href") == job["links"]["image"]
+    assert "2 variations (seeds 3 to 4)" in page.locator("#result-image").get_attribute("alt")
+    assert re.match(r"Done.*: 2 pictures\.$", page.locator("#job-status").inner_text())
+    assert page.locator("#result-seed").inner_text() == "3–4"
+    assert "2 variations" in page.locator("#result-settings").inner_text()
+    return job
+
+
+def check_gallery_badge_and_settings(page: Any, prompt: str) -> None:
+    """The batch's tile says ×2, and "Use these settings" chooses 2 pictures again."""
+    tile = page.get_by_role("button", name=re.compile(f"{prompt}”, 2 variations"))
+    tile.wait_for()
+    assert tile.locator(".tile-count").inner_text() == "×2"
+    count_radio(page, 1).check()
+    tile.click()
+    dialog = page.get_by_role("dialog")
+    assert dialog.get_by_role("link", name=re.compile("PNG, seed 4")).count() == 1
+    dialog.get_by_role("button", name="Use these settings").click()
+    assert count_radio(page, 2).is_checked()
+
+
+def test_two_variations_each_with_its_seed_files_and_its_own_again(page: Any) -> None:
+    fill_form(page, "two red lighthouses", iterations=4, public=True)
+    count_radio(page, 2).check()
+    sent = submit_and_read_form(page, page.get_by_role("button", name="Create art"))
+    assert sent["variations"] == "2" and sent["seed"] == "3"
+    page.wait_for_function(PICTURES_LOADED, arg=2)
+    page.screenshot(path=str(SHOTS / "variations.png"), full_page=True)
+    check_batch_of_two(page)
+    page.set_viewport_size({"width": 375, "height": 740})  # a phone: the grid fits
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    page.screenshot(path=str(SHOTS / "variations-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    check_gallery_badge_and_settings(page, "two red lighthouses")
+
+    # "Again with these seeds" makes the whole batch again.
+    url = page.url
+    again = page.locator("#result").get_by_role("button", name="Again with these seeds")
+    sent = submit_and_read_form(page, again)
+    assert sent["variations"] == "2" and sent["seed"] == "3"
+    page.wait_for_url(lambda new: new != url)
+    page.wait_for_function(PICTURES_LOADED, arg=2)
+    batch = check_batch_of_two(page)
+
+    # One picture's "Again with this seed" makes that picture alone: same seed, one picture.
+    url = page.url
+    second = page.locator("#variations-grid > li").nth(1)
+    button = second.get_by_role("button", name="Again with this seed")
+    assert button.get_attribute("aria-describedby")  # its caption, "Seed 4", says which one
+    sent = submit_and_read_form(page, button)
+    assert sent["seed"] == "4" and "variations" not in sent
+    page.wait_for_url(lambda new: new != url)
+    assert page.get_by_label("Seed", exact=True).input_value() == "4"
+    assert count_radio(page, 1).is_checked()
+    page.wait_for_function("document.querySelector('#result-image').naturalWidth > 0")
+    solo = job_json(page)
+    assert solo["settings"]["seed"] == 4 and solo["settings"]["variations"] == 1
+    assert solo["links"]["variations"] == []
+    assert page.locator("#variations").is_hidden() and page.locator("#canvas").is_visible()
+    assert page.locator("#result-seed").inner_text() == "4"
+    assert page.locator("#result").get_by_role("button", name="Again with this seed").count() == 1
+    page.screenshot(path=str(SHOTS / "variation-alone.png"), full_page=True)
+    # On the CPU each picture of a batch is its solo run, pixel for pixel.
+    batch_picture = picture_pixels(page, batch["links"]["variations"][1]["image"])
+    assert picture_pixels(page, solo["links"]["image"]) == batch_picture
+
+
+def test_counts_above_the_servers_most_are_disabled(limited_page: Any) -> None:
+    page = limited_page
+    assert [count_radio(page, n).is_enabled() for n in range(1, 5)] == [True, True, False, False]
+    for n in (3, 4):
+        label = page.locator("label.seg", has=count_radio(page, n))
+        assert label.get_attribute("title") == "This server allows at most 2 variations."
+    assert "at most 2 variations" in page.locator("#variations-hint").inner_text()
+    field = page.locator('[data-field="variations"]')
+    field.screenshot(path=str(SHOTS / "variations-limited.png"))
+
+    # A page that still offers 4 (made before the limit changed) gets the server's answer.
+    count_radio(page, 4).evaluate("input => { input.disabled = false; input.checked = true; }")
+    fill_form(page, "four towers", iterations=2)
+    page.get_by_role("button", name="Create art").click()
+    error = page.locator("#variations-error")
+    error.wait_for(state="visible")
+    assert re.search(r"\b2\b", error.inner_text()), "the message says what is allowed"
+    field.screenshot(path=str(SHOTS / "variations-refused.png"))
+    assert page.locator("#job-badge").is_hidden()  # nothing was submitted

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.routes.web import STATIC_DIR, mount_web
-from engine.settings import ASPECTS, QUALITIES, STYLES
+from engine.settings import ASPECTS, MAX_VARIATIONS, QUALITIES, STYLES
 
 # The fields of POST /jobs the page sends (the /generate form plus email and public).
 JOB_FIELDS = {
@@ -27,6 +27,7 @@ JOB_FIELDS = {
     "init_image",
     "email",
     "public",
+    "variations",
 }
 KEYWORDS = [
     "artstation",
@@ -189,6 +190,49 @@ def test_advanced_fold_holds_seed_iterations_and_scale(page: Page) -> None:
     fold = html[html.index('<details class="advanced"') : html.index("</details>")]
     for name in ("seed", "iterations", "scale"):
         assert f'name="{name}"' in fold
+
+
+def fieldset(html: str, field: str) -> str:
+    """The markup of the fieldset of one form field."""
+    start = html.index(f'<fieldset class="field" data-field="{field}"')
+    return html[start : html.index("</fieldset>", start)]
+
+
+def test_variations_offer_one_to_the_engines_most_one_by_default(page: Page) -> None:
+    radios = page.find("input", name="variations")
+    counts = range(1, MAX_VARIATIONS + 1)
+    assert [r["attrs"]["value"] for r in radios] == [str(n) for n in counts]
+    assert ["checked" in r["attrs"] for r in radios] == [n == 1 for n in counts]
+    assert all(r["attrs"]["type"] == "radio" and r["in_label"] for r in radios)
+    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    group = fieldset(html, "variations")
+    assert "<legend>Variations</legend>" in group
+    assert group.count('name="variations"') == MAX_VARIATIONS
+    assert 'aria-describedby="variations-hint variations-error"' in group
+    assert "consecutive seeds" in page.find("p", id="variations-hint")[0]["text"]
+    assert page.find("span", id="variations-limit"), "where the server's most is said"
+
+
+def test_a_finished_batch_has_a_grid_between_the_canvas_and_the_status(page: Page) -> None:
+    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    canvas, grid = html.index('id="canvas"'), html.index('<ul class="variations-grid"')
+    assert canvas < grid < html.index('id="status-block"')
+    section = page.find("section", id="variations")[0]
+    assert "hidden" in section["attrs"], "shown only for a job with several pictures"
+    assert page.find(id=section["attrs"]["aria-labelledby"])
+    assert page.find("dt", id="result-seed-label"), "'Seed' becomes 'Seeds' for a batch"
+
+
+def test_the_script_sends_variations_only_for_a_batch_and_reads_the_servers_most() -> None:
+    app = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
+    # An old server (no variations field) keeps working: the field is left out for one picture.
+    assert re.search(r'if \(variations > 1\) data\.set\("variations"', app)
+    assert "limitVariations(info.limits)" in app and "limits.max_variations" in app
+    assert "setVariations(s.variations)" in app  # fillForm: "use these settings", reloads
+    assert "job.links?.variations" in app  # the pictures of a finished batch
+    gallery = (STATIC_DIR / "gallery.js").read_text(encoding="utf-8")
+    assert "variationCount(settings.variations)" in gallery  # an item's list -> its count
+    assert "tile-count" in gallery and ".tile-count" in (STATIC_DIR / "style.css").read_text()
 
 
 def test_the_service_serves_the_page_and_accepts_every_field_it_sends(tmp_path: Path) -> None:

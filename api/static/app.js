@@ -1,7 +1,17 @@
 // The text2art page: the form, the job being made (live over SSE) and the gallery.
 
 import { api, setApiKey } from "./api.js";
-import { clockIn, formatBytes, formatDuration, formatSize, h, settingsSummary } from "./format.js";
+import {
+  batchText,
+  clockIn,
+  formatBytes,
+  formatDuration,
+  formatSize,
+  h,
+  seedRange,
+  settingsSummary,
+  variationCount,
+} from "./format.js";
 import { Gallery } from "./gallery.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -21,6 +31,7 @@ const page = {
   uploadLimit: DEFAULT_UPLOAD_LIMIT,
   info: null,
   retryTimer: null,
+  maxVariations: null, // the most pictures per job this server makes (from /info)
 };
 
 // ---------------------------------------------------------------- the form
@@ -61,6 +72,9 @@ function formData() {
   data.set("style", form.elements.style.value);
   data.set("quality", value("quality"));
   data.set("aspect", form.elements.aspect.value);
+  // Sent only for a batch, so a server that predates variations still takes the job.
+  const variations = Number(form.elements.variations.value);
+  if (variations > 1) data.set("variations", String(variations));
   for (const name of ["seed", "iterations", "scale"]) {
     if (value(name) !== "") data.set(name, value(name));
   }
@@ -85,6 +99,7 @@ function fillForm(s) {
   setRadio("style", s.style);
   setRadio("aspect", s.aspect);
   if (s.quality) $("#quality").value = s.quality;
+  setVariations(s.variations);
   $("#seed").value = s.seed ?? "";
   $("#iterations").value = s.iterations ?? "";
   $("#scale").value = s.scale ?? "";
@@ -92,6 +107,30 @@ function fillForm(s) {
   if (s.seed !== undefined || s.iterations || s.scale) $("#advanced").open = true;
   syncChips();
   updateHints();
+}
+
+/** Choose how many pictures to make: `count` (1 when absent), at most what the server allows. */
+function setVariations(count) {
+  const most = page.maxVariations ?? form.elements.variations.length;
+  setRadio("variations", Math.min(variationCount(count), most));
+}
+
+/** Disable the counts above the server's limit and say why; a server allowing one hides them. */
+function limitVariations(limits) {
+  if (!limits) return;
+  // Limits that do not name variations come from a server that predates them: one picture.
+  const most = limits.max_variations ?? 1;
+  page.maxVariations = most;
+  const allowed = `This server allows at most ${most} ${most === 1 ? "variation" : "variations"}`;
+  for (const input of form.elements.variations) {
+    const over = Number(input.value) > most;
+    input.disabled = over;
+    input.closest(".seg").title = over ? `${allowed}.` : "";
+  }
+  const all = most >= form.elements.variations.length;
+  $("#variations-limit").textContent = all ? "" : ` ${allowed} per job.`;
+  $('[data-field="variations"]').hidden = most <= 1;
+  if (Number(form.elements.variations.value) > most) setVariations(most);
 }
 
 function updateHints() {
@@ -318,6 +357,8 @@ class JobView {
     this.lastPolled = -1; // the iteration of the last poll, to refresh the preview when it moves
     this.finished = null; // the id of the job whose end was handled
     this.notice = null; // a message about this job that is not its error (a failed cancel)
+    this.sheetRatio = null; // width / height of a batch's contact sheet, once one has loaded
+    this.pictures = ""; // the job and pictures the grid of variations shows
   }
 
   /** Show a job the page just submitted. */
@@ -325,6 +366,7 @@ class JobView {
     this.stop();
     this.job = { status: "queued", ...job };
     this.notice = null;
+    this.sheetRatio = null;
     this.previewVersion = 0;
     this.rate = null;
     this.render();
@@ -352,6 +394,7 @@ class JobView {
   reset() {
     this.stop();
     this.job = null;
+    this.sheetRatio = null;
     this.render();
   }
 
@@ -420,8 +463,16 @@ class JobView {
       img.src = url;
       img.hidden = false;
       $("#empty-state").hidden = true;
+      this.fitSheet(loader);
     };
     loader.src = url;
+  }
+
+  /** A batch's preview is its contact sheet: the canvas takes the sheet's shape. */
+  fitSheet(img) {
+    if (pictureCount(this.job) < 2 || !img.naturalHeight) return;
+    this.sheetRatio = img.naturalWidth / img.naturalHeight;
+    $("#canvas").style.setProperty("--ar", String(this.sheetRatio));
   }
 
   /** The job ended: close the stream and fetch the full record (links, settings). */
@@ -496,6 +547,7 @@ class JobView {
     $("#result").hidden = state !== "succeeded";
     this.renderBadge(state);
     this.renderCanvas(job);
+    this.renderVariations(job);
     if (!job) {
       $("#job-link").hidden = true;
       return;
@@ -524,12 +576,15 @@ class JobView {
   renderCanvas(job) {
     const size = job?.settings?.size;
     const canvas = $("#canvas");
-    if (Array.isArray(size)) canvas.style.setProperty("--ar", String(size[0] / size[1]));
+    const ratio = this.sheetRatio || (Array.isArray(size) ? size[0] / size[1] : null);
+    if (ratio) canvas.style.setProperty("--ar", String(ratio));
     else canvas.style.removeProperty("--ar");
     const pixel = job?.settings?.style === "pixel art" || form.elements.style.value === "pixel art";
     canvas.classList.toggle("pixelated", Boolean(job) && pixel);
     const prompt = job?.settings?.prompts || "your prompt";
-    $("#preview-image").alt = `Work in progress: ${prompt}`;
+    const count = pictureCount(job);
+    const batch = count > 1 ? `, ${count} variations` : "";
+    $("#preview-image").alt = `Work in progress: ${prompt}${batch}`;
     if (!job || job.status === "queued") {
       $("#preview-image").hidden = true;
       $("#preview-image").removeAttribute("src");
@@ -541,6 +596,18 @@ class JobView {
       $("#result-video").removeAttribute("src");
       $("#result-video").removeAttribute("poster");
     }
+  }
+
+  /** A finished batch: its pictures replace the contact sheet, each with its seed and files. */
+  renderVariations(job) {
+    const pictures = job?.status === "succeeded" ? job.links?.variations || [] : [];
+    $("#variations").hidden = !pictures.length;
+    $("#canvas").hidden = pictures.length > 0;
+    const key = pictures.length ? `${job.id} ${pictures.map((p) => p.image).join(" ")}` : "";
+    if (key === this.pictures) return; // unchanged: keep the loaded images
+    this.pictures = key;
+    const cards = pictures.map((picture) => pictureCard(job, picture, pictures.length));
+    $("#variations-grid").replaceChildren(...cards);
   }
 
   renderStatus(job) {
@@ -604,7 +671,8 @@ class JobView {
       };
       image.src = imageUrl;
     }
-    image.alt = `${s.prompts || "Generated art"}, as ${s.style || "art"} (seed ${s.seed ?? "unknown"})`;
+    const count = pictureCount(job);
+    image.alt = resultAlt(s);
     image.hidden = !imageUrl;
     const video = $("#result-video");
     const videoUrl = links.video || links.mp4;
@@ -614,10 +682,69 @@ class JobView {
     if (videoUrl && video.getAttribute("src") !== videoUrl) video.src = videoUrl;
     video.setAttribute("aria-label", `Video of the making of ${s.prompts || "the picture"}`);
     $("#result-prompt").textContent = s.prompts || "";
-    $("#result-seed").textContent = s.seed ?? "unknown";
+    $("#result-seed-label").textContent = count > 1 ? "Seeds" : "Seed";
+    $("#result-seed").textContent = seedRange(s.seed, count);
     $("#result-settings").textContent = settingsSummary(s);
-    $("#downloads").replaceChildren(...downloadLinks(job.id, links));
+    $("#downloads").replaceChildren(...downloadLinks(job.id, links, { count }));
+    // With a batch, "again" makes the whole batch again; one picture's own button makes it alone.
+    $("#again-seed").textContent = count > 1 ? "Again with these seeds" : "Again with this seed";
+    $("#new-seed").textContent = count > 1 ? "New seeds" : "New seed";
   }
+}
+
+/** Pictures a job makes: its settings say, or its list of pictures once it is done. */
+function pictureCount(job) {
+  const planned = variationCount(job?.settings?.variations);
+  return Math.max(planned, variationCount(job?.links?.variations));
+}
+
+/** "a fox, as pixel art (seed 3)"; a batch: "a fox, as pixel art, 4 variations (seeds 3 to 6)". */
+function resultAlt(s) {
+  const batch = batchText(s) || ` (seed ${s.seed ?? "unknown"})`;
+  return `${s.prompts || "Generated art"}, as ${s.style || "art"}${batch}`;
+}
+
+/** One picture of a batch: the image, its seed, its files and "Again with this seed". */
+function pictureCard(job, picture, count) {
+  const s = job.settings || {};
+  const size = Array.isArray(s.size) ? s.size : [];
+  const caption = `picture-${picture.index}-seed`;
+  const what = `picture ${picture.index} of ${count} (seed ${picture.seed})`;
+  return h(
+    "li",
+    { class: "picture" },
+    h(
+      "figure",
+      {},
+      h("img", {
+        src: picture.image,
+        alt: `${s.prompts || "Generated art"}, ${what}`,
+        width: size[0],
+        height: size[1],
+        class: s.style === "pixel art" ? "pixelated" : null,
+      }),
+      h("figcaption", { id: caption }, "Seed ", h("code", { text: String(picture.seed) })),
+    ),
+    h(
+      "div",
+      { class: "picture-actions" },
+      ...downloadLinks(`${job.id}-${picture.index}`, picture, { what }),
+      h("button", {
+        type: "button",
+        class: "button secondary small",
+        "aria-describedby": caption,
+        text: "Again with this seed",
+        onclick: () => againWith(picture.seed, 1),
+      }),
+    ),
+  );
+}
+
+/** Submit the form again with this first seed and count of pictures. */
+function againWith(seed, variations) {
+  $("#seed").value = seed ?? "";
+  setVariations(variations);
+  form.requestSubmit();
 }
 
 function progressFraction(job) {
@@ -630,7 +757,7 @@ function progressFraction(job) {
 function statusText(job, pct) {
   const texts = {
     queued: () => queueText(job.position),
-    running: () => (job.cancel_requested ? "Stopping…" : `Making your art: ${pct}%`),
+    running: () => (job.cancel_requested ? "Stopping…" : `${makingText(job)}: ${pct}%`),
     succeeded: () => doneText(job),
     failed: () => "This one did not work out.",
     cancelled: () => "Cancelled. Nothing more will be made for this job.",
@@ -645,6 +772,11 @@ function queueText(position) {
   return `In the queue: ${position} jobs ahead of yours.`;
 }
 
+function makingText(job) {
+  const count = pictureCount(job);
+  return count > 1 ? `Making your ${count} pictures` : "Making your art";
+}
+
 /** Epoch seconds or an ISO string -> milliseconds (NaN when absent). */
 function toMillis(value) {
   if (typeof value === "number") return value * 1000;
@@ -654,10 +786,12 @@ function toMillis(value) {
 function doneText(job) {
   const start = toMillis(job.started_at);
   const end = toMillis(job.finished_at);
+  const count = pictureCount(job);
+  const pictures = count > 1 ? `: ${count} pictures` : "";
   if (Number.isFinite(start) && Number.isFinite(end) && end >= start) {
-    return `Done in ${formatDuration((end - start) / 1000)}.`;
+    return `Done in ${formatDuration((end - start) / 1000)}${pictures}.`;
   }
-  return "Done.";
+  return `Done${pictures}.`;
 }
 
 const DOWNLOADS = [
@@ -666,15 +800,25 @@ const DOWNLOADS = [
   ["svg", "svg", "SVG"],
 ];
 
-/** Download links for every file the job made. */
-function downloadLinks(id, links) {
+/** Download links for every file a job made (`count` pictures), or one picture (`what`) made. */
+function downloadLinks(name, links, { count = 1, what = null } = {}) {
   const anchors = [];
   for (const [key, ext, label] of DOWNLOADS) {
     const url = links[key] || links[ext];
     if (!url) continue;
+    const text = key === "image" && count > 1 ? `All ${count} (contact sheet)` : label;
     anchors.push(
-      h("a", { class: "button ghost small download", href: url, download: `text2art-${id}.${ext}` },
-        h("span", { "aria-hidden": "true", text: "↓" }), ` ${label}`),
+      h(
+        "a",
+        {
+          class: "button ghost small download",
+          href: url,
+          download: `text2art-${name}.${ext}`,
+          "aria-label": what && `Download ${what} as ${label}`,
+        },
+        h("span", { "aria-hidden": "true", text: "↓" }),
+        ` ${text}`,
+      ),
     );
   }
   return anchors;
@@ -710,6 +854,7 @@ async function loadInfo() {
       const first = styles.find((input) => !input.disabled);
       if (first) first.checked = true;
     }
+    limitVariations(info.limits);
     if (info.api_key_required) $("#api-key-field").hidden = false;
     // A server without SMTP says so; then the page does not offer e-mail at all.
     if (info.email_enabled === false) $('[data-field="email"]').hidden = true;
@@ -735,8 +880,7 @@ function wire() {
   $("#init-clear").addEventListener("click", clearUpload);
   $("#cancel").addEventListener("click", () => view.cancel());
   $("#again-seed").addEventListener("click", () => {
-    $("#seed").value = view.job?.settings?.seed ?? "";
-    form.requestSubmit();
+    againWith(view.job?.settings?.seed, view.job?.settings?.variations);
   });
   $("#new-seed").addEventListener("click", () => {
     $("#seed").value = "";

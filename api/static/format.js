@@ -45,10 +45,30 @@ export function formatDate(value) {
   return date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
 }
 
-/** "pixel art · draft · square · 120 × 120 · 20 iterations" from job settings. */
+/** Pictures in a job: `settings.variations` (a count) or a list of them; 1 when absent. */
+export function variationCount(value) {
+  if (Array.isArray(value)) return Math.max(1, value.length);
+  const count = Number(value);
+  return Number.isInteger(count) && count > 1 ? count : 1;
+}
+
+/** The seeds of `count` pictures from `seed`: "42", or "42–45" (`joiner` " to " for alt text). */
+export function seedRange(seed, count, joiner = "–") {
+  if (seed === undefined || seed === null) return "unknown";
+  return count > 1 ? `${seed}${joiner}${Number(seed) + count - 1}` : String(seed);
+}
+
+/** ", 4 variations (seeds 42 to 45)" for a batch, "" for one picture: the end of an alt text. */
+export function batchText(s) {
+  const count = variationCount(s?.variations);
+  return count > 1 ? `, ${count} variations (seeds ${seedRange(s.seed, count, " to ")})` : "";
+}
+
+/** "pixel art · draft · square · 120 × 120 · 2 variations · 20 iterations" from settings. */
 export function settingsSummary(s) {
   if (!s) return "";
   const parts = [s.style, s.quality, s.aspect, formatSize(s.size)];
+  if (variationCount(s.variations) > 1) parts.push(`${variationCount(s.variations)} variations`);
   if (s.iterations) parts.push(`${s.iterations} iterations`);
   if (s.scale) parts.push(`scale ${s.scale}`);
   return parts.filter(Boolean).join(" · ");

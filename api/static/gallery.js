@@ -1,7 +1,7 @@
 // The public gallery: a grid of finished public jobs, paged with "Show more", each opening a dialog.
 
 import { api } from "./api.js";
-import { formatDate, formatSize, h } from "./format.js";
+import { batchText, formatDate, formatSize, h, seedRange, variationCount } from "./format.js";
 
 const $ = (selector) => document.querySelector(selector);
 const SETTING_ROWS = [
@@ -9,6 +9,7 @@ const SETTING_ROWS = [
   ["quality", "Quality"],
   ["aspect", "Aspect"],
   ["size", "Size"],
+  ["variations", "Variations"],
   ["iterations", "Iterations"],
   ["scale", "Scale"],
   ["seed", "Seed"],
@@ -19,6 +20,8 @@ const SETTING_ROWS = [
 export function itemSettings(item) {
   const settings = { ...item, ...(item.settings || {}) };
   settings.prompts = settings.prompts ?? settings.prompt ?? "";
+  // An item lists its pictures (`variations`, empty for one); settings hold their count.
+  settings.variations = variationCount(settings.variations);
   return settings;
 }
 
@@ -87,14 +90,19 @@ export class Gallery {
   tile(item) {
     this.items.set(item.id, item);
     const s = itemSettings(item);
+    const count = s.variations;
+    // "×4" on a batch's contact sheet; the button's name says it in words.
+    const badge =
+      count > 1 ? h("span", { class: "tile-count", "aria-hidden": "true", text: `×${count}` }) : null;
     const button = h(
       "button",
       {
         type: "button",
         class: "tile",
-        "aria-label": `Open “${s.prompts}”`,
+        "aria-label": `Open “${s.prompts}”${count > 1 ? `, ${count} variations` : ""}`,
         onclick: () => this.open(item.id),
       },
+      badge,
       h("img", {
         src: imageUrl(item),
         alt: s.prompts || "A picture from the gallery",
@@ -118,7 +126,7 @@ export class Gallery {
     const s = itemSettings(item);
     const image = $("#dialog-image");
     image.src = imageUrl(item);
-    image.alt = s.prompts || "A picture from the gallery";
+    image.alt = `${s.prompts || "A picture from the gallery"}${batchText(s)}`;
     image.classList.toggle("pixelated", s.style === "pixel art");
     $("#dialog-title").textContent = s.prompts;
     this.showFacts(s);
@@ -134,7 +142,11 @@ export class Gallery {
     });
   }
 
-  showFacts(s) {
+  showFacts(settings) {
+    // A batch shows its count and the seeds of its pictures ("42–45"); one picture neither.
+    const count = variationCount(settings.variations);
+    const s = { ...settings, variations: count > 1 ? count : null };
+    if (count > 1 && s.seed !== undefined && s.seed !== null) s.seed = seedRange(s.seed, count);
     const rows = SETTING_ROWS.filter(([key]) => s[key] !== undefined && s[key] !== null).map(
       ([key, label]) => h("div", {}, h("dt", { text: label }), h("dd", { text: show(key, s[key]) })),
     );
@@ -143,10 +155,17 @@ export class Gallery {
 
   links(item) {
     const links = item.links || {};
+    const pictures = item.variations || [];
     const out = [];
     const add = (url, label, download) =>
       url && out.push(h("a", { class: "button ghost small", href: url, download }, label));
-    add(imageUrl(item), "↓ PNG", `text2art-${item.id}.png`);
+    const sheet = pictures.length ? `↓ All ${pictures.length} (contact sheet)` : "↓ PNG";
+    add(imageUrl(item), sheet, `text2art-${item.id}.png`);
+    // Each picture of a batch on its own, named by its seed.
+    for (const p of pictures) {
+      add(p.image, `↓ PNG, seed ${p.seed}`, `text2art-${item.id}-${p.index}.png`);
+      add(p.svg, `↓ SVG, seed ${p.seed}`, `text2art-${item.id}-${p.index}.svg`);
+    }
     add(links.video || links.mp4, "↓ MP4 video", `text2art-${item.id}.mp4`);
     add(links.svg, "↓ SVG", `text2art-${item.id}.svg`);
     add(`?job=${encodeURIComponent(item.id)}`, "Open job");
