@@ -15,15 +15,12 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 
-from api.jobs.schemas import job_links
+from api.jobs.schemas import JobPublic, job_links
 from api.jobs.store import FINAL, QUEUED, Job, JobStore
-
-if TYPE_CHECKING:
-    from api.jobs.service import JobService
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +132,19 @@ class JobFeeds:
         return await run_in_threadpool(read)
 
 
+class JobViews(Protocol):
+    """What a job's event stream needs of the job service (`api.jobs.service.JobService`):
+    its feeds and its public view of a job; named here so this module needs no import of it."""
+
+    feeds: JobFeeds
+
+    def view(self, job: Job, base: str) -> JobPublic: ...
+
+    def eta(self, job: Job, position: int | None) -> float | None: ...
+
+
 async def job_events(
-    jobs: JobService, job_id: str, base: str, last_id: int | None, client: str = ""
+    jobs: JobViews, job_id: str, base: str, last_id: int | None, client: str = ""
 ) -> AsyncIterator[str]:
     """SSE: status, position, progress (at most one per `progress_interval`), preview."""
     yield "retry: 2000\n\n"
@@ -160,7 +168,7 @@ async def job_events(
             return
 
 
-def changes(jobs: JobService, snapshot: Snapshot, base: str, sent: dict[str, Any]) -> list[str]:
+def changes(jobs: JobViews, snapshot: Snapshot, base: str, sent: dict[str, Any]) -> list[str]:
     """The events that tell a client what changed since `sent` (updated in place)."""
     job, position = snapshot.job, snapshot.position
     assert job is not None
