@@ -31,7 +31,7 @@ from engine.models import ModelCache
 from engine.perceptor import ClipModel, Targets, build_targets
 from engine.prompts import parse_prompts
 from engine.resolve import ResolvedSettings, resolve
-from engine.settings import Limits, Settings
+from engine.settings import Limits, Settings, picture_seed, solo
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +107,6 @@ def contact_sheet(images: list[Image.Image]) -> Image.Image:
 
 def _sheet_now(images: list[torch.Tensor]) -> Image.Image:
     return contact_sheet([to_pil(image) for image in images])
-
-
-def variation_seeds(s: ResolvedSettings) -> list[int]:
-    """The seed of each picture: seed, seed+1, ..."""
-    return [s.seed + i for i in range(s.variations)]
-
-
-def solo_settings(s: ResolvedSettings, seed: int) -> ResolvedSettings:
-    """The settings that make one variation alone (its seed, one picture)."""
-    return s.model_copy(update={"seed": seed, "variations": 1})
 
 
 def load_image_tensor(path: str, size: tuple[int, int], device: torch.device) -> torch.Tensor:
@@ -200,14 +190,14 @@ def generate(
     s = resolve(settings, limits)
     device = pick_device(s.device)
     models = models or ModelCache()
-    seeds = variation_seeds(s)
+    seeds = [picture_seed(s.seed, k) for k in range(1, s.variations + 1)]
     gens = [torch.Generator().manual_seed(seed) for seed in seeds]
     init = load_image_tensor(s.init_image, s.size, device) if s.init_image else None
     recorder = _start_video(s, video_path)
     try:
         clips = [models.clip(name, device) for name in s.clip_models]
         drawers = [
-            create_drawer(s.style, DrawerContext(solo_settings(s, seed), device, g, init, models))
+            create_drawer(s.style, DrawerContext(solo(s, seed), device, g, init, models))
             for seed, g in zip(seeds, gens, strict=True)
         ]
         objective = _Objective(s, clips, init)

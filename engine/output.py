@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, PngImagePlugin
 
-from engine.settings import Settings
+from engine.settings import Settings, solo
 
 if TYPE_CHECKING:
     from engine.generate import Result
@@ -66,9 +66,9 @@ def save_outputs(
         for i, (picture, seed, svg) in enumerate(
             zip(result.images, result.seeds, result.svgs, strict=True), start=1
         ):
-            solo = chosen.model_copy(update={"seed": seed, "variations": 1})
+            alone = solo(chosen, seed)
             files[f"{i}.png"] = directory / f"{stem}-{i}.png"
-            _atomic(files[f"{i}.png"], lambda tmp, p=picture, s=solo: save_png(p, s, tmp))
+            _atomic(files[f"{i}.png"], lambda tmp, p=picture, s=alone: save_png(p, s, tmp))
             if svg is not None:
                 _write_text(files, f"{i}.svg", directory / f"{stem}-{i}.svg", svg)
     if result.video_path is not None and Path(result.video_path).exists():

@@ -21,9 +21,7 @@ from engine import catalog, presets
 from engine.drawers import drawer_class
 from engine.errors import SettingsError
 from engine.prompts import parse_prompts
-from engine.settings import Limits, ResolvedSettings, Settings, settings_error
-
-MAX_SEED = 2**63 - 1
+from engine.settings import MAX_SEED, Limits, ResolvedSettings, Settings, settings_error
 
 
 def resolve(

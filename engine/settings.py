@@ -7,7 +7,7 @@ The CLI flags, the HTTP form fields, the JSON schema and the README table all de
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -19,6 +19,7 @@ STYLES = ("image", "painting", "pixel art")
 QUALITIES = tuple(presets.QUALITY)
 ASPECTS = tuple(presets.ASPECT)
 MAX_VARIATIONS = 4  # pictures in one batch (each adds its cutouts to the CLIP batch)
+MAX_SEED = 2**63 - 1
 # The fields whose value is one of a few names (any case; styles have aliases too): their
 # validators check them, and the CLI lists them in its help.
 CHOICES: dict[str, tuple[str, ...]] = {"style": STYLES, "quality": QUALITIES, "aspect": ASPECTS}
@@ -125,7 +126,7 @@ class Settings(BaseModel):
         examples=["pixel art"],
     )
     seed: int | None = Field(
-        None, ge=0, le=2**63 - 1, description="Random seed (drawn and reported when empty)."
+        None, ge=0, le=MAX_SEED, description="Random seed (drawn and reported when empty)."
     )
     variations: int = Field(
         1,
@@ -240,10 +241,23 @@ class ResolvedSettings(Settings):
     iterations: int = Field(ge=1, description="Optimisation steps.")
     scale: float = Field(gt=0.0, description="Multiplies the aspect's base size.")
     size: tuple[int, int] = Field(description="WIDTHxHEIGHT of the picture.")
-    seed: int = Field(ge=0, le=2**63 - 1, description="Random seed.")
+    seed: int = Field(ge=0, le=MAX_SEED, description="Random seed.")
     cutouts: int = Field(ge=1, description="Augmented crops per step seen by CLIP.")
     clip_models: list[str] = Field(description="CLIP models guiding the run.")
     learning_rate: float = Field(gt=0.0, le=100.0, description="Adam step size.")
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def picture_seed(first: int, index: int) -> int:
+    """The seed of picture `index` (from 1) of a batch of variations whose seed is `first`."""
+    return first + index - 1
+
+
+def solo(settings: S, seed: int) -> S:
+    """The settings that make one picture of a batch alone: its seed, one picture."""
+    return settings.model_copy(update={"seed": seed, "variations": 1})
 
 
 def _choice(value: Any, allowed: tuple[str, ...]) -> str:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.jobs.store import Job
 from api.storage import output_file, variation_keys
+from engine.settings import picture_seed
 
 
 class Progress(BaseModel):
@@ -133,6 +134,8 @@ def variation_links(job: Job, files: dict[str, str]) -> list[VariationLink]:
     if not isinstance(first, int):
         return []
     return [
-        VariationLink(index=i, seed=first + i - 1, image=files[key], svg=files.get(f"{i}.svg"))
+        VariationLink(
+            index=i, seed=picture_seed(first, i), image=files[key], svg=files.get(f"{i}.svg")
+        )
         for i, key in variation_keys(list(files)).items()
     ]

@@ -31,6 +31,7 @@ from api.runner import run_engine
 from api.storage import MEDIA_TYPES, new_job_id, output_name, variation_keys
 from engine import Result, Settings
 from engine.errors import Cancelled
+from engine.settings import picture_seed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -147,7 +148,7 @@ def result_headers(
     headers.update({URL_HEADERS[ext]: u for ext, u in main.items()})
     pictures = variation_keys(keys)
     if pictures and settings.seed is not None:
-        seeds = [settings.seed + i - 1 for i in pictures]
+        seeds = [picture_seed(settings.seed, i) for i in pictures]
         urls = [url(key) for key in pictures.values()]
         headers["X-Variation-Urls"] = ", ".join(urls)
         headers["X-Variation-Seeds"] = ", ".join(map(str, seeds))
