@@ -60,6 +60,14 @@ class Outages:
             self._last = self._clock()
         self.on_failure(service)
 
+    def note(self, exc: BaseException) -> str | None:
+        """Record `exc` if it is an outage ('database' or 'queue', returned); None for any
+        other error, which the caller handles as a bug."""
+        service = unavailable_service(exc)
+        if service is not None:
+            self.failed(service)
+        return service
+
     def settled(self, seconds: float) -> bool:
         """Whether both services have answered for the last `seconds` (no failure since)."""
         with self._lock:
@@ -83,10 +91,9 @@ def retry(
         try:
             return call()
         except Exception as exc:
-            service = unavailable_service(exc)
+            service = outages.note(exc)
             if service is None:
                 raise
-            outages.failed(service)
             left = deadline - time.monotonic()
             if left <= 0 or (stop is not None and stop.is_set()):
                 raise

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from api.jobs.outage import Outages, unavailable_service
+from api.jobs.outage import Outages
 from api.jobs.probe import describe
 from api.jobs.queue import JobQueue
 from api.jobs.store import JobStore, Worker
@@ -92,11 +92,10 @@ class Upkeep:
         try:
             chore.run()
         except Exception as exc:  # never ends the thread
-            service = unavailable_service(exc)
+            service = self.outages.note(exc)
             if service is None:
                 log.exception("%s failed", chore.name)
             else:
-                self.outages.failed(service)
                 log.warning("%s: the %s is unavailable (%s)", chore.name, service, describe(exc))
 
 

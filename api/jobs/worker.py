@@ -63,11 +63,9 @@ class _Progress:
         try:
             owned = store.progress(self.job_id, me, run_seconds=step.elapsed, **values)
         except Exception as exc:
-            service = unavailable_service(exc)
-            if service is None:
+            if self.runner.outages.note(exc) is None:
                 raise
-            self.runner.outages.failed(service)  # skipped: the next write catches up
-            return
+            return  # skipped: the next write catches up
         if not owned:
             self.cancel.set()  # deleted, or no longer ours: stop working for nobody
 
@@ -100,11 +98,8 @@ class _Watch:
                 else:
                     self._check()
             except Exception as exc:  # tried again at the next tick, never given up
-                service = unavailable_service(exc)
-                if service is None:
+                if self.runner.outages.note(exc) is None:
                     log.exception("job %s: heartbeat failed", self.job_id)
-                else:
-                    self.runner.outages.failed(service)
 
     def _check(self) -> None:
         """Stop the run if the job was cancelled, deleted or taken over."""
@@ -176,9 +171,8 @@ class JobRunner:
         try:
             self._enqueue(job_id)
         except Exception as exc:
-            if unavailable_service(exc) is None:
+            if self.outages.note(exc) is None:
                 raise
-            self.outages.failed("queue")
             log.warning("job %s: the queue is down; the reconciler will enqueue it", job_id)
 
     def run(self, job_id: str) -> None:
