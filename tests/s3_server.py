@@ -12,8 +12,12 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+from servers import free_port
 
 # Credentials for the test server only; no AWS variable of the machine is read.
 TEST_ENV = {
@@ -26,11 +30,13 @@ TEST_ENV = {
 }
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def new_bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on the test server; this process gets the server's credentials."""
+    for name, value in TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    name = f"t2a-{uuid.uuid4().hex[:12]}"
+    s3_client(endpoint).create_bucket(Bucket=name)
+    return name
 
 
 @contextlib.contextmanager

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from PIL import Image
-from test_jobs import FORM, jobs_config, serving, submit, wait_for
-from test_notify import Inbox, free_port, smtp_config
+from test_jobs import FORM, job_state, jobs_config, serving, submit, wait_for
+from test_notify import Inbox, smtp_config, smtp_server
 
 from engine import ModelCache
 
@@ -84,9 +83,7 @@ def test_a_picture_of_the_batch_is_its_solo_run_through_the_api(client: TestClie
 def test_a_job_keeps_links_and_deletes_every_picture(client: TestClient, tmp_path: Path) -> None:
     created = submit(client, seed=40, variations=2, public="true")
     job_id = created["id"]
-    job = wait_for(
-        lambda: (j := client.get(f"/jobs/{job_id}").json())["status"] == "succeeded" and j
-    )
+    job = wait_for(lambda: job_state(client, job_id, "succeeded"))
     assert job["settings"]["variations"] == 2 and job["settings"]["seed"] == 40
     base = "http://testserver"
     assert job["links"]["image"] == f"{base}/outputs/{job_id}.png"
@@ -103,9 +100,7 @@ def test_a_job_keeps_links_and_deletes_every_picture(client: TestClient, tmp_pat
     item = client.get("/gallery").json()["items"][0]
     assert item["id"] == job_id and item["variations"] == job["links"]["variations"]
     one = submit(client, seed=1)
-    done = wait_for(
-        lambda: (j := client.get(f"/jobs/{one['id']}").json())["status"] == "succeeded" and j
-    )
+    done = wait_for(lambda: job_state(client, one["id"], "succeeded"))
     assert done["links"]["variations"] == []
     token = {"X-Delete-Token": created["delete_token"]}
     assert client.delete(f"/jobs/{job_id}", headers=token).status_code == 204
@@ -131,17 +126,15 @@ def test_variations_beyond_the_server_limit_are_422_naming_the_field(
 
 
 def test_the_email_attaches_each_picture_and_links_them(tmp_path: Path, models: ModelCache) -> None:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        with serving(smtp_config(tmp_path, port), models) as client:
-            job = submit(client, seed=8, variations=3, email="ada@example.org")
-            wait_for(
-                lambda: client.get(f"/jobs/{job['id']}").json()["notifications"]["email"] == "sent"
-            )
-    finally:
-        controller.stop()
+    inbox = Inbox()
+    with (
+        smtp_server(inbox, smtputf8=False) as port,
+        serving(smtp_config(tmp_path, port), models) as client,
+    ):
+        job = submit(client, seed=8, variations=3, email="ada@example.org")
+        wait_for(
+            lambda: client.get(f"/jobs/{job['id']}").json()["notifications"]["email"] == "sent"
+        )
     msg = inbox.message()
     job_id = job["id"]
     names = [part.get_filename() for part in msg.iter_attachments()]

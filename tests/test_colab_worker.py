@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 import types
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from s3_server import TEST_ENV, free_port, keys, moto_server, s3_client
-from servers import PostgresServer, RedisServer
-from test_scaleout import SHORT, TIMING, WorkerProcess, job, submit, wait_until
+from s3_server import TEST_ENV, keys, moto_server, new_bucket, s3_client
+from servers import RedisServer, free_port
+from test_colab import NOTEBOOK, WORKER_SECRETS
+from test_jobs import wait_for
+from test_scaleout import SHORT, TIMING, WorkerProcess, ended, job, submit
 
 from api.app import create_app
 from api.jobs.config import ServiceConfig
@@ -39,10 +40,7 @@ from engine import ModelCache
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "text2art_colab.ipynb"
 SITE_SETTINGS = ("T2A_QUEUE_URL", "T2A_DATABASE_URL", "T2A_STORAGE_URL")
-ALL_SECRETS = (*SITE_SETTINGS, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-               "T2A_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION")  # fmt: skip
 PREFIX = "outputs"  # the bucket's prefix: T2A_STORAGE_URL is s3://BUCKET/outputs
 ITERATIONS = 200  # a job that runs for seconds: still running when its notebook is killed
 
@@ -154,12 +152,7 @@ class Notebook(WorkerProcess):
     """The worker cells running in their own process (one Colab runtime), output in a log."""
 
     def __init__(self, runtime: Runtime, log: Path):
-        self.log, self.identity = log, ""
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", worker_cells()], cwd=ROOT, env=runtime.env(),
-                stdout=out, stderr=out,
-            )  # fmt: skip
+        super().__init__(runtime.env(), log, code=worker_cells())
 
 
 # -- the site ----------------------------------------------------------------------------------
@@ -173,17 +166,13 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A new bucket; this process (the site) gets the test server's credentials."""
-    for name, value in TEST_ENV.items():
-        monkeypatch.setenv(name, value)
-    name = f"t2a-{uuid.uuid4().hex[:12]}"
-    s3_client(endpoint).create_bucket(Bucket=name)
-    return name
+    return new_bucket(endpoint, monkeypatch)
 
 
 @pytest.fixture
-def database_url(postgres_cluster: PostgresServer) -> str:
-    postgres_cluster.start()  # another test may have stopped it
-    return postgres_cluster.create_database()
+def database_url(postgres_db: str) -> str:
+    """The site's job database (a fresh one on the running session cluster)."""
+    return postgres_db
 
 
 @pytest.fixture
@@ -287,12 +276,12 @@ def test_a_recycled_colab_worker_s_job_is_finished_by_the_next_notebook(
     with site_node(secrets, site_out, models) as site:
         first = start_notebook(tmp_path / "colab-1", secrets, notebooks)
         warm_up = submit(site, SHORT)["id"]
-        done = wait_until(lambda: (j := job(store, warm_up)).status in FINAL and j, 60, "warm-up")
+        (done,) = ended(store, [warm_up], timeout=60)
         assert done.status == SUCCEEDED and done.worker_id == first.identity, done.error
 
         job_id = submit(site, ITERATIONS)["id"]
         timeline = Timeline(store, job_id)
-        running = wait_until(
+        running = wait_for(
             lambda: (j := timeline.poll()).status == RUNNING and j.iteration >= 5 and j,
             60, "the job running on notebook #1",
         )  # fmt: skip
@@ -300,7 +289,7 @@ def test_a_recycled_colab_worker_s_job_is_finished_by_the_next_notebook(
         first.stop(signal.SIGKILL)  # Colab recycles the runtime: no clean stop
         timeline.note(f"notebook #1 killed (SIGKILL) at iteration {job(store, job_id).iteration}")
         second = launch_notebook(tmp_path / "colab-2", secrets, notebooks)
-        final = wait_until(lambda: finished(timeline, second), 120, "the job")
+        final = wait_for(lambda: finished(timeline, second), 120, "the job")
         print("\n" + timeline.show(final))
 
         assert final.status == SUCCEEDED and final.attempts == 2, final.error
@@ -344,7 +333,7 @@ def test_the_secrets_cell_copies_stored_secrets_and_keeps_the_environment_elsewh
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = as_python(cell_source("worker-secrets"))
-    for name in ALL_SECRETS:  # each one restored after the test, set or not
+    for name in WORKER_SECRETS:  # each one restored after the test, set or not
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     monkeypatch.setenv("T2A_DATABASE_URL", "postgresql+psycopg://db.example/site")

@@ -62,15 +62,15 @@ def pause_jobs(app: FastAPI) -> None:
     app.state.jobs.queue.stop_consumer(0)
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll until `check()` is truthy; returns its value."""
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "the check") -> Any:
+    """Poll until `check()` is truthy; returns its value (fails naming `what` after `timeout`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"not true after {timeout} s")
+    raise AssertionError(f"{what}: not true after {timeout} s")
 
 
 def job_state(client: TestClient, job_id: str, *states: str) -> dict[str, Any] | None:

@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import io
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from PIL import Image
+from servers import free_port
 from test_jobs import jobs_config, serving, submit, wait_for
 
 import api.jobs.notify as notify
@@ -59,13 +59,6 @@ class Inbox:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(msg, EmailMessage)
         return msg
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

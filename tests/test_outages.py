@@ -68,9 +68,11 @@ def test_reconcile_enqueues_a_lost_job_once_whoever_runs_it(tmp_path: Path) -> N
         closable.close()
 
 
-def test_a_worker_reconciles_continuously_not_only_at_start(tmp_path: Path) -> None:
+def test_a_worker_reconciles_continuously_not_only_at_start(
+    tmp_path: Path, models: ModelCache
+) -> None:
     config = jobs_config(tmp_path, reconcile_seconds=0.3, run_worker_in_process=True)
-    service = JobService(config, models=ModelCache(), role="worker")
+    service = JobService(config, models=models, role="worker")
     service.start()
     try:
         add_job(service.store, "b" * 32, enqueued_at=time.time() - 5)  # recorded, never enqueued

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from servers import PostgresServer, RedisServer
-from test_jobs import FORM, parse_sse
+from test_jobs import FORM, parse_sse, wait_for
 
 from api.app import create_app
 from api.jobs.config import ServiceConfig
@@ -46,23 +46,16 @@ TIMING = {  # second-scale policy, as the workers read it from the environment
 }
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `check()` every 0.1 s until truthy (its value); fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 class WorkerProcess:
     """One `text2art worker` process, its output in a log file."""
 
-    def __init__(self, env: dict[str, str], log: Path):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        code: str = "from api.cli_worker import worker; worker()",
+    ):
         self.log = log
-        code = "from api.cli_worker import worker; worker()"
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=out, stderr=out
@@ -80,7 +73,7 @@ class WorkerProcess:
             found = re.search(r"worker (\S+) is taking jobs", self.output())
             return found.group(1) if found else None
 
-        self.identity = wait_until(ready, timeout, "worker start-up")
+        self.identity = wait_for(ready, timeout, "worker start-up")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         """Send `sig` and wait for the exit code."""
@@ -160,10 +153,10 @@ def cluster(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     postgres_cluster: PostgresServer,
+    postgres_db: str,
     models: ModelCache,
 ) -> Iterator[Cluster]:
-    postgres_cluster.start()  # a previous scenario may have stopped it
-    database_url = postgres_cluster.create_database()
+    database_url = postgres_db  # (postgres_db restarts the cluster if a scenario stopped it)
     redis = None
     if request.param == "redis":
         redis = request.getfixturevalue("redis_server")
@@ -201,7 +194,7 @@ def ended(store: JobStore, ids: list[str], timeout: float = 90.0) -> list[Job]:
         jobs = [job(store, i) for i in ids]
         return jobs if all(j.status in FINAL for j in jobs) else None
 
-    result: list[Job] = wait_until(all_final, timeout, f"jobs {ids} ending")
+    result: list[Job] = wait_for(all_final, timeout, f"jobs {ids} ending")
     return result
 
 
@@ -212,7 +205,7 @@ def running_at(store: JobStore, job_id: str, iteration: int = 5, timeout: float 
         found = job(store, job_id)
         return found if found.status == RUNNING and found.iteration >= iteration else None
 
-    result: Job = wait_until(check, timeout, f"job {job_id} running")
+    result: Job = wait_for(check, timeout, f"job {job_id} running")
     return result
 
 

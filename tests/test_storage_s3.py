@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,11 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from PIL import Image
-from s3_server import TEST_ENV, CuttingProxy, keys, moto_server, s3_client
+from s3_server import TEST_ENV, CuttingProxy, keys, moto_server, new_bucket, s3_client
+from servers import free_port
 from test_api_storage import a_result
 from test_jobs import FORM, jobs_config, serving, submit, wait_for
-from test_notify import Inbox, free_port
+from test_notify import Inbox
 
 from api.artifacts import open_artifact_store
 from api.cli import main
@@ -43,11 +43,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    for name, value in TEST_ENV.items():
-        monkeypatch.setenv(name, value)
-    name = f"t2a-{uuid.uuid4().hex[:12]}"
-    s3_client(endpoint).create_bucket(Bucket=name)
-    return name
+    return new_bucket(endpoint, monkeypatch)
 
 
 def s3_config(out: Path, endpoint: str, bucket: str, **overrides: Any) -> Any:
