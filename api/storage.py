@@ -32,7 +32,7 @@ from typing import Any
 
 from PIL import Image
 
-from api.errors import RunFailed
+from api.errors import RunFailed, one_line
 from engine import Result, Settings
 from engine.output import save_outputs
 from engine.settings import MAX_VARIATIONS
@@ -90,12 +90,6 @@ class StorageError(RunFailed, OSError):
         super().__init__("storage_error", detail)
 
 
-def reason(exc: BaseException) -> str:
-    """One line about a storage exception."""
-    text = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class ArtifactStore:
     """Results, previews and uploads of jobs in a local directory."""
 
@@ -120,7 +114,7 @@ class ArtifactStore:
             back = self.read_marker(name)
             self.delete_marker(name)
         except Exception as exc:
-            raise StorageError(f"cannot use {self.describe()}: {reason(exc)}") from exc
+            raise StorageError(f"cannot use {self.describe()}: {one_line(exc)}") from exc
         if back != token:
             raise StorageError(f"{self.describe()} did not return what was written to it")
 
@@ -151,7 +145,7 @@ class ArtifactStore:
             return [key for key in OUTPUT_KEYS if key in kept]
         except OSError as exc:  # the worker discards what the failed job wrote
             raise StorageError(
-                f"cannot save the result in {self.describe()}: {reason(exc)}"
+                f"cannot save the result in {self.describe()}: {one_line(exc)}"
             ) from exc
 
     def video_path(self, job_id: str) -> Path:
@@ -195,7 +189,7 @@ class ArtifactStore:
         except BaseException as exc:
             part.unlink(missing_ok=True)
             if isinstance(exc, OSError):
-                detail = f"cannot save the preview in {self.describe()}: {reason(exc)}"
+                detail = f"cannot save the preview in {self.describe()}: {one_line(exc)}"
                 raise StorageError(detail) from exc
             raise
 

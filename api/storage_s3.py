@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from api.errors import one_line
 from api.storage import (
     MEDIA_TYPES,
     OUTPUT_KEYS,
@@ -35,7 +36,6 @@ from api.storage import (
     StorageError,
     output_file,
     output_name,
-    reason,
     valid_name,
 )
 from engine import Result
@@ -170,7 +170,7 @@ class S3ArtifactStore(ArtifactStore):
                 done.append(key)
         except Exception as exc:
             self._forget([output_file(job_id, key) for key in done])
-            detail = f"cannot save the result in {self.describe()}: {reason(exc)}"
+            detail = f"cannot save the result in {self.describe()}: {one_line(exc)}"
             raise StorageError(detail) from exc
         finally:
             self._drop_local(job_id)
@@ -237,7 +237,7 @@ class S3ArtifactStore(ArtifactStore):
             if _status(exc) == 416:
                 size = self._size(name, ext)
                 return ObjectStream(416, {"Content-Range": f"bytes */{size}"})
-            raise StorageError(f"cannot read {name}.{ext}: {reason(exc)}") from exc
+            raise StorageError(f"cannot read {name}.{ext}: {one_line(exc)}") from exc
         headers = {"Content-Length": str(obj["ContentLength"]), "Accept-Ranges": "bytes"}
         if obj.get("ETag"):
             headers["ETag"] = obj["ETag"]
@@ -261,7 +261,7 @@ class S3ArtifactStore(ArtifactStore):
         try:
             self.put_bytes(f"previews/{job_id}.png", buffer.getvalue(), "image/png")
         except Exception as exc:
-            detail = f"cannot save the preview in {self.describe()}: {reason(exc)}"
+            detail = f"cannot save the preview in {self.describe()}: {one_line(exc)}"
             raise StorageError(detail) from exc
 
     def read_preview(self, job_id: str) -> bytes | None:
@@ -281,7 +281,7 @@ class S3ArtifactStore(ArtifactStore):
             for path in files:
                 self.put_file(f"uploads/{job_id}/{path.name}", path, "application/octet-stream")
         except Exception as exc:
-            detail = f"cannot store the uploaded images in {self.describe()}: {reason(exc)}"
+            detail = f"cannot store the uploaded images in {self.describe()}: {one_line(exc)}"
             raise StorageError(detail) from exc
 
     def localize(self, settings: Any, job_id: str) -> Any:
@@ -295,7 +295,7 @@ class S3ArtifactStore(ArtifactStore):
                     folder.mkdir(parents=True, exist_ok=True)
                     (folder / Path(name).name).write_bytes(data)
         except Exception as exc:
-            detail = f"cannot read the uploaded images from {self.describe()}: {reason(exc)}"
+            detail = f"cannot read the uploaded images from {self.describe()}: {one_line(exc)}"
             raise StorageError(detail) from exc
         return super().localize(settings, job_id)
 

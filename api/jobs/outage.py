@@ -34,6 +34,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
 )
 UNAVAILABLE_RETRY_AFTER = 5  # seconds: a restarting database is usually back by then
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds: first wait, longest wait between two tries
+REASON_CHARS = 200  # an outage's reason (`one_line`) is cut there in reports and logs
 
 
 def unavailable_service(exc: BaseException) -> str | None:

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from api.errors import one_line
 from api.jobs.config import ServiceConfig
-from api.jobs.probe import describe
+from api.jobs.outage import REASON_CHARS
 
 if TYPE_CHECKING:
     from api.storage import ArtifactStore
@@ -70,7 +71,9 @@ def preflight(
             check()
         except Exception as exc:
             log.debug("preflight: %s failed", part, exc_info=True)
-            problems.append(Problem(part, redact(target), describe(exc.__cause__ or exc)))
+            problems.append(
+                Problem(part, redact(target), one_line(exc.__cause__ or exc, REASON_CHARS))
+            )
     reason = device_error(config.device)
     if reason is not None:
         problems.append(Problem("device", config.device or "auto", reason))

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from api.jobs.outage import Outages
+from api.errors import one_line
+from api.jobs.outage import REASON_CHARS, Outages
 from api.jobs.queue import JobQueue
 from api.jobs.store import JobStore
 
@@ -54,12 +55,6 @@ def _state(error: str | None) -> dict[str, Any]:
     return {"ok": True} if error is None else {"ok": False, "error": error}
 
 
-def describe(exc: BaseException) -> str:
-    """A one-line reason (drivers' messages run over many lines)."""
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 class Probe:
     """Cached checks of the database, the queue and the workers' heartbeats."""
 
@@ -92,11 +87,11 @@ class Probe:
             self.store.ping()
             live = len(self.store.live_workers(time.time() - self.stale_after))
         except Exception as exc:
-            database = describe(exc)
+            database = one_line(exc, REASON_CHARS)
             self.outages.failed("database")
         try:
             queued = self.queue.ping()
         except Exception as exc:
-            queue = describe(exc.__cause__ or exc)
+            queue = one_line(exc.__cause__ or exc, REASON_CHARS)
             self.outages.failed("queue")
         return Health(database, queue, live, queued)

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from api.jobs.outage import Outages
-from api.jobs.probe import describe
+from api.errors import one_line
+from api.jobs.outage import REASON_CHARS, Outages
 from api.jobs.queue import JobQueue
 from api.jobs.store import JobStore, Worker
 
@@ -96,7 +96,12 @@ class Upkeep:
             if service is None:
                 log.exception("%s failed", chore.name)
             else:
-                log.warning("%s: the %s is unavailable (%s)", chore.name, service, describe(exc))
+                log.warning(
+                    "%s: the %s is unavailable (%s)",
+                    chore.name,
+                    service,
+                    one_line(exc, REASON_CHARS),
+                )
 
 
 def worker_row(identity: str, host: str, pid: int, device: str, started_at: float) -> Worker:

@@ -21,12 +21,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from api.errors import RunFailed
+from api.errors import RunFailed, one_line
 from api.gpu import GpuLock
 from api.jobs.config import ServiceConfig
-from api.jobs.outage import Outages, retry, unavailable_service
+from api.jobs.outage import REASON_CHARS, Outages, retry, unavailable_service
 from api.jobs.policy import WorkerIdentity, ended
-from api.jobs.probe import describe
 from api.jobs.store import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 from api.metrics import Metrics
 from api.runner import failure_message, run_engine
@@ -227,7 +226,11 @@ class JobRunner:
             return self._finish(job.id, FAILED, error=failure_message(exc))
         except Exception as exc:  # saving the result failed (a full disk, ...)
             if unavailable_service(exc) is not None:  # not the job's fault: run it again
-                log.warning("job %s: stopped by an outage (%s); handed back", job.id, describe(exc))
+                log.warning(
+                    "job %s: stopped by an outage (%s); handed back",
+                    job.id,
+                    one_line(exc, REASON_CHARS),
+                )
                 return self._give_back(job.id, "outage")
             log.exception("job %s: cannot save the result", job.id)
             return self._finish(job.id, FAILED, error=failure_message(exc))
