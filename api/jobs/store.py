@@ -127,6 +127,14 @@ def token_matches(token: str, job: Job) -> bool:
     return hmac.compare_digest(hash_token(token), job.delete_token_hash)
 
 
+def _back_in_queue() -> dict[str, Any]:
+    """The fields of a running job put back on the queue: no worker, no progress, stamped now."""
+    return {
+        "status": QUEUED, "worker_id": None, "heartbeat_at": None, "iteration": 0,
+        "preview_iteration": None, "started_at": None, "enqueued_at": time.time(),
+    }  # fmt: skip
+
+
 def make_engine(url: str) -> Engine:
     """A SQLAlchemy engine; SQLite gets WAL and a busy timeout so threads and processes share it."""
     if url.startswith("postgres"):  # a dropped packet must not hang a worker for minutes
@@ -259,9 +267,8 @@ class JobStore:
 
     def release(self, job_id: str, worker_id: str) -> bool:
         """running -> queued after a clean worker shutdown; the attempt does not count."""
-        values: dict[str, Any] = {"status": QUEUED, "worker_id": None, "heartbeat_at": None}
-        values.update(iteration=0, preview_iteration=None, started_at=None, enqueued_at=time.time())
-        return self._update(job_id, self._owned(worker_id), attempts=Job.attempts - 1, **values)
+        where, values = self._owned(worker_id), _back_in_queue()
+        return self._update(job_id, where, attempts=Job.attempts - 1, **values)
 
     def cancel_queued(self, job_id: str) -> bool:
         """queued -> cancelled (it never starts)."""
@@ -274,9 +281,7 @@ class JobStore:
 
     def requeue_dead(self, job: Job) -> bool:
         """running (dead worker) -> queued, if nobody changed it since `job` was read."""
-        values: dict[str, Any] = {"status": QUEUED, "worker_id": None, "heartbeat_at": None}
-        values.update(iteration=0, preview_iteration=None, started_at=None, enqueued_at=time.time())
-        return self._update(job.id, self._unchanged(job), **values)
+        return self._update(job.id, self._unchanged(job), **_back_in_queue())
 
     def queued_before(self, before: float) -> list[Job]:
         """Queued jobs last put on the queue before `before` (candidates the queue lost)."""
