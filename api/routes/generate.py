@@ -202,12 +202,12 @@ async def generate_by_queue(
 def admit_to_queue(jobs: JobService, client: str) -> None:
     """Refuse (HTTPException) when the queue is full, the client over its rate limit, or no
     worker is alive: a synchronous call would wait for nobody."""
+    from api.routes.jobs import retry_later
+
     try:
         jobs.admit(client)
     except (QueueFull, RateLimited) as exc:
-        status = 503 if isinstance(exc, QueueFull) else 429
-        headers = {"Retry-After": str(exc.retry_after)}
-        raise HTTPException(status, str(exc), headers=headers) from None
+        raise retry_later(exc) from None
     if not jobs.probe.check().live_workers:
         raise HTTPException(
             503,

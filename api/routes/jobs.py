@@ -202,10 +202,8 @@ async def submit_job(
         job_id = new_job_id()
         settings = await build_settings(form.base, config, jobs.artifacts.upload_dir(job_id))
         job, token = await run_in_threadpool(_record, jobs, form, settings, job_id, client, request)
-    except QueueFull as exc:
-        raise _retry_later(503, exc) from None
-    except RateLimited as exc:
-        raise _retry_later(429, exc) from None
+    except (QueueFull, RateLimited) as exc:
+        raise retry_later(exc) from None
     links = job_links(base_url(request), job)
     response.headers["Location"] = links.self
     position = await run_in_threadpool(jobs.position, job)
@@ -230,9 +228,11 @@ def _record(
     )
 
 
-def _retry_later(status: int, exc: QueueFull | RateLimited | TooManyListeners) -> HTTPException:
-    headers = {"Retry-After": str(exc.retry_after)}
-    return HTTPException(status, str(exc), headers=headers)
+def retry_later(exc: QueueFull | RateLimited | TooManyListeners) -> HTTPException:
+    """The refusal as HTTP with Retry-After: 503 for a full queue (the server's state), 429 for
+    a client over its limits."""
+    status = 503 if isinstance(exc, QueueFull) else 429
+    return HTTPException(status, str(exc), headers={"Retry-After": str(exc.retry_after)})
 
 
 @router.get("/jobs/{job_id}", responses=_NOT_FOUND)
@@ -269,7 +269,7 @@ async def job_events(
         return Response(status_code=204)  # EventSource stops reconnecting on 204
     client = request.client.host if request.client else ""
     if jobs.feeds.listening(client) >= jobs.config.max_listeners_per_client:
-        raise _retry_later(429, TooManyListeners(jobs.config.max_listeners_per_client))
+        raise retry_later(TooManyListeners(jobs.config.max_listeners_per_client))
     stream = jobs.events(job.id, base_url(request), last, client)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
