@@ -4,13 +4,14 @@ of the painting style, and where the video went. Used by the CLI and the HTTP se
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, PngImagePlugin
 
+from engine.files import atomic_write
 from engine.settings import Settings, solo
+from engine.version import __version__
 
 if TYPE_CHECKING:
     from engine.generate import Result
@@ -21,8 +22,6 @@ _MACHINE_FIELDS = {"device"}
 
 def png_metadata(settings: Settings) -> dict[str, str]:
     """The text chunks written into every PNG."""
-    from engine import __version__
-
     data = settings.model_dump(mode="json", exclude=_MACHINE_FIELDS)
     return {
         "prompt": settings.prompts,
@@ -59,7 +58,7 @@ def save_outputs(
     directory.mkdir(parents=True, exist_ok=True)
     files = {"png": directory / f"{stem}.png"}
     chosen = settings or result.settings
-    _atomic(files["png"], lambda tmp: save_png(result.image, chosen, tmp))
+    atomic_write(files["png"], lambda tmp: save_png(result.image, chosen, tmp))
     if result.svg is not None:
         _write_text(files, "svg", directory / f"{stem}.svg", result.svg)
     if len(result.images) > 1:  # the sheet above, and each picture with its own seed
@@ -68,7 +67,7 @@ def save_outputs(
         ):
             alone = solo(chosen, seed)
             files[f"{i}.png"] = directory / f"{stem}-{i}.png"
-            _atomic(files[f"{i}.png"], lambda tmp, p=picture, s=alone: save_png(p, s, tmp))
+            atomic_write(files[f"{i}.png"], lambda tmp, p=picture, s=alone: save_png(p, s, tmp))
             if svg is not None:
                 _write_text(files, f"{i}.svg", directory / f"{stem}-{i}.svg", svg)
     if result.video_path is not None and Path(result.video_path).exists():
@@ -78,18 +77,7 @@ def save_outputs(
 
 def _write_text(files: dict[str, Path], key: str, path: Path, text: str) -> None:
     files[key] = path
-    _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _atomic(path: Path, write: Any) -> None:
-    """`write(tmp)` to a hidden name beside `path`, then rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_png_settings(path: str | Path) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,6 +28,8 @@ import av
 import numpy as np
 import torch
 from PIL import Image
+
+from engine.files import part_path, publish
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class VideoRecorder:
         self.frame_size = video_size(self.size, pixelated, min_long_side)[1]  # (W, H), even
         self.frames_written = 0
         self._last: np.ndarray | None = None  # (H, W, 3): the one frame kept, for the hold
-        self._tmp = self.path.with_name(f".{self.path.name}.part")
+        self._tmp = part_path(self.path)
         self._container: Any = None
         self._stream: Any = self._open(check_h264())
 
@@ -268,7 +269,7 @@ class VideoRecorder:
             self._container.mux(self._stream.encode(None))  # flush delayed frames
             self._container.close()
             self._container = None
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise

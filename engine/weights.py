@@ -31,6 +31,7 @@ from typing import BinaryIO
 import yaml
 
 from engine.errors import WeightsError
+from engine.files import publish
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def download(
         except (OSError, http.client.HTTPException) as exc:  # keep .part to resume
             failures.append(f"mirror {i}: {_reason(exc)}")
         else:
-            os.replace(part, dest)  # atomic: dest is either absent or whole
+            publish(part, dest)  # atomic: dest is either absent or whole
             _meta_path(part).unlink(missing_ok=True)
             log.info("downloaded %s", dest)
             return dest
