@@ -4,6 +4,7 @@ of the painting style, and where the video went. Used by the CLI and the HTTP se
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +59,7 @@ def save_outputs(
     directory.mkdir(parents=True, exist_ok=True)
     files = {"png": directory / f"{stem}.png"}
     chosen = settings or result.settings
-    atomic_write(files["png"], lambda tmp: save_png(result.image, chosen, tmp))
+    atomic_write(files["png"], partial(save_png, result.image, chosen))
     if result.svg is not None:
         _write_text(files, "svg", directory / f"{stem}.svg", result.svg)
     if len(result.images) > 1:  # the sheet above, and each picture with its own seed
@@ -67,7 +68,7 @@ def save_outputs(
         ):
             alone = solo(chosen, seed)
             files[f"{i}.png"] = directory / f"{stem}-{i}.png"
-            atomic_write(files[f"{i}.png"], lambda tmp, p=picture, s=alone: save_png(p, s, tmp))
+            atomic_write(files[f"{i}.png"], partial(save_png, picture, alone))
             if svg is not None:
                 _write_text(files, f"{i}.svg", directory / f"{stem}-{i}.svg", svg)
     if result.video_path is not None and Path(result.video_path).exists():
