@@ -8,7 +8,7 @@ from engine.errors import Cancelled, CheckpointError, EngineError, SettingsError
 from engine.files import atomic_write, atomic_write_bytes, publish
 from engine.generate import Result, Step, generate
 from engine.models import ModelCache
-from engine.output import read_png_settings, save_outputs
+from engine.output import output_filename, read_png_settings, save_outputs
 from engine.resolve import ResolvedSettings, resolve
 from engine.settings import MAX_VARIATIONS, Limits, Settings, picture_seed, solo
 from engine.version import __version__
@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "generate",
+    "output_filename",
     "picture_seed",
     "publish",
     "read_png_settings",

@@ -4,6 +4,7 @@ of the painting style, and where the video went. Used by the CLI and the HTTP se
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,13 @@ def save_png(image: Image.Image, settings: Settings, path: str | Path) -> Path:
     return path
 
 
+def output_filename(stem: str, key: str) -> str:
+    """The file name of an output key: 'png' -> `stem.png`, '2.png' -> `stem-2.png` (picture 2
+    of a batch of variations). The one naming rule of outputs, for the CLI and the service."""
+    index, _, ext = key.rpartition(".")
+    return f"{stem}-{index}.{ext}" if index else f"{stem}.{ext}"
+
+
 def save_outputs(
     result: Result, directory: str | Path, stem: str, settings: Any = None
 ) -> dict[str, Path]:
@@ -53,32 +61,34 @@ def save_outputs(
 
     Each file is written under a hidden temporary name and renamed into place, so a reader never
     sees half a file. `settings` replaces the result's in the PNG metadata (the service stores
-    them without server paths). Returns every kept file by extension, the video included.
+    them without server paths). Returns every kept file by output key (`output_filename`), the
+    video included.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    files = {"png": directory / f"{stem}.png"}
     chosen = settings or result.settings
-    atomic_write(files["png"], partial(save_png, result.image, chosen))
+    files: dict[str, Path] = {}
+
+    def write(key: str, save: Callable[[Path], Any]) -> None:
+        files[key] = atomic_write(directory / output_filename(stem, key), save)
+
+    write("png", partial(save_png, result.image, chosen))
     if result.svg is not None:
-        _write_text(files, "svg", directory / f"{stem}.svg", result.svg)
+        write("svg", partial(_save_text, result.svg))
     if len(result.images) > 1:  # the sheet above, and each picture with its own seed
         for i, (picture, seed, svg) in enumerate(
             zip(result.images, result.seeds, result.svgs, strict=True), start=1
         ):
-            alone = solo(chosen, seed)
-            files[f"{i}.png"] = directory / f"{stem}-{i}.png"
-            atomic_write(files[f"{i}.png"], partial(save_png, picture, alone))
+            write(f"{i}.png", partial(save_png, picture, solo(chosen, seed)))
             if svg is not None:
-                _write_text(files, f"{i}.svg", directory / f"{stem}-{i}.svg", svg)
+                write(f"{i}.svg", partial(_save_text, svg))
     if result.video_path is not None and Path(result.video_path).exists():
         files["mp4"] = Path(result.video_path)
     return files
 
 
-def _write_text(files: dict[str, Path], key: str, path: Path, text: str) -> None:
-    files[key] = path
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def _save_text(text: str, path: Path) -> None:
+    path.write_text(text, encoding="utf-8")
 
 
 def read_png_settings(path: str | Path) -> dict[str, Any]:
