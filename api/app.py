@@ -24,7 +24,7 @@ from api.artifacts import open_artifact_store
 from api.config import ApiConfig
 from api.deps import Readiness
 from api.errors import RunFailed, install_error_handlers
-from api.forms import check_style, server_overrides
+from api.forms import server_overrides
 from api.gpu import GpuLock
 from api.guard import RequestGuard
 from api.jobs import start_jobs, stop_jobs
@@ -33,7 +33,6 @@ from api.jobs.outage import install_outage_handlers
 from api.routes import docs, gallery, generate, health, jobs, outputs, web
 from api.runner import run_engine
 from engine import ModelCache, Settings, __version__
-from engine.drawers import list_drawers
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +141,6 @@ def warm_up(app: FastAPI) -> None:
 
 
 def warm_up_settings(config: ApiConfig) -> Settings:
-    """Draft quality (or the server's model overrides), the default style if installed."""
-    style = Settings.model_fields["style"].default
-    try:
-        check_style(style)
-    except ValueError:
-        style = list_drawers()[0]
+    """Draft quality (or the server's model overrides) in the default style."""
     values = {**server_overrides(config), "cutouts": 1}
-    return Settings.create(
-        prompts="warm-up", style=style, size=(32, 32), iterations=1, seed=0, **values
-    )
+    return Settings.create(prompts="warm-up", size=(32, 32), iterations=1, seed=0, **values)

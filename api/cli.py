@@ -20,7 +20,7 @@ _NO_FLAG = {"prompts"}
 
 def _settings_options() -> list[click.Option]:
     """One click option per Settings field: its help text, type and choices from `Settings`."""
-    from engine.settings import Settings
+    from engine import Settings
 
     options = []
     for name, info in Settings.model_fields.items():
@@ -64,21 +64,22 @@ _METAVARS = {
 
 
 def _metavar(name: str) -> str | None:
-    from engine.settings import CHOICES
+    from engine import choices
 
-    if name in CHOICES:
-        return "[" + "|".join(CHOICES[name]) + "]"
+    named = choices(name)
+    if named is not None:
+        return "[" + "|".join(named) + "]"
     return _METAVARS.get(name)
 
 
 def _help_text(name: str, description: str) -> str:
     """The field's description; the model lists come from the catalog, so they stay complete."""
-    from engine import catalog
+    from engine import VQGAN_MODELS, known_clip_models
 
     if name == "clip_models":
-        return f"{description} Known: {', '.join(catalog.known_clip_models())}."
+        return f"{description} Known: {', '.join(known_clip_models())}."
     if name == "vqgan_model":
-        return f"{description} Known: {', '.join(catalog.VQGAN_MODELS)}."
+        return f"{description} Known: {', '.join(VQGAN_MODELS)}."
     return description
 
 
@@ -98,7 +99,7 @@ def _is_bool(annotation: Any) -> bool:
 
 def _collect(ctx: click.Context, prompt: str | None, params: dict[str, Any]) -> dict[str, Any]:
     """Settings values: from `--from PNG` first, then every option given on the command line."""
-    from engine.output import read_png_settings
+    from engine import read_png_settings
 
     values: dict[str, Any] = {}
     source = params.pop("from_png")
@@ -136,8 +137,7 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
     from tqdm import tqdm
 
     from api.cli_run import fetch_weights, load_models
-    from engine import SettingsError, generate
-    from engine.generate import pick_device
+    from engine import SettingsError, generate, pick_device
 
     device = pick_device(settings.device)
     if device.type == "cpu":
@@ -183,7 +183,7 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
 
 
 def _write_outputs(result: Any, out_path: Path) -> None:
-    from engine.output import save_outputs
+    from engine import save_outputs
 
     files = save_outputs(result, out_path.parent, out_path.stem)
     for path in files.values():

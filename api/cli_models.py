@@ -34,14 +34,14 @@ def _human(size: int) -> str:
 @models_app.command("list")
 def list_models() -> None:
     """Show the known models, their size and whether each is in the cache."""
-    from engine import catalog, weights
+    from engine import cache_dir, list_models
 
     rows = [("KIND", "NAME", "SIZE", "CACHED", "PATH")]
-    for m in catalog.list_models():
+    for m in list_models():
         cached = "bundled" if m.bundled and m.cached else "yes" if m.cached else "no"
         rows.append((m.kind, m.name, _human(m.size), cached, str(m.path)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    typer.echo(f"cache: {weights.cache_dir()} (set TEXT2ART_CACHE to move it)")
+    typer.echo(f"cache: {cache_dir()} (set TEXT2ART_CACHE to move it)")
     for row in rows:
         typer.echo(
             "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True))
@@ -88,23 +88,23 @@ def download(
     ] = None,
 ) -> None:
     """Download a model's files into the cache (resumes an interrupted download)."""
-    from engine import catalog, weights
+    from engine import bundled_models, ensure_file, model_files
     from engine.errors import WeightsError
 
-    bundled = [m for m in catalog.bundled_models() if m.name == name and kind in (None, m.kind)]
+    bundled = [m for m in bundled_models() if m.name == name and kind in (None, m.kind)]
     if bundled:
         for m in bundled:
             typer.echo(f"bundled with text2art, nothing to download: {m.path}")
         return
     try:
-        files = catalog.model_files(name, kind)
+        files = model_files(name, kind)
     except ValueError as exc:
         _fail(str(exc), 2)
     for label, spec, path in files:
         cached = path.is_file()
         bar = DownloadBar(path.name)
         try:
-            weights.ensure_file(spec, path, progress=bar, label=label)  # checks a cached file too
+            ensure_file(spec, path, progress=bar, label=label)  # checks a cached file too
         except WeightsError as exc:
             bar.close()
             _fail(str(exc), 1)

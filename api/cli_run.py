@@ -17,18 +17,17 @@ OFFLINE_HINT = (
 def fetch_weights(settings: Any) -> None:
     """Download what the run needs and is missing; report every file that failed, at once."""
     from api.cli_models import DownloadBar
-    from engine import catalog, weights
+    from engine import ensure_file, missing_weights
     from engine.errors import WeightsError
 
-    vqgan = settings.vqgan_model if settings.style == "image" else None
     problems = []
-    for label, spec, path in catalog.missing_files(settings.clip_models, vqgan):
+    for label, spec, path in missing_weights(settings):
         if spec is None:
             problems.append(f"{label}: no file at {path}")
             continue
         bar = DownloadBar(path.name)
         try:
-            weights.ensure_file(spec, path, progress=bar, label=label)
+            ensure_file(spec, path, progress=bar, label=label)
         except WeightsError as exc:
             problems.append(str(exc))
         finally:
@@ -40,19 +39,15 @@ def fetch_weights(settings: Any) -> None:
 
 
 def load_models(settings: Any, device: Any) -> Any:
-    """A `ModelCache` holding the run's CLIP models (and VQGAN for the image style)."""
-    from engine import ModelCache
+    """A `ModelCache` holding the run's models (its CLIP models, and the VQGAN of a style that
+    decodes with one)."""
+    from engine import load_models as load
     from engine.errors import EngineError
 
-    models = ModelCache()
     try:
-        for name in settings.clip_models:
-            models.clip(name, device)
-        if settings.style == "image":
-            models.vqgan(settings.vqgan_model, device)
+        return load(settings, device)
     except (EngineError, ValueError, OSError) as exc:
         fail(str(exc).splitlines()[0], code=1)
-    return models
 
 
 def fail(message: str, code: int = 2) -> typing.NoReturn:

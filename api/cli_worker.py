@@ -133,7 +133,7 @@ def device_error(name: str | None) -> str | None:
     """Why the worker's torch device cannot be used, or None when it can."""
     import torch
 
-    from engine.generate import pick_device
+    from engine import pick_device
 
     try:
         device = pick_device(name)

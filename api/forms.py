@@ -24,10 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from api.config import ApiConfig
-from engine import ResolvedSettings, Settings, resolve
-from engine.drawers import list_drawers
+from engine import ResolvedSettings, Settings, publish, resolve
 from engine.errors import SettingsError
-from engine.settings import normalise_style
 
 # The card's fields, in the order of the form.
 FORM_FIELDS = (
@@ -137,9 +135,7 @@ async def build_settings(
     Raises `SettingsError` (a 422 naming the field).
     """
     values = {**form.given, **server_overrides(config)}
-    check_style(values.get("style", default_of("style")))
     limits = config.limits()
-    check_variations(values.get("variations"), limits.max_variations)
     settings = Settings.create(**values)  # bad fields fail before any upload is read
     if len(form.image_prompts) > limits.max_prompts:
         n = len(form.image_prompts)
@@ -169,26 +165,6 @@ def server_overrides(config: ApiConfig) -> dict[str, Any]:
         "cutouts": config.cutouts,
     }
     return {k: v for k, v in overrides.items() if v is not None}
-
-
-def check_variations(value: Any, most: int) -> None:
-    """422 naming this server's range for any count outside it (not only the engine's 1-4)."""
-    if isinstance(value, int) and not 1 <= value <= most:
-        raise SettingsError("variations", f"must be between 1 and {most}, got {value}")
-
-
-def check_style(value: str) -> None:
-    """422 for a style the engine does not know or this server has not installed."""
-    try:
-        style = normalise_style(value)
-    except ValueError as exc:
-        raise SettingsError("style", str(exc)) from None
-    available = list_drawers()
-    if style not in available:
-        choices = ", ".join(f"'{s}'" for s in available)
-        raise SettingsError(
-            "style", f"style {style!r} is not available here; choose one of {choices}"
-        )
 
 
 async def _store_uploads(form: GenerateForm, config: ApiConfig, upload_dir: Path) -> dict[str, Any]:
@@ -224,7 +200,7 @@ def store_upload(
     except BaseException:
         raw.unlink(missing_ok=True)
         raise
-    return raw.rename(upload_dir / f"{stem}.{fmt}")
+    return publish(raw, upload_dir / f"{stem}.{fmt}")
 
 
 def _copy_limited(file: IO[bytes], dest: Path, field: str, max_bytes: int) -> None:

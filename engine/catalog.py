@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -40,7 +40,8 @@ class WorldDefaults:
     """
 
     values: Mapping[str, Any]  # Settings field -> value
-    learning_rates: Mapping[str, float] = field(default_factory=dict)  # style -> Adam step
+    # Its pictures must form in few iterations: each style takes its `Drawer.fast_lr`.
+    fast: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,9 @@ def _openai_clip(name: str, sha256: str, size_mb: int, timm_repo: str) -> ClipEn
 
 # The bundled shapes world is flat shapes seen at 64 px: a small canvas, a coarse pixel grid,
 # fewer views and the bundled VQGAN (every style in under half a minute on a 2-core CPU,
-# offline). Its pictures are flat colour fields that must form in 100 iterations, so pixel cells
-# and stroke points move faster than CLIP's defaults let them.
+# offline). Its pictures are flat colour fields that must form in 100 iterations, so it is a fast
+# world: pixel cells and stroke points move faster than CLIP's defaults let them (each style's
+# `fast_lr`).
 SHAPES_WORLD = WorldDefaults(
     values={
         "size": (64, 64),
@@ -139,7 +141,7 @@ SHAPES_WORLD = WorldDefaults(
         "strokes": 256,
         "vqgan_model": SHAPES,
     },
-    learning_rates={"pixel art": 0.1, "painting": 2.0},
+    fast=True,
 )
 
 # The test model's world: only its VQGAN (the sizes and steps stay the caller's and the presets').

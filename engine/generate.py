@@ -24,13 +24,13 @@ import torch
 from PIL import Image
 
 from engine.cutouts import Cutouts
-from engine.drawers import DrawerContext, create_drawer
+from engine.drawers import DrawerContext, create_drawer, drawer_class
 from engine.errors import Cancelled
 from engine.images import fit_cover, open_rgb
 from engine.models import ModelCache
 from engine.perceptor import ClipModel, Targets, build_targets
 from engine.prompts import parse_prompts
-from engine.resolve import ResolvedSettings, resolve
+from engine.resolve import ResolvedSettings, as_resolved
 from engine.settings import Limits, Settings, picture_seed, solo
 
 log = logging.getLogger(__name__)
@@ -184,10 +184,12 @@ def generate(
 ) -> Result:
     """Optimise the style's drawer until CLIP finds the prompts in the image (VQGAN+CLIP loop).
 
-    `settings` are resolved first (engine.resolve; resolving resolved settings changes nothing).
+    `settings` are resolved here unless they are `ResolvedSettings` already (the CLI and the
+    service resolve once, when the request comes in); either way they are checked against
+    `limits` (default `Limits()`).
     """
     start = time.perf_counter()
-    s = resolve(settings, limits)
+    s = as_resolved(settings, limits)
     device = pick_device(s.device)
     models = models or ModelCache()
     seeds = [picture_seed(s.seed, k) for k in range(1, s.variations + 1)]
@@ -233,7 +235,8 @@ def _start_video(s: ResolvedSettings, video_path: str | Path | None) -> Any:
 
     check_h264()
     plan = plan_video(s.iterations)
-    return VideoRecorder(Path(video_path), s.size, plan, pixelated=s.style == "pixel art")
+    pixelated = drawer_class(s.style).pixelated
+    return VideoRecorder(Path(video_path), s.size, plan, pixelated=pixelated)
 
 
 def _optimise(

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine import catalog, presets
-from engine.drawers import drawer_class
+from engine.drawers import DRAWERS, drawer_class
 from engine.errors import SettingsError
 from engine.prompts import parse_prompts
 from engine.settings import MAX_SEED, Limits, ResolvedSettings, Settings, settings_error
@@ -54,6 +54,15 @@ def resolve(
     return resolved
 
 
+def as_resolved(settings: Settings, limits: Limits | None = None) -> ResolvedSettings:
+    """Settings as they will run: resolved ones are only checked against `limits` (resolving
+    them again would change nothing), others are resolved."""
+    if isinstance(settings, ResolvedSettings):
+        check_limits(settings, limits or Limits())
+        return settings
+    return resolve(settings, limits)
+
+
 def _with_defaults(settings: Settings, defaults: Mapping[str, Any]) -> Settings:
     """The settings with what they leave out taken from the model's world, then `defaults`."""
     update = world_values(settings)
@@ -71,7 +80,8 @@ def world_values(s: Settings) -> dict[str, Any]:
     """The values of the guiding model's world that `s` leaves out.
 
     A quality above draft keeps its iterations and size; an aspect other than square or a scale
-    given keeps its size and grid; a pixel grid means nothing to the other styles.
+    given keeps its size and grid; what one style decides (a pixel grid) means nothing to the
+    others; in a fast world the style takes its `fast_lr`.
     """
     world = catalog.world_defaults(s.clip_models)
     if world is None:
@@ -81,11 +91,11 @@ def world_values(s: Settings) -> dict[str, Any]:
         skip |= {"iterations", "size", "pixel_size"}
     if s.aspect != "square" or "scale" in s.model_fields_set and s.scale is not None:
         skip |= {"size", "pixel_size"}
-    if s.style != "pixel art":
-        skip.add("pixel_size")
+    drawer = drawer_class(s.style)
+    skip |= {f for other in DRAWERS.values() if other is not drawer for f in other.decides}
     values = dict(world.values)
-    if s.style in world.learning_rates:
-        values["learning_rate"] = world.learning_rates[s.style]
+    if world.fast and drawer.fast_lr is not None:
+        values["learning_rate"] = drawer.fast_lr
     return {k: v for k, v in values.items() if k not in skip}
 
 

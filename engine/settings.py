@@ -12,28 +12,22 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine import presets
+from engine.drawers import DEFAULT_STYLE, describe_styles, list_drawers, normalise_style
 from engine.errors import SettingsError
 from engine.prompts import parse_prompts
 
-STYLES = ("image", "painting", "pixel art")
 QUALITIES = tuple(presets.QUALITY)
 ASPECTS = tuple(presets.ASPECT)
 MAX_VARIATIONS = 4  # pictures in one batch (each adds its cutouts to the CLIP batch)
 MAX_SEED = 2**63 - 1
-# The fields whose value is one of a few names (any case; styles have aliases too): their
-# validators check them, and the CLI lists them in its help.
-CHOICES: dict[str, tuple[str, ...]] = {"style": STYLES, "quality": QUALITIES, "aspect": ASPECTS}
 
-# Every accepted spelling of a style (compared lower-cased, spaces/underscores/dashes squeezed).
-_STYLE_ALIASES = {
-    "image": "image",
-    "vqgan": "image",
-    "painting": "painting",
-    "clipdraw": "painting",
-    "pixelart": "pixel art",
-    "pixel": "pixel art",
-    "pixeldraw": "pixel art",
-}
+
+def choices(field: str) -> tuple[str, ...] | None:
+    """The names a field's value is one of (any case; styles have aliases too), or None for a
+    free field: the validators check them, and the CLI lists them in its help. The styles are
+    the registered drawers (engine.drawers)."""
+    named = {"style": tuple(list_drawers()), "quality": QUALITIES, "aspect": ASPECTS}
+    return named.get(field)
 
 
 class Limits(BaseModel):
@@ -54,15 +48,6 @@ class Limits(BaseModel):
         le=MAX_VARIATIONS,
         description="Most pictures in one batch (memory grows with each).",
     )
-
-
-def normalise_style(value: str) -> str:
-    """Map any accepted spelling ('Pixel Art', 'pixeldraw', 'VQGAN', ...) to a canonical style."""
-    key = re.sub(r"[\s_\-]+", "", str(value).strip().lower())
-    if key not in _STYLE_ALIASES:
-        allowed = ", ".join(f"'{s}'" for s in STYLES)
-        raise ValueError(f"unknown style {value!r}; choose one of {allowed}")
-    return _STYLE_ALIASES[key]
 
 
 def parse_size(value: Any) -> tuple[int, int] | None:
@@ -121,17 +106,17 @@ class Settings(BaseModel):
         None, description="Explicit WIDTHxHEIGHT; wins over aspect and scale.", examples=[None]
     )
     style: str = Field(
-        "image",
-        description="image (VQGAN), painting (strokes) or pixel art; any case.",
+        DEFAULT_STYLE,
+        description=f"{describe_styles()}; any case.",
         examples=["pixel art"],
     )
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED, description="Random seed (drawn and reported when empty)."
     )
+    # At most `Limits.max_variations` (checked at resolution: a service may allow fewer).
     variations: int = Field(
         1,
         ge=1,
-        le=MAX_VARIATIONS,
         description="Pictures made side by side from the seeds seed, seed+1, ... in one batch "
         "(each reproducible on its own with its seed).",
     )

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import ModelCache, generate
+from engine import ModelCache, generate, list_drawers
 from scripts.shapes_gates import TUNING_PROMPTS, judge, prompt, semantic_settings
 
 HELD_OUT = [
@@ -27,7 +27,7 @@ HELD_OUT = [
     prompt("triangle", "white", "purple"),
     prompt("ring", "pink", position="top right"),
 ]
-STYLES = ("pixel art", "painting", "image")
+STYLES = list_drawers()
 PASS = 0.8  # per style and per verdict, as the issue asks of the ranking
 pytestmark = pytest.mark.semantic  # `-m "not semantic"`: the quick run leaves these out
 

@@ -10,15 +10,13 @@ import torch
 from conftest import run_cli, tiny_settings
 from PIL import Image
 
-from engine import ModelCache, Step, generate, resolve
+from engine import ModelCache, Step, generate, list_drawers, resolve
 from engine.errors import SettingsError
 from engine.generate import SHEET_GAP, contact_sheet
 from engine.output import read_png_settings
 
-STYLES = ("pixel art", "painting", "image")
 
-
-@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("style", list_drawers())
 def test_each_variation_is_its_solo_run_byte_for_byte(style: str, models: ModelCache) -> None:
     batch = generate(tiny_settings(style=style, seed=5, variations=3), models=models)
     assert batch.seeds == [5, 6, 7] and len(batch.images) == 3
@@ -65,9 +63,10 @@ def test_contact_sheets() -> None:
 
 def test_variations_and_seed_bounds() -> None:
     assert resolve(tiny_settings(variations=4)).variations == 4
-    with pytest.raises(SettingsError) as caught:
-        tiny_settings(variations=5)
+    with pytest.raises(SettingsError) as caught:  # the limits decide (one check: resolution)
+        resolve(tiny_settings(variations=5))
     assert caught.value.field == "variations"
+    assert caught.value.message == "must be between 1 and 4, got 5"
     with pytest.raises(SettingsError) as caught:
         resolve(tiny_settings(seed=2**63 - 2, variations=3))
     assert caught.value.field == "seed" and "at most 9223372036854775805" in caught.value.message

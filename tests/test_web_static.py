@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.routes.web import STATIC_DIR, mount_web
-from engine.settings import ASPECTS, MAX_VARIATIONS, QUALITIES, STYLES
+from engine.drawers import list_drawers
+from engine.settings import ASPECTS, MAX_VARIATIONS, QUALITIES
 
 # The fields of POST /jobs the page sends (the /generate form plus email and public).
 JOB_FIELDS = {
@@ -174,7 +175,7 @@ def test_choices_match_the_engine(page: Page) -> None:
     styles = [e["attrs"]["value"] for e in page.find("input", name="style")]
     aspects = [e["attrs"]["value"] for e in page.find("input", name="aspect")]
     qualities = [e["attrs"]["value"] for e in page.find("option") if "value" in e["attrs"]]
-    assert sorted(styles) == sorted(STYLES)
+    assert sorted(styles) == sorted(list_drawers())
     assert sorted(aspects) == sorted(ASPECTS)
     assert qualities == list(QUALITIES)
 

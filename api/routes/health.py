@@ -10,9 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.deps import ConfigDep, GpuDep, JobsDep, ModelsDep, ReadinessDep
 from api.forms import default_of, server_overrides
-from engine import __version__, presets
-from engine.drawers import list_drawers
-from engine.generate import pick_device
+from engine import ASPECT, QUALITY, __version__, base_size, list_drawers, pick_device
 
 router = APIRouter(tags=["health"])
 
@@ -70,11 +68,11 @@ def info(request: Request, config: ConfigDep, models: ModelsDep, gpu: GpuDep) ->
         "styles": list_drawers(),
         "qualities": {
             name: {"clip_models": list(q.clip_models), "iterations": q.iterations}
-            for name, q in presets.QUALITY.items()
+            for name, q in QUALITY.items()
         },
         "aspects": {
-            name: {"base_size": list(base), "default_size": list(presets.base_size(name, scale))}
-            for name, base in presets.ASPECT.items()
+            name: {"base_size": list(base), "default_size": list(base_size(name, scale))}
+            for name, base in ASPECT.items()
         },
         "default_scale": scale,
         "overrides": server_overrides(config),

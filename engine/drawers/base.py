@@ -29,10 +29,34 @@ class DrawerContext:
 
 
 class Drawer:
-    """Base class of the styles. Subclasses set `name`, `default_lr` and implement `render()`."""
+    """Base class of the styles: a plug-in declares itself here, and nothing outside
+    `engine/drawers/` decides by a style's name.
 
+    Subclasses set `name` and `default_lr` and implement `parameters()` and `render()`; the other
+    declarations have defaults. The registry (`engine.drawers`) derives from them the style
+    choices of the settings, the CLI, the HTTP form, `/info` and the web page.
+    """
+
+    # The canonical style name (what settings, the API and PNG metadata carry).
     name: ClassVar[str]
+    # Other accepted spellings (compared like the name: any case, spaces/_/- squeezed).
+    aliases: ClassVar[tuple[str, ...]] = ()
+    # How the help texts describe it in a word or two ("VQGAN"); empty: the name says it all.
+    medium: ClassVar[str] = ""
+    # One sentence for people (the web page, /info).
+    summary: ClassVar[str] = ""
+    # Adam's step size unless the settings give one.
     default_lr: ClassVar[float]
+    # The step size in a world whose pictures must form in few iterations (a model's
+    # `WorldDefaults.fast`, e.g. the bundled shapes world); None: `default_lr` there too.
+    fast_lr: ClassVar[float | None] = None
+    # Blocky pictures: the video and the web page scale them up without smoothing.
+    pixelated: ClassVar[bool] = False
+    # It decodes through a VQGAN (`settings.vqgan_model`): that model is fetched and loaded.
+    uses_vqgan: ClassVar[bool] = False
+    # Optional settings that only this style's `resolve` fills; they stay None for the other
+    # styles, and a model's world does not fill them for those.
+    decides: ClassVar[tuple[str, ...]] = ()
     # Resolved sizes are trimmed down to a multiple of this.
     multiple: ClassVar[int] = 1
 

@@ -51,7 +51,12 @@ class ImageDrawer(Drawer):
     """A (1, embed_dim, H/f, W/f) VQGAN latent, quantised and decoded each render (clipit)."""
 
     name: ClassVar[str] = "image"
+    aliases: ClassVar[tuple[str, ...]] = ("vqgan",)
+    medium: ClassVar[str] = "VQGAN"
+    summary: ClassVar[str] = "A VQGAN latent decoded to a picture (VQGAN+CLIP)."
     default_lr: ClassVar[float] = 0.2  # clipit's default for VQGAN latents
+    uses_vqgan: ClassVar[bool] = True
+    decides: ClassVar[tuple[str, ...]] = ("decoder_checkpointing",)
 
     @classmethod
     def resolve(cls, settings: Settings, size: tuple[int, int]) -> dict[str, Any]:

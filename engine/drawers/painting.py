@@ -37,7 +37,11 @@ class PaintingDrawer(Drawer):
     """`strokes` cubic Bezier strokes over a white canvas or the init image (CLIPDraw)."""
 
     name: ClassVar[str] = "painting"
+    aliases: ClassVar[tuple[str, ...]] = ("clipdraw",)
+    medium: ClassVar[str] = "strokes"
+    summary: ClassVar[str] = "Coloured Bézier strokes (CLIPDraw), with the vector original as SVG."
     default_lr: ClassVar[float] = 1.0  # control points, in pixels per step
+    fast_lr: ClassVar[float | None] = 2.0  # on a small canvas points must travel further
 
     def __init__(self, ctx: DrawerContext):
         super().__init__(ctx)

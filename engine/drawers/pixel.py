@@ -48,7 +48,12 @@ class PixelDrawer(Drawer):
     """A (rows, cols) grid of RGB cells, upsampled by an integer cell size (PixelDraw)."""
 
     name: ClassVar[str] = "pixel art"
+    aliases: ClassVar[tuple[str, ...]] = ("pixel", "pixeldraw")
+    summary: ClassVar[str] = "A grid of colours, optionally from a palette (PixelDraw)."
     default_lr: ClassVar[float] = 0.03
+    fast_lr: ClassVar[float | None] = 0.1  # flat colour fields: cells may jump further
+    pixelated: ClassVar[bool] = True
+    decides: ClassVar[tuple[str, ...]] = ("pixel_size",)
 
     @classmethod
     def resolve(cls, settings: Settings, size: tuple[int, int]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.checkpoints import read_state_dict
 from engine.perceptor import CLIP_MEAN, CLIP_STD
 from engine.shapes.world import COLOURS, POSITIONS, SHAPES, SIZES
 from engine.weights import asset_path
@@ -218,8 +219,6 @@ class ShapesClip(nn.Module):
 
 def load_shapes_model(path: Path | None = None) -> tuple[ShapesClip, WordTokenizer]:
     """The trained shapes model (engine/assets/shapes_clip.safetensors) and its tokenizer."""
-    from safetensors.torch import load_file
-
     path = path or asset_path(WEIGHTS_FILE)
     if not path.is_file():
         raise FileNotFoundError(
@@ -227,7 +226,7 @@ def load_shapes_model(path: Path | None = None) -> tuple[ShapesClip, WordTokeniz
         )
     vocab = vocabulary()
     model = ShapesClip(len(vocab))
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(read_state_dict(path))
     return model.eval().requires_grad_(False), WordTokenizer(vocab)
 
 
