@@ -66,10 +66,13 @@ def _is_type_checking(test: ast.expr) -> bool:
 
 
 class _Imports(ast.NodeVisitor):
-    """Collects the imports of one module, skipping `if TYPE_CHECKING:` bodies."""
+    """Collects the imports of one module, skipping `if TYPE_CHECKING:` bodies unless told."""
 
-    def __init__(self, name: str, path: Path, is_package: bool, modules: set[str]) -> None:
+    def __init__(
+        self, name: str, path: Path, is_package: bool, modules: set[str], type_checking: bool
+    ) -> None:
         self.name, self.path, self.modules = name, path, modules
+        self.type_checking = type_checking  # also visit `if TYPE_CHECKING:` bodies
         self.package = name if is_package else name.rpartition(".")[0]
         self.scope: list[str] = []  # enclosing classes and functions
         self.functions = 0  # how many of them are functions
@@ -106,12 +109,19 @@ class _Imports(ast.NodeVisitor):
             self._add(submodule if submodule in self.modules else self._known(base), node)
 
     def visit_If(self, node: ast.If) -> None:
-        if not _is_type_checking(node.test):
+        if self.type_checking or not _is_type_checking(node.test):
             self.visit(node.test)
             for statement in node.body:
                 self.visit(statement)
         for statement in node.orelse:
             self.visit(statement)
+
+    def generic_visit(self, node: ast.AST) -> None:
+        """Into statements only: an expression cannot hold an import statement (and skipping
+        them makes the walk several times faster)."""
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt | ast.excepthandler | ast.match_case):
+                self.visit(child)
 
     def _scoped(self, node: ast.AST, name: str, is_function: bool) -> None:
         self.scope.append(name)
@@ -130,13 +140,19 @@ class _Imports(ast.NodeVisitor):
         self._scoped(node, node.name, False)
 
 
-def collect_imports(modules: dict[str, Path]) -> list[Import]:
-    """Every edge between the given modules (self-imports left out: they are harmless)."""
-    known = set(modules)
+def collect_imports(
+    modules: dict[str, Path], type_checking: bool = False, known: Iterable[str] | None = None
+) -> list[Import]:
+    """Every edge between the given modules (self-imports left out: they are harmless).
+
+    type_checking: count imports under `if TYPE_CHECKING:` too (for rules about what a module
+    may know, not cycles). known: the module names an import may resolve to (default: the
+    modules read), e.g. more spellings of the same files."""
+    names = set(modules) if known is None else set(known)
     found: list[Import] = []
     for name, path in sorted(modules.items()):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        visitor = _Imports(name, path, path.name == "__init__.py", known)
+        visitor = _Imports(name, path, path.name == "__init__.py", names, type_checking)
         visitor.visit(tree)
         found += [i for i in visitor.found if i.target != name]
     return found
