@@ -6,6 +6,8 @@
 - `GpuBusy` -> 503 with `Retry-After`.
 - `RunFailed` -> a JSON 5xx `{"error": CODE, "detail": MESSAGE}` (out of memory, missing
   weights, ...); the service keeps serving. `api.runner` decides the code.
+- `StorageError` (the artifact store cannot be written or read) -> 500
+  `{"error": "storage_error", "detail": MESSAGE}`; a job it stops fails with MESSAGE.
 - `engine.Cancelled` -> 499 (the client went away; nobody reads it).
 - The job database or queue cannot be reached -> 503 naming the service (`api.jobs.outage`
   installs that one: it knows what an outage looks like).
@@ -44,6 +46,17 @@ class RunFailed(Exception):
         self.status_code = status_code
 
 
+class StorageError(OSError):
+    """The artifact store cannot be written or read: the request or job fails, saying where
+    and why in one line."""
+
+    code = "storage_error"
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
 # Answers of a form route before its fields are read (`api.guard` and the form parser).
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The body is not valid multipart or urlencoded form data."},
@@ -76,6 +89,11 @@ async def _run_failed(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status_code)
 
 
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StorageError)
+    return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=500)
+
+
 async def _cancelled(request: Request, exc: Exception) -> JSONResponse:
     log.info("%s %s: %s", request.method, request.url.path, exc)
     return JSONResponse(
@@ -88,4 +106,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SettingsError, _field_error)
     app.add_exception_handler(GpuBusy, _gpu_busy)
     app.add_exception_handler(RunFailed, _run_failed)
+    app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(Cancelled, _cancelled)

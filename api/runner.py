@@ -5,7 +5,8 @@
 - `engine.errors.Cancelled` (the cancel event was set, while waiting or running) and
   `engine.errors.SettingsError` (bad input, a 422) pass through unchanged;
 - everything else becomes `RunFailed` with a code: `out_of_memory` (GPU memory is freed so the
-  next run has room), `weights_missing`, `checkpoint_invalid`, else `engine_error`.
+  next run has room), `weights_missing`, `checkpoint_invalid`, `storage_error` (a
+  `StorageError` from a step's callback, with its message), else `engine_error`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from api.errors import RunFailed
+from api.errors import RunFailed, StorageError
 from api.gpu import GpuLock
 from engine import Limits, ModelCache, Result, Settings, Step, generate
 from engine.errors import Cancelled, CheckpointError, SettingsError, WeightsError
@@ -66,8 +67,10 @@ def run_engine(
 
 def classify(exc: BaseException) -> RunFailed:
     """The `RunFailed` that tells a client why a run failed; frees GPU memory after an OOM."""
-    if isinstance(exc, RunFailed):  # already classified (e.g. a StorageError from a preview)
+    if isinstance(exc, RunFailed):  # already classified
         return exc
+    if isinstance(exc, StorageError):  # e.g. from on_step: the store's line says it all
+        return RunFailed(exc.code, exc.detail)
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         free_gpu_memory()
         return RunFailed(
@@ -96,6 +99,6 @@ def failure_message(exc: BaseException) -> str:
     """One line for a person: why a run (or what followed it) failed."""
     if isinstance(exc, SettingsError):
         return f"{exc.field}: {exc.message}"
-    if isinstance(exc, RunFailed):
+    if isinstance(exc, (RunFailed, StorageError)):
         return exc.detail
     return classify(exc).detail

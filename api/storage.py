@@ -1,43 +1,43 @@
-"""`ArtifactStore`: every file a job leaves, and the only code that knows where they live.
+"""`ArtifactStore`: the interface of the store of every file a job leaves, and its naming rule.
 
-Layout of the local store (the one backend today) under its root directory:
+Every backend lays its artifacts out the same way, as `artifact_name` names them (a local path
+under the store's directory, or an S3 key under the bucket's prefix):
 
     {id}.png | {id}.svg | {id}.mp4     the kept results, served at GET /outputs/{id}.{ext}
     {id}-{k}.png | {id}-{k}.svg        picture k of a job with variations ({id}.png: their sheet)
     previews/{id}.png                  the latest preview of a running job
-    uploads/{id}/                      the images uploaded with the job
+    uploads/{id}/{file}                the images uploaded with the job
+    .text2art/{marker}                 the service's own small files (start-up checks)
 
-Callers speak in job ids and extensions, or output keys ('png', '2.png': see `output_name`);
-only `video_path`, `upload_dir` and `path` hand out a local path, because the engine reads and
-writes local files and `FileResponse` serves them. The
-S3-compatible backend (`api.storage_s3.S3ArtifactStore`, chosen by `api.artifacts`) keeps the
-same methods: those three then stage files in its local directory, and `commit_uploads` /
-`localize` carry a job's uploads from the API node to the worker through the bucket.
-Ids are random (uuid4), so an output URL is only known to whoever made the image.
+The backends are siblings that implement every operation: `api.storage_local.LocalArtifactStore`
+(a directory) and `api.storage_s3.S3ArtifactStore` (an S3-compatible bucket);
+`api.artifacts.open_artifact_store` picks one. Callers hold an `ArtifactStore` and never ask
+which: they speak in job ids and output keys ('png', '2.png'). `video_path`, `upload_dir`, `path`
+and `local_files` hand out local paths because the engine reads and writes local files (a bucket
+stages them in a local folder); `serve` says how to answer GET /outputs as a `Served`, which the
+route turns into a response. Ids are random (uuid4), so an output URL is only known to whoever
+made the image.
 
-Writes are atomic (a hidden temporary name renamed into place; an S3 object appears whole), and
-a failed write raises `StorageError`, a `RunFailed` with one line saying where and why.
+Writes are atomic (a hidden temporary name published into place by the engine's
+`atomic_write`; an S3 object appears whole), and a failed write raises `api.errors.StorageError`
+with one line saying where and why.
 """
 
 from __future__ import annotations
 
-import logging
-import os
+import abc
 import re
 import secrets
-import shutil
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
-from api.errors import RunFailed, one_line
-from engine import Result, Settings
-from engine.output import save_outputs
-from engine.settings import MAX_VARIATIONS
-
-log = logging.getLogger(__name__)
+from api.errors import StorageError, one_line
+from engine import MAX_VARIATIONS, Result, Settings, output_filename
 
 MEDIA_TYPES = {"png": "image/png", "mp4": "video/mp4", "svg": "image/svg+xml"}
 EXTENSIONS = tuple(MEDIA_TYPES)
@@ -46,7 +46,10 @@ EXTENSIONS = tuple(MEDIA_TYPES)
 OUTPUT_KEYS = EXTENSIONS + tuple(
     f"{k}.{ext}" for k in range(1, MAX_VARIATIONS + 1) for ext in ("png", "svg")
 )
+OUTPUTS_PATH = "/outputs"  # GET {OUTPUTS_PATH}/{a result's name} serves it
 _NAME = re.compile(rf"[0-9a-f]{{32}}(-[1-{MAX_VARIATIONS}])?")
+
+ArtifactKind = Literal["result", "preview", "uploads", "marker"]
 
 
 def new_job_id() -> str:
@@ -60,17 +63,30 @@ def valid_name(name: str, ext: str) -> bool:
     return bool(_NAME.fullmatch(name)) and ext in MEDIA_TYPES
 
 
-def output_name(job_id: str, key: str) -> tuple[str, str]:
-    """The name and extension an output key is kept and served under:
-    ('png' -> `{id}`, 'png'; '2.png' -> `{id}-2`, 'png')."""
-    index, _, ext = key.rpartition(".")
-    return (f"{job_id}-{index}" if index else job_id), ext
+def artifact_name(kind: ArtifactKind, owner: str, item: str = "") -> str:
+    """Where an artifact lives relative to the store, the same in every backend:
+
+    - ('result', stem, key): `engine.output_filename`, 'png' -> `{stem}.png`, '2.png' ->
+      `{stem}-2.png` (so a served name and extension, ('{id}-2', 'png'), name the same file);
+    - ('preview', id): `previews/{id}.png`;
+    - ('uploads', id) the job's upload folder `uploads/{id}`; ('uploads', id, file) one upload;
+    - ('marker', name): `.text2art/{name}`.
+    """
+    if kind == "result":
+        return output_filename(owner, item)
+    if kind == "preview":
+        return f"previews/{owner}.png"
+    if kind == "uploads":
+        return f"uploads/{owner}/{item}" if item else f"uploads/{owner}"
+    if kind == "marker":
+        return f".text2art/{owner}"
+    raise ValueError(f"unknown artifact kind {kind!r}; choose result, preview, uploads or marker")
 
 
-def output_file(job_id: str, key: str) -> str:
-    """The file name of an output key, e.g. `{id}-2.png` (also its path under /outputs/)."""
-    name, ext = output_name(job_id, key)
-    return f"{name}.{ext}"
+def output_url(base: str, job_id: str, key: str) -> str:
+    """The URL of a kept result under `base` (the service's URL, no trailing slash), e.g.
+    `{base}/outputs/{id}-2.png`: the job's links and /generate's headers both use it."""
+    return f"{base}{OUTPUTS_PATH}/{artifact_name('result', job_id, key)}"
 
 
 def variation_keys(keys: list[str], ext: str = "png") -> dict[int, str]:
@@ -83,28 +99,73 @@ def variation_keys(keys: list[str], ext: str = "png") -> dict[int, str]:
     return dict(sorted(found.items()))
 
 
-class StorageError(RunFailed, OSError):
-    """The artifact store cannot be written or read: the job fails, saying where and why."""
-
-    def __init__(self, detail: str):
-        super().__init__("storage_error", detail)
+def uploads_in(settings: Settings, folder: Path) -> Settings:
+    """The settings with each upload path pointing into `folder` (where a node reads them)."""
+    return _move_uploads(settings, lambda path: str(folder / Path(path).name))
 
 
-class ArtifactStore:
-    """Results, previews and uploads of jobs in a local directory."""
+def uploads_relative(settings: Settings, root: Path) -> Settings:
+    """The settings with upload paths relative to `root` (outside it: the file name alone), so
+    no server path is shown or written into a PNG."""
 
-    remote = False  # True: files live elsewhere; `path` makes a local copy
+    def relative(path: str) -> str:
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            return Path(path).name
 
-    def __init__(self, root: Path):
-        self.root = root
+    return _move_uploads(settings, relative)
 
+
+def _move_uploads(settings: Settings, move: Callable[[str], str]) -> Settings:
+    update: dict[str, Any] = {"image_prompts": [move(p) for p in settings.image_prompts]}
+    if settings.init_image:
+        update["init_image"] = move(settings.init_image)
+    return settings.model_copy(update=update)
+
+
+# -- what GET /outputs answers (the route turns it into a response; no web types here) ---------
+@dataclass(frozen=True)
+class ServedFile:
+    """A local file to send whole; the web layer answers a Range request on it itself."""
+
+    path: Path
+    media_type: str
+    filename: str  # shown inline under this name
+
+
+@dataclass(frozen=True)
+class ServedStream:
+    """Bytes kept elsewhere: the whole object (200) or the range asked for (206; 416 with no
+    body when it lies outside), the headers that describe them, and the chunks."""
+
+    status: int
+    media_type: str
+    filename: str  # shown inline under this name
+    headers: dict[str, str]  # Content-Length, Content-Range, ETag, Last-Modified, ...
+    chunks: Iterator[bytes] | None = None  # None: no body
+
+
+@dataclass(frozen=True)
+class ServedRedirect:
+    """The file is at another URL (a presigned one) that answers Range requests too."""
+
+    url: str
+
+
+Served = ServedFile | ServedStream | ServedRedirect
+
+
+class ArtifactStore(abc.ABC):
+    """Results, previews, uploads and markers of jobs; each backend implements every operation."""
+
+    @abc.abstractmethod
     def prepare(self) -> None:
-        """Create the directory (called once by the owner, never at import)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Create what the store needs locally (called once by the owner, never at import)."""
 
+    @abc.abstractmethod
     def describe(self) -> str:
-        """Where the artifacts are, for messages: the directory (or bucket URL)."""
-        return f"the directory {self.root.resolve()}"
+        """Where the artifacts are, for messages: the directory or the bucket URL."""
 
     def check(self) -> None:
         """Write, read back and remove a sentinel; `StorageError` when the store is unusable."""
@@ -119,144 +180,94 @@ class ArtifactStore:
             raise StorageError(f"{self.describe()} did not return what was written to it")
 
     # -- markers: small files of the service itself (start-up checks) -------------------------
+    @abc.abstractmethod
     def write_marker(self, name: str, data: bytes) -> None:
-        """Write `.text2art/{name}` atomically."""
-        path = self.root / ".text2art" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(f".{name}.part")
-        part.write_bytes(data)
-        os.replace(part, path)
+        """Write `.text2art/{name}` whole."""
 
+    @abc.abstractmethod
     def read_marker(self, name: str) -> bytes | None:
         """The marker's bytes, or None."""
-        return _read(self.root / ".text2art" / name)
 
+    @abc.abstractmethod
     def delete_marker(self, name: str) -> None:
         """Remove the marker (no error when it is gone)."""
-        (self.root / ".text2art" / name).unlink(missing_ok=True)
 
     # -- results ---------------------------------------------------------------------------
+    @abc.abstractmethod
     def save_result(self, result: Result, job_id: str) -> list[str]:
-        """Write the PNG (its metadata without server paths), the SVG and each picture of a
-        batch, each atomically; returns the kept output keys (the video is already in place)."""
-        shown = self.public_settings(result.settings)
-        try:
-            kept = save_outputs(result, self.root, job_id, settings=shown)
-            return [key for key in OUTPUT_KEYS if key in kept]
-        except OSError as exc:  # the worker discards what the failed job wrote
-            raise StorageError(
-                f"cannot save the result in {self.describe()}: {one_line(exc)}"
-            ) from exc
+        """Keep the PNG (its metadata without server paths), the SVG, each picture of a batch
+        and the video; returns the kept output keys. `StorageError` when a write fails (what
+        was written of it is removed)."""
 
+    @abc.abstractmethod
     def video_path(self, job_id: str) -> Path:
-        """Where the engine writes the job's MP4."""
-        return self._file(job_id, "mp4")
+        """The local file the engine writes the job's MP4 to (`save_result` keeps it)."""
 
-    def path(self, name: str, ext: str) -> Path | None:
-        """The kept file to serve, or None when there is none (`name`: a job id, or
-        `{id}-{k}` for picture k of its variations)."""
-        if not valid_name(name, ext):
-            return None
-        path = self._file(name, ext)
-        return path if path.is_file() else None
-
-    def read(self, name: str, ext: str) -> bytes | None:
-        """The kept file's bytes, or None."""
-        path = self.path(name, ext)
-        return _read(path) if path is not None else None
-
+    @abc.abstractmethod
     def kept(self, job_id: str) -> list[str]:
         """The output keys of the results kept for the job."""
-        return [key for key in OUTPUT_KEYS if self._file(*output_name(job_id, key)).is_file()]
 
-    def presigned_url(self, name: str, ext: str) -> str | None:
-        """A URL that serves the file without the API (None: the API serves it)."""
-        return None
+    @abc.abstractmethod
+    def path(self, name: str, ext: str) -> Path | None:
+        """A local file of the kept result (a bucket downloads a copy), or None when there is
+        none (`name`: a job id, or `{id}-{k}` for picture k of its variations)."""
+
+    @abc.abstractmethod
+    def read(self, name: str, ext: str) -> bytes | None:
+        """The kept result's bytes, or None."""
+
+    @abc.abstractmethod
+    def serve(self, name: str, ext: str, byte_range: str | None) -> Served | None:
+        """How to answer GET /outputs/{name}.{ext} (with the request's Range header, if any);
+        None when there is no such result."""
 
     def local_files(self, job_id: str, keys: list[str]) -> dict[str, Path]:
-        """Local files of the given results (e-mail attachments), by output key."""
-        return {key: self._file(*output_name(job_id, key)) for key in keys if key in OUTPUT_KEYS}
+        """Local files of the given results (e-mail attachments), by output key; missing ones
+        are left out."""
+        files = {key: self.path(*_name_and_ext(job_id, key)) for key in keys if key in OUTPUT_KEYS}
+        return {key: path for key, path in files.items() if path is not None}
 
     # -- previews --------------------------------------------------------------------------
+    @abc.abstractmethod
     def save_preview(self, job_id: str, image: Image.Image) -> None:
-        """Replace the job's preview; a reader never sees half a file."""
-        path = self._preview(job_id)
-        part = path.with_name(f".{path.name}.part")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            image.save(part, format="PNG")
-            os.replace(part, path)
-        except BaseException as exc:
-            part.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                detail = f"cannot save the preview in {self.describe()}: {one_line(exc)}"
-                raise StorageError(detail) from exc
-            raise
+        """Replace the job's preview; a reader never sees half of one."""
 
+    @abc.abstractmethod
     def read_preview(self, job_id: str) -> bytes | None:
         """The latest preview's bytes, or None."""
-        return _read(self._preview(job_id))
 
+    @abc.abstractmethod
     def remove_preview(self, job_id: str) -> None:
         """Drop the preview (the final image replaces it)."""
-        self._preview(job_id).unlink(missing_ok=True)
 
     # -- uploads and settings --------------------------------------------------------------
+    @abc.abstractmethod
     def upload_dir(self, job_id: str) -> Path:
-        """Where the images uploaded with the job are kept."""
-        return self.root / "uploads" / job_id
+        """The local folder the images uploaded with the job are written to and read from."""
 
+    @abc.abstractmethod
     def commit_uploads(self, job_id: str) -> None:
-        """Make the job's uploads visible to every worker (here: they already are)."""
+        """Make the job's uploads (in `upload_dir`) visible to every worker."""
 
+    @abc.abstractmethod
     def localize(self, settings: Settings, job_id: str) -> Settings:
-        """The settings with upload paths in this node's `upload_dir` (where it reads them)."""
-        local = self.upload_dir(job_id)
+        """The settings with upload paths in this node's `upload_dir`, the files there."""
 
-        def here(path: str) -> str:
-            return str(local / Path(path).name)
-
-        update: dict[str, Any] = {"image_prompts": [here(p) for p in settings.image_prompts]}
-        if settings.init_image:
-            update["init_image"] = here(settings.init_image)
-        return settings.model_copy(update=update)
-
+    @abc.abstractmethod
     def public_settings(self, settings: Settings) -> Settings:
         """The settings with upload paths relative to the store (no server paths)."""
 
-        def rel(path: str) -> str:
-            try:
-                return str(Path(path).relative_to(self.root))
-            except ValueError:
-                return Path(path).name
-
-        update: dict[str, Any] = {"image_prompts": [rel(p) for p in settings.image_prompts]}
-        if settings.init_image:
-            update["init_image"] = rel(settings.init_image)
-        return settings.model_copy(update=update)
-
     # -- deletion --------------------------------------------------------------------------
+    @abc.abstractmethod
     def delete(self, job_id: str) -> None:
         """Remove every file of the job: results, preview and uploads."""
-        self.discard(job_id)
-        shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
 
+    @abc.abstractmethod
     def discard(self, job_id: str) -> None:
         """Remove what a failed or cancelled run wrote (results, preview); uploads stay."""
-        for key in OUTPUT_KEYS:
-            self._file(*output_name(job_id, key)).unlink(missing_ok=True)
-        self.remove_preview(job_id)
-
-    def _file(self, name: str, ext: str) -> Path:
-        return self.root / f"{name}.{ext}"
-
-    def _preview(self, job_id: str) -> Path:
-        return self.root / "previews" / f"{job_id}.png"
 
 
-def _read(path: Path) -> bytes | None:
-    """The whole file, or None when it is gone (a preview is replaced and removed as it runs)."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
+def _name_and_ext(job_id: str, key: str) -> tuple[str, str]:
+    """The served name and extension of an output key: '2.png' -> (`{id}-2`, 'png')."""
+    name, _, ext = artifact_name("result", job_id, key).rpartition(".")
+    return name, ext

@@ -1,24 +1,23 @@
 """`S3ArtifactStore`: the artifact store in an S3-compatible bucket (AWS S3, MinIO, R2, GCS).
 
-Keys under `s3://BUCKET/PREFIX/` mirror the local layout: `{id}.png|svg|mp4`,
-`{id}-{k}.png|svg` (picture k of a batch of variations), `previews/{id}.png`,
-`uploads/{id}/{name}` and `.text2art/{marker}`. The local directory (the node's T2A_OUTPUT_DIR)
-only stages files: the engine writes the video and the outputs there, they are uploaded, then
-removed; `path` downloads a copy for e-mail attachments.
+Each object's key is `PREFIX/` + `artifact_name(...)`, the layout every store shares. The local
+directory (the node's T2A_OUTPUT_DIR) only stages files: the engine writes the video and the
+outputs under `staging/{id}/`, they are uploaded, then removed; uploads wait in
+`uploads/{id}/` until `commit_uploads` (API node) or after `localize` (worker); `path`
+downloads a copy into `cache/` (e-mail attachments, /generate's PNG).
 
 An object appears whole or not at all (a PUT, or a multipart upload that boto3 aborts when it
 fails), so a reader never sees part of one; when any upload of a result fails, the objects
-already written for it are deleted and `StorageError` says why. boto3 reads credentials and
-the region from the standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-AWS_DEFAULT_REGION, profiles, instance roles).
+already written for it are deleted and `StorageError` says why. GET /outputs streams the object
+(S3 applies the Range header itself) or, with T2A_S3_PRESIGN, redirects to a presigned URL.
+boto3 reads credentials and the region from the standard AWS variables (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, profiles, instance roles).
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import format_datetime
 from io import BytesIO
@@ -28,29 +27,22 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from api.errors import one_line
+from api.errors import StorageError, one_line
 from api.storage import (
     MEDIA_TYPES,
     OUTPUT_KEYS,
     ArtifactStore,
-    StorageError,
-    output_file,
-    output_name,
+    Served,
+    ServedRedirect,
+    ServedStream,
+    artifact_name,
+    uploads_in,
+    uploads_relative,
     valid_name,
 )
-from engine import Result
-from engine.output import save_outputs
+from engine import Result, Settings, atomic_write_bytes, save_outputs
 
 CHUNK = 256 * 1024  # bytes per piece of a streamed object
-
-
-@dataclass
-class ObjectStream:
-    """An object (or the requested range of it) to stream: status, headers and the bytes."""
-
-    status: int
-    headers: dict[str, str]
-    chunks: Iterator[bytes] = field(default_factory=lambda: iter(()))
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -80,14 +72,16 @@ def make_client(endpoint_url: str | None, region: str | None) -> Any:
 class S3ArtifactStore(ArtifactStore):
     """Results, previews and uploads in a bucket; `root` is the local staging directory."""
 
-    remote = True
-
     def __init__(self, url: str, staging: Path, client: Any, presign_seconds: int | None = None):
-        super().__init__(staging)
+        self.root = staging
         self.url = url.rstrip("/")
         self.bucket, self.prefix = parse_s3_url(url)
         self.client = client
         self.presign_seconds = presign_seconds  # None: stream through the API
+
+    def prepare(self) -> None:
+        """Create the staging directory (`check` says whether the bucket can be used)."""
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def describe(self) -> str:
         """The bucket URL and, when not AWS's, the endpoint."""
@@ -95,7 +89,7 @@ class S3ArtifactStore(ArtifactStore):
         return f"{self.url} (endpoint {endpoint})" if endpoint else self.url
 
     def key(self, name: str) -> str:
-        """The object key of `name` under the prefix."""
+        """The object key of an artifact (`name`: from `artifact_name`) under the prefix."""
         return f"{self.prefix}/{name}" if self.prefix else name
 
     # -- objects -----------------------------------------------------------------------------
@@ -146,15 +140,15 @@ class S3ArtifactStore(ArtifactStore):
     # -- markers -----------------------------------------------------------------------------
     def write_marker(self, name: str, data: bytes) -> None:
         """Write `.text2art/{name}`."""
-        self.put_bytes(f".text2art/{name}", data, "application/octet-stream")
+        self.put_bytes(artifact_name("marker", name), data, "application/octet-stream")
 
     def read_marker(self, name: str) -> bytes | None:
         """The marker's bytes, or None."""
-        return self.get_bytes(f".text2art/{name}")
+        return self.get_bytes(artifact_name("marker", name))
 
     def delete_marker(self, name: str) -> None:
         """Remove the marker."""
-        self.remove([f".text2art/{name}"])
+        self.remove([artifact_name("marker", name)])
 
     # -- results -----------------------------------------------------------------------------
     def save_result(self, result: Result, job_id: str) -> list[str]:
@@ -165,11 +159,11 @@ class S3ArtifactStore(ArtifactStore):
         try:
             files = save_outputs(result, self._staging(job_id), job_id, settings=shown)
             for key, path in files.items():
-                name = output_file(job_id, key)
-                self.put_file(name, Path(path), MEDIA_TYPES[output_name(job_id, key)[1]])
+                media_type = MEDIA_TYPES[key.rpartition(".")[2]]
+                self.put_file(artifact_name("result", job_id, key), Path(path), media_type)
                 done.append(key)
         except Exception as exc:
-            self._forget([output_file(job_id, key) for key in done])
+            self._forget([artifact_name("result", job_id, key) for key in done])
             detail = f"cannot save the result in {self.describe()}: {one_line(exc)}"
             raise StorageError(detail) from exc
         finally:
@@ -180,53 +174,55 @@ class S3ArtifactStore(ArtifactStore):
         """Where the engine writes the MP4 before it is uploaded (the folder is made here)."""
         folder = self._staging(job_id)
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{job_id}.mp4"
+        return folder / artifact_name("result", job_id, "mp4")
 
     def path(self, name: str, ext: str) -> Path | None:
-        """A local copy of the kept object (downloaded atomically), or None (`name`: a job id,
-        or `{id}-{k}` for picture k of its variations)."""
+        """A local copy of the kept object (downloaded atomically), or None."""
         if not valid_name(name, ext):
             return None
-        data = self.get_bytes(f"{name}.{ext}")
+        data = self.get_bytes(artifact_name("result", name, ext))
         if data is None:
             return None
-        path = self.root / "cache" / f"{name}.{ext}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(f".{path.name}.part")
-        part.write_bytes(data)
-        part.replace(path)
-        return path
+        return atomic_write_bytes(self._cached(artifact_name("result", name, ext)), data)
 
     def read(self, name: str, ext: str) -> bytes | None:
         """The kept object's bytes, or None."""
-        return self.get_bytes(f"{name}.{ext}") if valid_name(name, ext) else None
+        if not valid_name(name, ext):
+            return None
+        return self.get_bytes(artifact_name("result", name, ext))
 
     def kept(self, job_id: str) -> list[str]:
         """The output keys of the results kept for the job."""
-        return [key for key in OUTPUT_KEYS if self.exists(output_file(job_id, key))]
-
-    def local_files(self, job_id: str, keys: list[str]) -> dict[str, Path]:
-        """Local copies of the given results (e-mail attachments), by output key."""
-        files = {key: self.path(*output_name(job_id, key)) for key in keys if key in OUTPUT_KEYS}
-        return {key: path for key, path in files.items() if path is not None}
+        return [key for key in OUTPUT_KEYS if self.exists(artifact_name("result", job_id, key))]
 
     # -- serving -----------------------------------------------------------------------------
-    def presigned_url(self, name: str, ext: str) -> str | None:
-        """A time-limited GET URL of the object; None when presigning is off or it is missing."""
-        if self.presign_seconds is None or not self.exists(f"{name}.{ext}"):
+    def serve(self, name: str, ext: str, byte_range: str | None) -> Served | None:
+        """A redirect to a presigned URL (T2A_S3_PRESIGN), else the object or the range asked
+        for, streamed; None when there is no such object."""
+        if not valid_name(name, ext):
             return None
-        params = {"Bucket": self.bucket, "Key": self.key(f"{name}.{ext}")}
+        if self.presign_seconds is not None:
+            return self._presigned(name, ext)
+        return self._stream(name, ext, byte_range)
+
+    def _presigned(self, name: str, ext: str) -> ServedRedirect | None:
+        """A time-limited GET URL of the object (which answers Range too), or None."""
+        filename = artifact_name("result", name, ext)
+        if not self.exists(filename):
+            return None
+        params = {"Bucket": self.bucket, "Key": self.key(filename)}
         params["ResponseContentType"] = MEDIA_TYPES[ext]
-        params["ResponseContentDisposition"] = f'inline; filename="{name}.{ext}"'
+        params["ResponseContentDisposition"] = f'inline; filename="{filename}"'
         url: str = self.client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=self.presign_seconds
         )
-        return url
+        return ServedRedirect(url)
 
-    def open_stream(self, name: str, ext: str, byte_range: str | None) -> ObjectStream | None:
+    def _stream(self, name: str, ext: str, byte_range: str | None) -> ServedStream | None:
         """The object, or the single range asked for (206; 416 when outside it); None: no such
         object. S3 itself applies the Range header."""
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(f"{name}.{ext}")}
+        filename = artifact_name("result", name, ext)
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(filename)}
         if byte_range:
             args["Range"] = byte_range
         try:
@@ -235,22 +231,15 @@ class S3ArtifactStore(ArtifactStore):
             if _status(exc) == 404:
                 return None
             if _status(exc) == 416:
-                size = self._size(name, ext)
-                return ObjectStream(416, {"Content-Range": f"bytes */{size}"})
-            raise StorageError(f"cannot read {name}.{ext}: {one_line(exc)}") from exc
-        headers = {"Content-Length": str(obj["ContentLength"]), "Accept-Ranges": "bytes"}
-        if obj.get("ETag"):
-            headers["ETag"] = obj["ETag"]
-        if obj.get("LastModified"):
-            modified = obj["LastModified"].astimezone(timezone.utc)
-            headers["Last-Modified"] = format_datetime(modified, usegmt=True)
-        if obj.get("ContentRange"):
-            headers["Content-Range"] = obj["ContentRange"]
+                headers = {"Content-Range": f"bytes */{self._size(filename)}"}
+                return ServedStream(416, MEDIA_TYPES[ext], filename, headers)
+            raise StorageError(f"cannot read {filename}: {one_line(exc)}") from exc
         status = 206 if obj.get("ContentRange") else 200
-        return ObjectStream(status, headers, obj["Body"].iter_chunks(CHUNK))
+        chunks = obj["Body"].iter_chunks(CHUNK)
+        return ServedStream(status, MEDIA_TYPES[ext], filename, _object_headers(obj), chunks)
 
-    def _size(self, name: str, ext: str) -> int:
-        head = self.client.head_object(Bucket=self.bucket, Key=self.key(f"{name}.{ext}"))
+    def _size(self, name: str) -> int:
+        head = self.client.head_object(Bucket=self.bucket, Key=self.key(name))
         return int(head["ContentLength"])
 
     # -- previews ----------------------------------------------------------------------------
@@ -259,60 +248,69 @@ class S3ArtifactStore(ArtifactStore):
         buffer = BytesIO()
         image.save(buffer, format="PNG")
         try:
-            self.put_bytes(f"previews/{job_id}.png", buffer.getvalue(), "image/png")
+            self.put_bytes(artifact_name("preview", job_id), buffer.getvalue(), "image/png")
         except Exception as exc:
             detail = f"cannot save the preview in {self.describe()}: {one_line(exc)}"
             raise StorageError(detail) from exc
 
     def read_preview(self, job_id: str) -> bytes | None:
         """The latest preview's bytes, or None."""
-        return self.get_bytes(f"previews/{job_id}.png")
+        return self.get_bytes(artifact_name("preview", job_id))
 
     def remove_preview(self, job_id: str) -> None:
         """Drop the preview."""
-        self.remove([f"previews/{job_id}.png"])
+        self.remove([artifact_name("preview", job_id)])
 
-    # -- uploads -----------------------------------------------------------------------------
+    # -- uploads and settings ----------------------------------------------------------------
+    def upload_dir(self, job_id: str) -> Path:
+        """The local folder of the job's uploads (before `commit_uploads`, after `localize`)."""
+        return self.root / artifact_name("uploads", job_id)
+
     def commit_uploads(self, job_id: str) -> None:
         """Upload the job's images from the local upload folder to `uploads/{id}/`."""
         folder = self.upload_dir(job_id)
         files = sorted(folder.iterdir()) if folder.is_dir() else []
         try:
             for path in files:
-                self.put_file(f"uploads/{job_id}/{path.name}", path, "application/octet-stream")
+                name = artifact_name("uploads", job_id, path.name)
+                self.put_file(name, path, "application/octet-stream")
         except Exception as exc:
             detail = f"cannot store the uploaded images in {self.describe()}: {one_line(exc)}"
             raise StorageError(detail) from exc
 
-    def localize(self, settings: Any, job_id: str) -> Any:
+    def localize(self, settings: Settings, job_id: str) -> Settings:
         """Download the job's uploads into this node's upload folder; paths point there."""
         folder = self.upload_dir(job_id)
         try:
-            names = self.list_names(f"uploads/{job_id}") if _has_uploads(settings) else []
+            has_uploads = bool(settings.image_prompts or settings.init_image)
+            names = self.list_names(artifact_name("uploads", job_id)) if has_uploads else []
             for name in names:
                 data = self.get_bytes(name)
                 if data is not None:
-                    folder.mkdir(parents=True, exist_ok=True)
-                    (folder / Path(name).name).write_bytes(data)
+                    atomic_write_bytes(folder / Path(name).name, data)
         except Exception as exc:
             detail = f"cannot read the uploaded images from {self.describe()}: {one_line(exc)}"
             raise StorageError(detail) from exc
-        return super().localize(settings, job_id)
+        return uploads_in(settings, folder)
+
+    def public_settings(self, settings: Settings) -> Settings:
+        """The settings with upload paths relative to the staging directory (`uploads/...`)."""
+        return uploads_relative(settings, self.root)
 
     # -- deletion ----------------------------------------------------------------------------
     def delete(self, job_id: str) -> None:
         """Remove every object of the job (results, preview, uploads) and its local files."""
         self.discard(job_id)
-        self.remove(self.list_names(f"uploads/{job_id}"))
+        self.remove(self.list_names(artifact_name("uploads", job_id)))
         shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
 
     def discard(self, job_id: str) -> None:
         """Remove the results and preview of a failed or cancelled run (uploads stay)."""
-        names = [output_file(job_id, key) for key in OUTPUT_KEYS]
-        self.remove([*names, f"previews/{job_id}.png"])
+        names = [artifact_name("result", job_id, key) for key in OUTPUT_KEYS]
+        self.remove([*names, artifact_name("preview", job_id)])
         self._drop_local(job_id)
         for name in names:
-            (self.root / "cache" / name).unlink(missing_ok=True)
+            self._cached(name).unlink(missing_ok=True)
 
     def _drop_local(self, job_id: str) -> None:
         """Remove the node's staged files of a job (the bucket keeps what matters)."""
@@ -327,9 +325,21 @@ class S3ArtifactStore(ArtifactStore):
     def _staging(self, job_id: str) -> Path:
         return self.root / "staging" / job_id
 
+    def _cached(self, name: str) -> Path:
+        return self.root / "cache" / name
 
-def _has_uploads(settings: Any) -> bool:
-    return bool(settings.image_prompts or settings.init_image)
+
+def _object_headers(obj: dict[str, Any]) -> dict[str, str]:
+    """The headers that describe a GET's object: length, ranges, ETag, Last-Modified, range."""
+    headers = {"Content-Length": str(obj["ContentLength"]), "Accept-Ranges": "bytes"}
+    if obj.get("ETag"):
+        headers["ETag"] = obj["ETag"]
+    if obj.get("LastModified"):
+        modified = obj["LastModified"].astimezone(timezone.utc)
+        headers["Last-Modified"] = format_datetime(modified, usegmt=True)
+    if obj.get("ContentRange"):
+        headers["Content-Range"] = obj["ContentRange"]
+    return headers
 
 
 def _status(exc: BaseException) -> int | None:

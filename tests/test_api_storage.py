@@ -1,4 +1,5 @@
-"""`api.storage.ArtifactStore`: results, previews, uploads, public settings, atomicity, delete."""
+"""The local artifact store (`api.storage_local.LocalArtifactStore`): results, previews, uploads,
+public settings, atomicity, delete, serving; the names every store shares (`api.storage`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from PIL import Image
 
 from api.storage import (
     ArtifactStore,
+    ServedFile,
+    artifact_name,
     new_job_id,
-    output_file,
-    output_name,
+    output_url,
     valid_name,
     variation_keys,
 )
+from api.storage_local import LocalArtifactStore
 from engine import Result, Settings, resolve
 from engine.generate import contact_sheet
 
@@ -65,8 +68,8 @@ def a_result(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ArtifactStore:
-    artifacts = ArtifactStore(tmp_path / "outputs")
+def store(tmp_path: Path) -> LocalArtifactStore:
+    artifacts = LocalArtifactStore(tmp_path / "outputs")
     artifacts.prepare()
     return artifacts
 
@@ -205,10 +208,55 @@ def test_output_names_are_an_id_and_maybe_a_picture_number(name: str, ok: bool) 
 
 def test_output_keys_map_to_file_names() -> None:
     job_id = new_job_id()
-    assert output_file(job_id, "png") == f"{job_id}.png"
-    assert output_file(job_id, "2.svg") == f"{job_id}-2.svg"
-    assert output_name(job_id, "4.png") == (f"{job_id}-4", "png")
+    assert artifact_name("result", job_id, "png") == f"{job_id}.png"
+    assert artifact_name("result", job_id, "2.svg") == f"{job_id}-2.svg"
+    assert artifact_name("result", job_id, "4.png") == f"{job_id}-4.png"
+    assert artifact_name("result", f"{job_id}-4", "png") == f"{job_id}-4.png"  # a served name
+    assert output_url("http://x/y", job_id, "3.png") == f"http://x/y/outputs/{job_id}-3.png"
     keys = ["png", "mp4", "2.png", "1.png", "1.svg", "svg"]
     assert variation_keys(keys) == {1: "1.png", 2: "2.png"}
     assert list(variation_keys(keys)) == [1, 2]  # in picture order
     assert variation_keys(keys, "svg") == {1: "1.svg"} and variation_keys(["png"]) == {}
+
+
+def test_the_interface_is_abstract_and_each_backend_implements_all_of_it() -> None:
+    from api.storage_s3 import S3ArtifactStore
+
+    with pytest.raises(TypeError, match="abstract"):
+        ArtifactStore()  # type: ignore[abstract]
+    operations = {
+        "prepare", "describe", "write_marker", "read_marker", "delete_marker", "save_result",
+        "video_path", "kept", "path", "read", "serve", "save_preview", "read_preview",
+        "remove_preview", "upload_dir", "commit_uploads", "localize", "public_settings",
+        "delete", "discard",
+    }  # fmt: skip
+    assert ArtifactStore.__abstractmethods__ == operations
+    for backend in (LocalArtifactStore, S3ArtifactStore):
+        assert backend.__abstractmethods__ == frozenset()
+        assert backend.__bases__ == (ArtifactStore,)  # siblings: neither inherits the other
+        assert operations <= set(vars(backend)), backend  # each written by the backend itself
+
+
+def test_every_artifact_lives_where_its_name_says(store: LocalArtifactStore) -> None:
+    job_id = new_job_id()
+    store.commit_uploads(job_id)  # a directory: nothing to carry
+    result = a_result(store, job_id, svg="<svg/>", video=True, variations=2)
+    kept = store.save_result(result, job_id)
+    store.save_preview(job_id, Image.new("RGB", (4, 4)))
+    store.write_marker("m", b"1")
+    names = {artifact_name("result", job_id, key) for key in kept}
+    names |= {artifact_name("preview", job_id), artifact_name("marker", "m")}
+    names.add(artifact_name("uploads", job_id, "init.png"))
+    files = {p.relative_to(store.root).as_posix() for p in store.root.rglob("*") if p.is_file()}
+    assert files == names and store.upload_dir(job_id) == store.file(f"uploads/{job_id}")
+    with pytest.raises(ValueError, match="choose result, preview, uploads or marker"):
+        artifact_name("thumbnail", job_id)  # type: ignore[arg-type]
+
+
+def test_serve_gives_the_local_file_or_nothing(store: LocalArtifactStore) -> None:
+    job_id = new_job_id()
+    store.save_result(a_result(store, job_id, svg="<svg/>", variations=2), job_id)
+    served = store.serve(f"{job_id}-2", "svg", "bytes=0-3")  # Range: answered by the web layer
+    assert served == ServedFile(store.root / f"{job_id}-2.svg", "image/svg+xml", f"{job_id}-2.svg")
+    assert store.serve(job_id, "mp4", None) is None  # no video was made
+    assert store.serve("../" + job_id[3:], "png", None) is None

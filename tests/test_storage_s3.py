@@ -1,6 +1,7 @@
 """The S3-compatible artifact store against a real server on loopback (moto's, started here):
 upload, serve (streamed with Range, and by presigned redirect), delete, a failure mid-upload,
-and a job run by a worker that shares only the bucket with the API node."""
+a job run by a worker that shares only the bucket with the API node, and the same names for
+every artifact as the local store."""
 
 from __future__ import annotations
 
@@ -23,9 +24,12 @@ from test_notify import Inbox
 from api.artifacts import open_artifact_store
 from api.cli import main
 from api.cli_worker import run_worker
+from api.errors import StorageError
 from api.jobs.identity import StorageMismatch
 from api.jobs.service import JobService
-from api.storage import StorageError, new_job_id
+from api.routes.outputs import to_response
+from api.storage import ServedRedirect, ServedStream, artifact_name, new_job_id
+from api.storage_local import LocalArtifactStore
 from api.storage_s3 import S3ArtifactStore, make_client
 from engine import ModelCache
 
@@ -260,3 +264,57 @@ def test_variations_are_objects_of_their_own_served_and_deleted(
         store.delete(job_id)
         assert not [k for k in keys(raw, bucket) if job_id in k]
         assert client.get(f"/outputs/{job_id}-1.png").status_code == 404
+
+
+def test_both_stores_name_every_artifact_alike(tmp_path: Path, endpoint: str, bucket: str) -> None:
+    local = LocalArtifactStore(tmp_path / "local")
+    s3 = S3ArtifactStore(f"s3://{bucket}/art", tmp_path / "staging", make_client(endpoint, None))
+    job_id, kept = new_job_id(), []
+    for store in (local, s3):
+        store.prepare()
+        result = a_result(store, job_id, svg="<svg/>", video=True, variations=2)
+        store.commit_uploads(job_id)  # the bucket: uploads/{id}/init.png
+        kept.append(store.save_result(result, job_id))
+        store.save_preview(job_id, Image.new("RGB", (4, 4)))
+        store.write_marker("m", b"1")
+        assert store.upload_dir(job_id) == store.root / artifact_name("uploads", job_id)
+    assert kept[0] == kept[1]
+    names = {artifact_name("result", job_id, key) for key in kept[0]}
+    names |= {artifact_name("preview", job_id), artifact_name("marker", "m")}
+    names.add(artifact_name("uploads", job_id, "init.png"))
+    files = {p.relative_to(local.root).as_posix() for p in local.root.rglob("*") if p.is_file()}
+    objects = {key.removeprefix("art/") for key in keys(s3_client(endpoint), bucket)}
+    assert files == names == objects and len(names) == 10
+    for name in names:  # a local path under the root is the object key under the prefix
+        assert s3.key(name) == "art/" + local.file(name).relative_to(local.root).as_posix()
+
+
+def test_a_bucket_serves_a_stream_a_range_or_a_redirect(
+    tmp_path: Path, endpoint: str, bucket: str
+) -> None:
+    store = S3ArtifactStore(f"s3://{bucket}/art", tmp_path / "staging", make_client(endpoint, None))
+    job_id = new_job_id()
+    result = a_result(store, job_id, video=True)
+    store.video_path(job_id).write_bytes(b"0123456789" * 10)
+    store.save_result(result, job_id)
+    whole = store.serve(job_id, "png", None)
+    assert isinstance(whole, ServedStream) and whole.status == 200 and whole.chunks is not None
+    assert b"".join(whole.chunks) == store.read(job_id, "png")
+    answer = to_response(whole, "png")  # what GET /outputs sends
+    assert answer.headers["x-content-type-options"] == "nosniff" and answer.headers["etag"]
+    assert answer.headers["content-disposition"] == f'inline; filename="{job_id}.png"'
+    assert answer.headers["last-modified"].endswith(" GMT")
+    part = store.serve(job_id, "mp4", "bytes=5-14")
+    assert isinstance(part, ServedStream) and part.chunks is not None
+    assert (part.status, part.headers["Content-Range"]) == (206, "bytes 5-14/100")
+    assert b"".join(part.chunks) == b"5678901234" and part.media_type == "video/mp4"
+    outside = store.serve(job_id, "mp4", "bytes=500-")
+    assert outside == ServedStream(
+        416, "video/mp4", f"{job_id}.mp4", {"Content-Range": "bytes */100"}
+    )
+    assert store.serve(new_job_id(), "png", None) is None and store.serve("x", "png", None) is None
+    store.presign_seconds = 60
+    moved = store.serve(job_id, "mp4", None)
+    assert isinstance(moved, ServedRedirect) and to_response(moved, "mp4").status_code == 302
+    assert httpx.get(moved.url, timeout=10).content == b"0123456789" * 10
+    assert store.serve(new_job_id(), "mp4", None) is None

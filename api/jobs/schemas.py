@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from api.jobs.store import Job
-from api.storage import output_file, variation_keys
-from engine.settings import picture_seed
+from api.storage import output_url, variation_keys
+from engine import picture_seed
 
 
 class Progress(BaseModel):
@@ -115,7 +115,7 @@ def iso(ts: float | None) -> str | None:
 def job_links(base: str, job: Job) -> JobLinks:
     """Absolute links of a job under `base` (no trailing slash)."""
     jobs = f"{base}/jobs/{job.id}"
-    files = {key: f"{base}/outputs/{output_file(job.id, key)}" for key in job.outputs or []}
+    files = {key: output_url(base, job.id, key) for key in job.outputs or []}
     return JobLinks(
         self=jobs,
         events=f"{jobs}/events",

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from api.errors import RunFailed, one_line
+from api.errors import RunFailed, StorageError, one_line
 from api.gpu import GpuLock
 from api.jobs.config import ServiceConfig
 from api.jobs.outage import REASON_CHARS, Outages, retry, unavailable_service
@@ -222,7 +222,7 @@ class JobRunner:
             outputs = self.artifacts.save_result(result, job.id)
         except Cancelled:
             return self._stopped(job.id)
-        except (SettingsError, RunFailed) as exc:  # run_engine logged a failed run
+        except (SettingsError, RunFailed, StorageError) as exc:  # run_engine logged a failed run
             return self._finish(job.id, FAILED, error=failure_message(exc))
         except Exception as exc:  # saving the result failed (a full disk, ...)
             if unavailable_service(exc) is not None:  # not the job's fault: run it again

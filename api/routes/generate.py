@@ -28,10 +28,9 @@ from api.jobs.service import JobService
 from api.jobs.store import CANCELLED, SUCCEEDED
 from api.jobs.waiting import ClientGone, wait_for_end
 from api.runner import run_engine
-from api.storage import MEDIA_TYPES, new_job_id, output_name, variation_keys
-from engine import Result, Settings
+from api.storage import MEDIA_TYPES, new_job_id, output_url, variation_keys
+from engine import Result, Settings, picture_seed
 from engine.errors import Cancelled
-from engine.settings import picture_seed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -131,10 +130,12 @@ def result_headers(
 ) -> dict[str, str]:
     """X-Job-Id, X-Seed, X-Settings (JSON, without server paths) and the output links; with
     variations, X-Variation-Urls and X-Variation-Seeds (each picture's PNG and seed)."""
+    from api.routes.jobs import base_url
+
+    base = base_url(request)
 
     def url(key: str) -> str:
-        name, ext = output_name(job_id, key)
-        return str(request.url_for("output", job_id=name, ext=ext))
+        return output_url(base, job_id, key)
 
     main = {ext: url(ext) for ext in URL_HEADERS if ext in keys}
     links = [f'<{u}>; rel="alternate"; type="{MEDIA_TYPES[e]}"' for e, u in main.items()]

@@ -4,9 +4,11 @@
 Outputs need no API key, which lets a browser show them in an `<img>`: their ids are random, so
 an output URL is only known to whoever made the image.
 
-A local store serves the file (with Range requests); a bucket either streams the object through
-the API (S3 applies the Range header itself) or, with T2A_S3_PRESIGN, answers 302 to a
-presigned URL, which supports Range too.
+The store says how to answer (`ArtifactStore.serve` -> a `Served`): a local file (Range requests
+answered here), a stream of bytes kept elsewhere with the store's status and headers (a bucket
+applies the Range header itself), or a 302 to a presigned URL (T2A_S3_PRESIGN). `to_response`
+turns each into the HTTP answer, adding the headers every output carries; this route never asks
+which backend it holds.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from api.deps import ArtifactsDep
-from api.storage import MEDIA_TYPES, ArtifactStore, valid_name
-from api.storage_s3 import S3ArtifactStore
+from api.storage import MEDIA_TYPES, OUTPUTS_PATH, Served, ServedFile, ServedRedirect, valid_name
 
 router = APIRouter(tags=["outputs"])
 
 
 @router.get(
-    "/outputs/{job_id}.{ext}",
+    OUTPUTS_PATH + "/{job_id}.{ext}",
     name="output",
     response_class=FileResponse,
     responses={
@@ -42,47 +43,39 @@ async def get_output(job_id: str, ext: str, request: Request, artifacts: Artifac
             "no such output; names are 32 hex digits, or that and -1 to -4 for a picture of a "
             "batch of variations; types png|mp4|svg",
         )
-    url = await run_in_threadpool(artifacts.presigned_url, job_id, ext)
-    if url is not None:
-        return RedirectResponse(url, status_code=302)
-    if isinstance(artifacts, S3ArtifactStore):
-        return await _stream(artifacts, job_id, ext, request.headers.get("range"))
-    return _file(artifacts, job_id, ext)
+    served = await run_in_threadpool(artifacts.serve, job_id, ext, request.headers.get("range"))
+    if served is None:
+        raise HTTPException(404, f"no output {job_id}.{ext}")
+    return to_response(served, ext)
 
 
-def _headers(job_id: str, ext: str) -> dict[str, str]:
+def to_response(served: Served, ext: str) -> Response:
+    """The HTTP answer for what the store serves (a redirect carries no headers of ours)."""
+    if isinstance(served, ServedRedirect):
+        return RedirectResponse(served.url, status_code=302)
+    headers = _headers(ext)
+    if isinstance(served, ServedFile):  # FileResponse answers Range and sets the disposition
+        return FileResponse(
+            served.path,
+            media_type=served.media_type,
+            headers=headers,
+            filename=served.filename,
+            content_disposition_type="inline",
+        )
+    headers.update(served.headers)
+    headers["Content-Disposition"] = f'inline; filename="{served.filename}"'
+    if served.chunks is None:
+        return Response(status_code=served.status, headers=headers)
+    return StreamingResponse(
+        iterate_in_threadpool(served.chunks),
+        status_code=served.status,
+        media_type=served.media_type,
+        headers=headers,
+    )
+
+
+def _headers(ext: str) -> dict[str, str]:
     headers = {"X-Content-Type-Options": "nosniff"}
     if ext == "svg":  # an SVG may carry scripts: never run them in our origin
         headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
     return headers
-
-
-def _file(artifacts: ArtifactStore, job_id: str, ext: str) -> FileResponse:
-    path = artifacts.path(job_id, ext)
-    if path is None:
-        raise HTTPException(404, f"no output {job_id}.{ext}")
-    return FileResponse(
-        path,
-        media_type=MEDIA_TYPES[ext],
-        headers=_headers(job_id, ext),
-        filename=path.name,
-        content_disposition_type="inline",
-    )
-
-
-async def _stream(
-    artifacts: S3ArtifactStore, job_id: str, ext: str, byte_range: str | None
-) -> Response:
-    found = await run_in_threadpool(artifacts.open_stream, job_id, ext, byte_range)
-    if found is None:
-        raise HTTPException(404, f"no output {job_id}.{ext}")
-    headers = {**_headers(job_id, ext), **found.headers}
-    headers["Content-Disposition"] = f'inline; filename="{job_id}.{ext}"'
-    if found.status == 416:
-        return Response(status_code=416, headers=headers)
-    return StreamingResponse(
-        iterate_in_threadpool(found.chunks),
-        status_code=found.status,
-        media_type=MEDIA_TYPES[ext],
-        headers=headers,
-    )
