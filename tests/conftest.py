@@ -1,12 +1,19 @@
-"""Shared fixtures: one model cache for the whole session (the tiny CLIP loads once)."""
+"""Shared fixtures: one model cache for the whole session (the tiny CLIP loads once), the jobs
+service's client, an SMTP inbox, a bucket on a module's S3 server, and the real Redis and
+PostgreSQL servers (servers.py). Plain helpers are in helpers.py."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from helpers import Inbox, jobs_config, serving, smtp_server
+from s3_server import new_bucket
+from servers import postgres_cluster, postgres_db, redis_server  # noqa: F401 (fixtures)
 
-from engine import ModelCache, Settings
+from engine import ModelCache
 
 
 @pytest.fixture(scope="session")
@@ -14,34 +21,24 @@ def models() -> ModelCache:
     return ModelCache()
 
 
-def tiny_settings(**overrides: Any) -> Settings:
-    """Small, fast settings on the tiny random CLIP: 32x32 pixel art, 8 cutouts, 4 steps."""
-    values: dict[str, Any] = {
-        "prompts": "underwater city",
-        "style": "pixel art",
-        "clip_models": ["tiny-random"],
-        "size": (32, 32),
-        "cutouts": 8,
-        "iterations": 4,
-        "seed": 7,
-        "device": "cpu",
-    }
-    values.update(overrides)
-    return Settings.create(**values)
+@pytest.fixture
+def client(tmp_path: Path, models: ModelCache) -> Iterator[TestClient]:
+    """The jobs service on tiny models with its in-process worker, outputs in `tmp_path`
+    (a module that tests another app defines its own `client`)."""
+    with serving(jobs_config(tmp_path), models) as c:
+        yield c
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """`text2art ARGS` in this process: (exit code, stdout, stderr)."""
-    from api.cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+@pytest.fixture
+def smtp_inbox() -> Iterator[tuple[Inbox, int]]:
+    """An SMTP server on 127.0.0.1 that keeps every message: (its inbox, its port)."""
+    inbox = Inbox()
+    with smtp_server(inbox) as port:
+        yield inbox, port
 
 
-# Real Redis and PostgreSQL servers on loopback (tests/servers.py).
-from servers import postgres_cluster, postgres_db, redis_server  # noqa: E402, F401
+@pytest.fixture
+def bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on the module's S3 server (its `endpoint` fixture); this process gets the
+    test server's credentials."""
+    return new_bucket(endpoint, monkeypatch)

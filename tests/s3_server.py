@@ -10,13 +10,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 from servers import free_port
 
 # Credentials for the test server only; no AWS variable of the machine is read.
@@ -61,16 +61,16 @@ def moto_server(log_dir: Path, timeout: float = 30.0) -> Iterator[str]:
 
 
 def _wait_until_up(endpoint: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def up() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"moto server exited with {process.returncode}")
         try:
             with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"moto server not up after {timeout} s")
+            return False
+
+    wait_for(up, timeout, "moto server up")
 
 
 def s3_client(endpoint: str):  # type: ignore[no-untyped-def]

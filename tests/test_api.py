@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
-import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from helpers import error_of, png_bytes, png_header_only
 from PIL import Image
 
 import api.runner as runner
@@ -60,29 +59,6 @@ def client(out_dir: Path, models: ModelCache) -> Iterator[TestClient]:
     models.clip("tiny-random", torch.device("cpu"))  # built once, outside the timings
     with TestClient(create_app(tiny_config(out_dir), models=models)) as c:
         yield c
-
-
-def png_bytes(size: tuple[int, int] = (16, 16), colour: str = "red") -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims a huge size in its header (a decompression bomb's first bytes)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    body = struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-    idat = b"IDAT" + zlib.compress(b"\0" * 64)
-    body += struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat))
-    return b"\x89PNG\r\n\x1a\n" + body
-
-
-def error_of(response: Any) -> tuple[str, str]:
-    """(field, message) of a 422 answer."""
-    assert response.status_code == 422, response.text[:300]
-    detail = response.json()["detail"][0]
-    return detail["loc"][-1], detail["msg"]
 
 
 # -- the card's endpoint ---------------------------------------------------------------------

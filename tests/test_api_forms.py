@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from helpers import png_bytes
 from PIL import Image
 
 from api.app import create_app
@@ -82,12 +83,6 @@ def echo_app() -> FastAPI:
     return app
 
 
-def png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
-    return buf.getvalue()
-
-
 ONLY_SENT = [
     ({}, {}),
     ({"style": "pixel art", "seed": "3"}, {"style": "pixel art", "seed": 3}),
@@ -109,9 +104,9 @@ def test_only_the_fields_the_client_sent_are_passed_on(
 
 def test_uploads_are_collected_apart_from_the_values() -> None:
     files = [
-        ("init_image", ("init.png", png(), "image/png")),
-        ("image_prompts", ("a.png", png(), "image/png")),
-        ("image_prompts", ("b.png", png(), "image/png")),
+        ("init_image", ("init.png", png_bytes(size=(8, 8)), "image/png")),
+        ("image_prompts", ("a.png", png_bytes(size=(8, 8)), "image/png")),
+        ("image_prompts", ("b.png", png_bytes(size=(8, 8)), "image/png")),
     ]
     with TestClient(echo_app()) as client:
         body = client.post("/echo", data={"seed": "1"}, files=files).json()

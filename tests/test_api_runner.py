@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from helpers import job_state, jobs_config, wait_for
 from PIL import Image
 
 import api.runner as runner
 from api.app import create_app
 from api.errors import RunFailed
 from api.gpu import GpuBusy, GpuLock
-from api.jobs.config import ServiceConfig
 from api.runner import run_engine
 from engine import Limits, ModelCache, Result, Settings, resolve
 from engine.errors import Cancelled, CheckpointError, SettingsError, WeightsError
@@ -110,26 +109,18 @@ def test_waiting_for_the_gpu_is_bounded_and_cancellable() -> None:
             run(never, gpu, cancel=cancel, bounded=False)
 
 
-def _config(tmp_path: Path, **values: Any) -> ServiceConfig:
-    base = {"clip_models": ["tiny-random"], "cutouts": 4, "device": "cpu", "preload": False}
-    return ServiceConfig(output_dir=tmp_path, rate_limit=0, **base, **values)
-
-
 def test_generate_and_jobs_answer_missing_weights_with_its_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runner, "generate", raising(WeightsError("VQGAN x checkpoint missing")))
     form = {"prompts": "a lighthouse", "style": "pixel art", "size": "32x32", "iterations": "2"}
-    with TestClient(create_app(_config(tmp_path, progress_interval=0.05))) as client:
+    with TestClient(create_app(jobs_config(tmp_path))) as client:
         r = client.post("/generate", data=form)
         assert r.status_code == 500 and r.json() == {
             "error": "weights_missing",
             "detail": "model weights are not available: VQGAN x checkpoint missing",
         }
         job_id = client.post("/jobs", data=form).json()["id"]
-        deadline = time.monotonic() + 20
-        while (job := client.get(f"/jobs/{job_id}").json())["status"] != "failed":
-            assert time.monotonic() < deadline, job
-            time.sleep(0.05)
+        job = wait_for(lambda: job_state(client, job_id, "failed"), 20, "the job failing")
     assert job["error"] == "model weights are not available: VQGAN x checkpoint missing"
     assert not list(tmp_path.glob("*.png")) and not list((tmp_path / "uploads").glob("*"))

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 import torch
-import uvicorn
 from fastapi import FastAPI
+from helpers import running, wait_for
 
 from api.app import create_app
 from api.config import ApiConfig
@@ -23,32 +21,6 @@ from api.gpu import GpuLock
 from engine import ModelCache
 
 FAST = {"style": "pixel art", "size": "32x32", "iterations": "3", "prompts": "a lighthouse"}
-
-
-@contextmanager
-def running(app: FastAPI) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free port of 127.0.0.1 in a thread; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +98,9 @@ def test_disconnect_while_waiting_leaves_the_queue(server: tuple[str, FastAPI]) 
     before = pngs(app)
     with gpu.slot():  # someone else's run holds the GPU
         conn = send_and_leave_open(url, {**FAST, "seed": "1"})
-        wait_until(lambda: gpu.waiting == 1)
+        wait_for(lambda: gpu.waiting == 1, 10, "the request waiting for the GPU")
         hang_up(conn)
-        wait_until(lambda: gpu.waiting == 0, timeout=5)
+        wait_for(lambda: gpu.waiting == 0, 5, "the request leaving the GPU's queue")
     time.sleep(0.3)
     assert not gpu.busy and pngs(app) == before  # it never ran
 
@@ -139,11 +111,11 @@ def test_disconnect_while_running_cancels_the_run(server: tuple[str, FastAPI]) -
     before = pngs(app)
     # 5000 steps take over a minute here: only a cancel ends the run within seconds.
     conn = send_and_leave_open(url, {**FAST, "iterations": "5000", "seed": "2"})
-    wait_until(lambda: gpu.busy)
+    wait_for(lambda: gpu.busy, 10, "the run holding the GPU")
     time.sleep(0.3)
     started = time.monotonic()
     hang_up(conn)
-    wait_until(lambda: not gpu.busy, timeout=5)
+    wait_for(lambda: not gpu.busy, 5, "the cancelled run releasing the GPU")
     assert time.monotonic() - started < 5 and pngs(app) == before
     after = httpx.post(f"{url}/generate", data={**FAST, "seed": "3"}, timeout=30)
     assert after.status_code == 200  # and the service goes on

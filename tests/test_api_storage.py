@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import a_result
 from PIL import Image
 
 from api.storage import (
@@ -20,51 +21,7 @@ from api.storage import (
     variation_keys,
 )
 from api.storage_local import LocalArtifactStore
-from engine import Result, Settings, resolve
-from engine.generate import contact_sheet
-
-
-def a_result(
-    store: ArtifactStore,
-    job_id: str,
-    *,
-    svg: str | None = None,
-    video: bool = False,
-    variations: int = 1,
-) -> Result:
-    """A finished run as the engine returns it, with an upload and optionally an SVG, an MP4
-    and several pictures (each its own colour; `image` their contact sheet)."""
-    upload = store.upload_dir(job_id) / "init.png"
-    upload.parent.mkdir(parents=True)
-    Image.new("RGB", (8, 8), "blue").save(upload)
-    settings = Settings.create(
-        prompts="a lighthouse",
-        style="pixel art",
-        size=(32, 32),
-        seed=3,
-        init_image=str(upload),
-        variations=variations,
-    )
-    video_path = None
-    if video:
-        video_path = store.video_path(job_id)
-        video_path.write_bytes(b"fake mp4")
-    if variations == 1:
-        image = Image.new("RGB", (32, 32), "white")
-        return Result(image, resolve(settings), [1.0], 0.1, svg=svg, video_path=video_path)
-    pictures = [Image.new("RGB", (32, 32), (40 * i, 0, 0)) for i in range(variations)]
-    svgs = [f'<svg id="{i}"/>' if svg else None for i in range(variations)]
-    return Result(
-        contact_sheet(pictures),
-        resolve(settings),
-        [1.0],
-        0.1,
-        svg=svg,
-        video_path=video_path,
-        images=pictures,
-        seeds=[3 + i for i in range(variations)],
-        svgs=svgs,
-    )
+from engine import Result
 
 
 @pytest.fixture

@@ -6,25 +6,26 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
+from helpers import (
+    FORM,
+    Inbox,
+    job_state,
+    jobs_config,
+    serving,
+    smtp_config,
+    smtp_server,
+    submit,
+    wait_for,
+)
 from PIL import Image
-from test_jobs import FORM, job_state, jobs_config, serving, submit, wait_for
-from test_notify import Inbox, smtp_config, smtp_server
 
 from engine import ModelCache
 
 SHEET_2X2 = (32 * 2 + 4, 32 * 2 + 4)  # 32x32 pictures, 4 pixels of gap
-
-
-@pytest.fixture
-def client(tmp_path: Path, models: ModelCache) -> Iterator[TestClient]:
-    with serving(jobs_config(tmp_path), models) as c:
-        yield c
 
 
 def png(data: bytes) -> Image.Image:

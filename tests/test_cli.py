@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli as run
 from PIL import Image
-
-from tests.conftest import run_cli as run
 
 FAST = ["--clip-model", "tiny-random", "--size", "32x32", "--cutouts", "4", "--device", "cpu"]
 

@@ -8,20 +8,18 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 import pytest
+from helpers import ROOT, wait_for
+from helpers import run_cli as run
 
 from api.cli import build_cli
 from engine import Settings, __version__, catalog, presets, resolve, weights
 from engine.errors import WeightsError
-from tests.conftest import run_cli as run
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _groups(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -236,10 +234,7 @@ def test_serve_prints_the_page_and_docs_addresses(tmp_path: Path, capsys) -> Non
                               "on_server": servers.append}, daemon=True,
     )  # fmt: skip
     thread.start()
-    deadline = time.monotonic() + 30
-    while not (servers and servers[0].started):
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+    wait_for(lambda: servers and servers[0].started, 30, "the server started")
     port = servers[0].servers[0].sockets[0].getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     try:

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,20 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import NOTEBOOK, ROOT, WORKER_SECRETS, wait_for
+from servers import free_port
 
 from api.config import ApiConfig
 from scripts import run_colab
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "text2art_colab.ipynb"
 PUBLIC = "https://fake-tunnel.example"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class FakeTunnel:
@@ -69,10 +61,6 @@ def test_notebook_is_valid_nbformat_4_and_runs_the_launcher() -> None:
     assert "pip install" in joined and "NGROK_AUTHTOKEN" in joined
     assert "%run scripts/run_colab.py" in joined
     assert "%run scripts/run_colab.py --worker" in joined  # the second path
-
-
-WORKER_SECRETS = ("T2A_QUEUE_URL", "T2A_DATABASE_URL", "T2A_STORAGE_URL", "AWS_ACCESS_KEY_ID",
-                  "AWS_SECRET_ACCESS_KEY", "T2A_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION")  # fmt: skip
 
 
 def _tagged(nb: dict[str, Any], tag: str) -> list[dict[str, Any]]:
@@ -138,7 +126,7 @@ def test_launcher_prints_both_urls_serves_docs_and_closes_the_tunnel(
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    _wait_until(lambda: bool(servers) and servers[0].started)
+    wait_for(lambda: bool(servers) and servers[0].started, 10, "the launcher's server started")
     docs = httpx.get(f"http://127.0.0.1:{port}/docs", timeout=10)
     servers[0].should_exit = True
     thread.join(10)
@@ -181,7 +169,7 @@ def test_launcher_inside_a_running_event_loop(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         lines = _read_until(proc, "Doc URL:")
-        _wait_until(lambda: _get(f"http://127.0.0.1:{port}/docs") == 200, timeout=20)
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/docs") == 200, 20, "/docs answering")
         proc.send_signal(signal.SIGINT)  # the notebook's stop button
         rest, _ = proc.communicate(timeout=20)
     finally:
@@ -209,14 +197,6 @@ def _get(url: str) -> int:
         return httpx.get(url, timeout=2).status_code
     except httpx.HTTPError:
         return 0
-
-
-def _wait_until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def _install_cell() -> str:

@@ -26,11 +26,20 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from s3_server import TEST_ENV, keys, moto_server, new_bucket, s3_client
+from helpers import (
+    NOTEBOOK,
+    ROOT,
+    SHORT,
+    TIMING,
+    WORKER_SECRETS,
+    WorkerProcess,
+    ended,
+    job,
+    submit,
+    wait_for,
+)
+from s3_server import TEST_ENV, keys, moto_server, s3_client
 from servers import RedisServer, free_port
-from test_colab import NOTEBOOK, WORKER_SECRETS
-from test_jobs import wait_for
-from test_scaleout import SHORT, TIMING, WorkerProcess, ended, job, submit
 
 from api.app import create_app
 from api.jobs.config import ServiceConfig
@@ -39,7 +48,6 @@ from engine import ModelCache
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-ROOT = Path(__file__).resolve().parents[1]
 SITE_SETTINGS = ("T2A_QUEUE_URL", "T2A_DATABASE_URL", "T2A_STORAGE_URL")
 PREFIX = "outputs"  # the bucket's prefix: T2A_STORAGE_URL is s3://BUCKET/outputs
 ITERATIONS = 200  # a job that runs for seconds: still running when its notebook is killed
@@ -164,12 +172,6 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A new bucket; this process (the site) gets the test server's credentials."""
-    return new_bucket(endpoint, monkeypatch)
-
-
-@pytest.fixture
 def database_url(postgres_db: str) -> str:
     """The site's job database (a fresh one on the running session cluster)."""
     return postgres_db
@@ -275,11 +277,11 @@ def test_a_recycled_colab_worker_s_job_is_finished_by_the_next_notebook(
     site_out = tmp_path / "site"
     with site_node(secrets, site_out, models) as site:
         first = start_notebook(tmp_path / "colab-1", secrets, notebooks)
-        warm_up = submit(site, SHORT)["id"]
+        warm_up = submit(site, iterations=SHORT, seed=1)["id"]
         (done,) = ended(store, [warm_up], timeout=60)
         assert done.status == SUCCEEDED and done.worker_id == first.identity, done.error
 
-        job_id = submit(site, ITERATIONS)["id"]
+        job_id = submit(site, iterations=ITERATIONS, seed=1)["id"]
         timeline = Timeline(store, job_id)
         running = wait_for(
             lambda: (j := timeline.poll()).status == RUNNING and j.iteration >= 5 and j,

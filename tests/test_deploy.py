@@ -4,15 +4,13 @@ setting, every service has a health check, the roles are the README's."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from helpers import ROOT
 
 from api.jobs.config import ServiceConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from helpers import jobs_config, pause_jobs, running
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -27,8 +28,6 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from test_api_server import running
-from test_jobs import jobs_config, pause_jobs
 
 from api.app import create_app
 from engine import ModelCache

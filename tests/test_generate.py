@@ -1,20 +1,13 @@
-import io
 import threading
 
 import numpy as np
 import pytest
 import torch
+from helpers import png_bytes, tiny_settings
 from PIL import Image
 
 from engine import Cancelled, ModelCache, Settings, generate, resolve
 from engine.output import read_png_settings, save_png
-from tests.conftest import tiny_settings
-
-
-def _png_bytes(result) -> bytes:
-    buf = io.BytesIO()
-    result.image.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def test_loss_decreases_over_20_iterations(models: ModelCache) -> None:
@@ -31,7 +24,7 @@ def test_same_seed_gives_identical_pngs(models: ModelCache, tmp_path) -> None:
     save_png(a.image, a.settings, tmp_path / "a.png")
     save_png(b.image, b.settings, tmp_path / "b.png")
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
-    assert _png_bytes(a) != _png_bytes(c)
+    assert png_bytes(a.image) != png_bytes(c.image)
 
 
 def test_on_step_reports_every_iteration(models: ModelCache) -> None:
@@ -59,12 +52,13 @@ def test_cancel_stops_within_one_iteration(models: ModelCache) -> None:
 
 def test_two_threads_equal_their_solo_runs(models: ModelCache) -> None:
     solo = [
-        _png_bytes(generate(tiny_settings(seed=s, iterations=6), models=models)) for s in (1, 2)
+        png_bytes(generate(tiny_settings(seed=s, iterations=6), models=models).image)
+        for s in (1, 2)
     ]
     out: dict[int, bytes] = {}
 
     def run(seed: int) -> None:
-        out[seed] = _png_bytes(generate(tiny_settings(seed=seed, iterations=6), models=models))
+        out[seed] = png_bytes(generate(tiny_settings(seed=seed, iterations=6), models=models).image)
 
     threads = [threading.Thread(target=run, args=(s,)) for s in (1, 2)]
     for t in threads:
@@ -92,7 +86,7 @@ def test_png_metadata_round_trip(models: ModelCache, tmp_path) -> None:
     again = Settings.create(**read_png_settings(path))
     assert resolve(again) == r.settings.model_copy(update={"device": None})
     reproduced = generate(again.model_copy(update={"device": "cpu"}), models=models)
-    assert _png_bytes(reproduced) == _png_bytes(r)
+    assert png_bytes(reproduced.image) == png_bytes(r.image)
 
 
 def test_read_png_settings_rejects_foreign_png(tmp_path) -> None:

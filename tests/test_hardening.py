@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import error_of, jobs_config, parse_sse, png_bytes, serving
 from PIL import Image
-from test_api import error_of
-from test_jobs import jobs_config, parse_sse, serving
 
 from api.cli import main
 from api.jobs.events import sse
@@ -34,12 +33,6 @@ def client(tmp_path_factory: pytest.TempPathFactory, models: ModelCache) -> Iter
         yield c
 
 
-def strip_png(width: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, 1), (255, 0, 0)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def strict_json(text: str) -> Any:
     """json.loads that refuses Infinity and NaN, as every JSON parser but Python's does."""
 
@@ -52,7 +45,7 @@ def strict_json(text: str) -> Any:
 # -- 1. a tiny, very wide image ---------------------------------------------------------------
 def test_a_16777216x1_image_prompt_and_init_image_generate(client: TestClient) -> None:
     """Within the 4096x4096 pixel limit; once a 206 GB allocation (500)."""
-    png = strip_png(16_777_216)
+    png = png_bytes(size=(16_777_216, 1))
     files = [("image_prompts", ("w.png", png, "image/png")), ("init_image", ("w.png", png))]
     r = client.post("/generate", data=FAST | {"prompts": "a cat"}, files=files)
     assert r.status_code == 200, r.text[:300]

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from test_api_server import running, wait_until
-from test_jobs import jobs_config, pause_jobs
+from helpers import jobs_config, pause_jobs, running, wait_for
+from servers import free_port
 
 from api.access_log import RedactSecrets, access_log_config
 from api.app import create_app
@@ -136,7 +136,7 @@ def test_open_event_streams_are_capped_per_client(server: str) -> None:
         assert third.status_code == 429 and "event streams" in third.json()["detail"]
         assert third.headers["Retry-After"] == "5"
         first[0].__exit__(None, None, None)  # one closed: a new one is let in
-        wait_until(lambda: open_stream(client, url)[1].status_code == 200)
+        wait_for(lambda: open_stream(client, url)[1].status_code == 200, 10, "a stream let in")
         second[0].__exit__(None, None, None)
 
 
@@ -234,7 +234,7 @@ def test_access_log_redacts_the_delete_token(
         target=serve, kwargs={"config": config, "on_server": servers.append}, daemon=True
     )
     thread.start()
-    wait_until(lambda: bool(servers) and servers[0].started, timeout=30)
+    wait_for(lambda: bool(servers) and servers[0].started, 30, "serve()'s uvicorn started")
     try:
         url = f"http://127.0.0.1:{config.port}/jobs/{'6' * 32}?delete_token=SECRET123&x=1"
         assert httpx.delete(url).status_code == 404
@@ -254,10 +254,3 @@ def test_redaction_leaves_other_lines_alone() -> None:
     record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s "%s %s" %d', args, None)
     RedactSecrets().filter(record)
     assert record.args == args
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

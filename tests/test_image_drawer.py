@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import tiny_settings
 
 import engine.drawers as drawers
 from engine import ModelCache, Settings, SettingsError, generate
 from engine.drawers.base import DrawerContext
 from engine.drawers.image import CHECKPOINT_MIN_PIXELS, ImageDrawer, clamp_st
 from engine.vqgan import TINY_CONFIG, build_vqgan
-from tests.conftest import tiny_settings
 
 
 def _settings(size: tuple[int, int] = (42, 37), **overrides: Any) -> Settings:

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import png_header_only, tiny_settings
 from PIL import Image
 
 from api.cli import main
 from engine import ModelCache, SettingsError, generate
 from engine.generate import load_image_tensor
 from engine.perceptor import _square_tensor
-from tests.conftest import tiny_settings
 
 
 def noise(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -94,8 +94,6 @@ def test_wide_images_run_end_to_end(models: ModelCache, tmp_path: Path) -> None:
 def test_images_over_the_engines_pixel_bound_name_the_field(
     models: ModelCache, tmp_path: Path
 ) -> None:
-    from tests.test_api import png_header_only
-
     huge = tmp_path / "huge.png"
     huge.write_bytes(png_header_only(9000, 9000))  # 81 MP claimed by a 100-byte file
     for field in ("init_image", "image_prompts"):

@@ -4,103 +4,15 @@ limits and validation."""
 from __future__ import annotations
 
 import io
-import json
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from helpers import FORM, job_state, jobs_config, parse_sse, serving, submit, wait_for
 from PIL import Image
 
-from api.app import create_app
-from api.jobs.config import ServiceConfig
 from engine import ModelCache
-
-# 32x32 pixel art on the tiny random CLIP with 4 cutouts: about 35 ms an iteration on a CPU.
-FORM = {"prompts": "a castle", "style": "pixel art", "size": "32x32", "iterations": "30"}
-
-
-def jobs_config(out: Path, **overrides: Any) -> ServiceConfig:
-    """The service on tiny offline models with fast progress, heartbeats and retries."""
-    values: dict[str, Any] = {
-        "clip_models": ["tiny-random"],
-        "cutouts": 4,
-        "device": "cpu",
-        "output_dir": out,
-        "preload": False,
-        "progress_interval": 0.05,
-        "heartbeat_seconds": 0.5,
-        "preview_every": 5,
-        "rate_limit": 0,
-        "notify_backoff": 0.05,
-    }
-    values.update(overrides)
-    return ServiceConfig(**values)
-
-
-@contextmanager
-def serving(
-    config: ServiceConfig, models: ModelCache, paused: bool = False
-) -> Iterator[TestClient]:
-    """The app with its lifespan (and its in-process worker) running; `paused`: see below."""
-    models.clip("tiny-random", torch.device("cpu"))  # built once per session, outside the waits
-    with TestClient(create_app(config, models=models)) as client:
-        if paused:
-            pause_jobs(client.app)  # type: ignore[arg-type]
-        yield client
-
-
-def pause_jobs(app: FastAPI) -> None:
-    """Stop the in-process worker's queue consumer: jobs stay queued (they cost nothing),
-    while `/generate` still runs in this process, as on any node that runs jobs. (An API-only
-    node, T2A_RUN_WORKER_IN_PROCESS=false, sends `/generate` to the queue instead.)"""
-    app.state.jobs.queue.stop_consumer(0)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "the check") -> Any:
-    """Poll until `check()` is truthy; returns its value (fails naming `what` after `timeout`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not true after {timeout} s")
-
-
-def job_state(client: TestClient, job_id: str, *states: str) -> dict[str, Any] | None:
-    """The job when its status is one of `states`, else None."""
-    body: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
-    return body if body["status"] in states else None
-
-
-def submit(client: TestClient, **fields: Any) -> dict[str, Any]:
-    response = client.post("/jobs", data={**FORM, **{k: str(v) for k, v in fields.items()}})
-    assert response.status_code == 202, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def parse_sse(text: str) -> list[dict[str, Any]]:
-    """Events of a Server-Sent Events body: {'id', 'event', 'data'} (comments skipped)."""
-    events = []
-    for block in text.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if line and ": " in line)
-        if "event" in fields:
-            fields["data"] = json.loads(fields["data"])
-            events.append(fields)
-    return events
-
-
-@pytest.fixture
-def client(tmp_path: Path, models: ModelCache) -> Iterator[TestClient]:
-    with serving(jobs_config(tmp_path), models) as c:
-        yield c
 
 
 def test_submit_progress_succeeded(client: TestClient, tmp_path: Path) -> None:

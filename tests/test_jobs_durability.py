@@ -9,44 +9,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import ROOT, add_job, jobs_config, serving, submit, wait_for
 from huey import MemoryHuey, SqliteHuey
-from test_jobs import jobs_config, serving, submit, wait_for
 
 from api.cli_worker import run_worker
 from api.jobs.policy import WorkerIdentity, dead_message, reap_dead, worker_gone
 from api.jobs.queue import JobQueue, make_huey
 from api.jobs.service import JobService
-from api.jobs.store import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore
-from engine import ModelCache, Settings, resolve
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def add_job(store: JobStore, job_id: str, **values: Any) -> Job:
-    """A job record as `JobService.submit` writes it (plus `values`)."""
-    settings = Settings.create(prompts="a castle", style="pixel art", size=(32, 32))
-    resolved = resolve(settings).model_copy(
-        update={"iterations": 3, "clip_models": ["tiny-random"], "cutouts": 4, "seed": 1}
-    )
-    fields: dict[str, Any] = {
-        "id": job_id,
-        "status": QUEUED,
-        "request": {},
-        "settings": resolved.to_json_dict(),
-        "delete_token_hash": "0" * 64,
-        "created_at": time.time(),
-        "total": 3,
-        "iteration": 0,
-        "attempts": 0,
-        "outputs": [],
-        "cancel_requested": False,
-        "version": 1,
-    }
-    fields.update(values)
-    return store.add(Job(**fields))
+from api.jobs.store import FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore
+from engine import ModelCache
 
 
 def status_of(store: JobStore, job_id: str) -> str | None:

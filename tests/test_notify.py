@@ -3,25 +3,20 @@ server, retries with backoff, and header injection."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import hmac
 import io
 import json
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
+from helpers import Inbox, jobs_config, serving, smtp_config, smtp_server, submit, wait_for
 from PIL import Image
-from servers import free_port
-from test_jobs import jobs_config, serving, submit, wait_for
 
 import api.jobs.notify as notify
 from api.jobs.notify import (
@@ -40,48 +35,11 @@ from api.jobs.store import FAILED
 from engine import ModelCache, Settings, resolve
 
 
-class Inbox:
-    """aiosmtpd handler keeping every message; answers 451 (try later) to the first `busy`."""
-
-    def __init__(self, busy: int = 0):
-        self.envelopes: list[Any] = []
-        self.busy = busy
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.busy:
-            self.busy -= 1
-            return "451 4.3.0 busy, try again later"
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-    def message(self, index: int = 0) -> EmailMessage:
-        raw = self.envelopes[index].content
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        return msg
-
-
 @pytest.fixture
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(busy=1), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
-
-
-def smtp_config(out: Path, port: int, **overrides: Any) -> Any:
-    return jobs_config(
-        out,
-        smtp_host="127.0.0.1",
-        smtp_port=port,
-        smtp_security="none",
-        smtp_sender="text2art <art@example.org>",
-        public_url="https://art.example.org/",
-        **overrides,
-    )
+def smtp(smtp_inbox: tuple[Inbox, int]) -> tuple[Inbox, int]:
+    """The SMTP inbox, busy (451) for the first message."""
+    smtp_inbox[0].busy = 1
+    return smtp_inbox
 
 
 def test_result_email_with_png_and_mp4_over_real_smtp(
@@ -342,17 +300,6 @@ class Rejecting(Inbox):
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.tries += 1
         return "550 5.7.1 message refused"
-
-
-@contextmanager
-def smtp_server(handler: Any, smtputf8: bool) -> Iterator[int]:
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
 
 
 def plain_email(to: str) -> EmailMessage:

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from helpers import add_job, jobs_config, run_cli, serving, submit, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+from servers import free_port
 from sqlalchemy.exc import OperationalError
-from test_jobs import jobs_config, serving, submit, wait_for
-from test_jobs_durability import add_job
 
 from api.app import create_app
 from api.cli_worker import start_health_server
@@ -283,9 +283,6 @@ def test_provider_postgres_urls_get_the_installed_driver(tmp_path: Path) -> None
 def test_a_worker_that_cannot_reach_its_parts_says_so_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from conftest import run_cli
-    from servers import free_port
-
     closed = free_port()
     monkeypatch.setenv("T2A_QUEUE_URL", f"redis://127.0.0.1:{closed}/0")
     monkeypatch.setenv("T2A_DATABASE_URL", f"postgresql://me:secret@127.0.0.1:{closed}/t2a")

@@ -4,13 +4,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import torch
+from helpers import tiny_settings
 from PIL import Image
 
 from engine import ModelCache, generate
 from engine.drawers import DRAWERS, DrawerContext
 from engine.drawers.painting import PaintingDrawer
 from engine.settings import Settings
-from tests.conftest import tiny_settings
 
 SVG = "{http://www.w3.org/2000/svg}"
 

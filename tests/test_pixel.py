@@ -1,9 +1,9 @@
 import torch
+from helpers import tiny_settings
 
 from engine import resolve
 from engine.drawers import DrawerContext, create_drawer, list_drawers
 from engine.presets import PALETTES, parse_palette
-from tests.conftest import tiny_settings
 
 
 def _drawer(init=None, **overrides):

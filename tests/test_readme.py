@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from helpers import ROOT
 
 from scripts import make_docs_images
 
-ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

@@ -10,10 +10,7 @@ the reconciler run at second scale here, so each scenario takes seconds, not min
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,64 +19,28 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import (
+    FORM,
+    ROOT,
+    SHORT,
+    TIMING,
+    WorkerProcess,
+    ended,
+    job,
+    parse_sse,
+    submit,
+    wait_for,
+)
 from servers import PostgresServer, RedisServer
-from test_jobs import FORM, parse_sse, wait_for
 
 from api.app import create_app
 from api.jobs.config import ServiceConfig
 from api.jobs.queue import JobQueue
-from api.jobs.store import CANCELLED, FINAL, RUNNING, SUCCEEDED, Job, JobStore
+from api.jobs.store import CANCELLED, RUNNING, SUCCEEDED, Job, JobStore
 from engine import ModelCache
 
-ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("redis", "postgres")
 LONG = 400  # iterations of a job that runs for seconds (killed, stopped or cut off mid-run)
-SHORT = 10
-TIMING = {  # second-scale policy, as the workers read it from the environment
-    "heartbeat_seconds": 0.5,
-    "stale_after_seconds": 4.0,
-    "reconcile_seconds": 1.0,
-    "progress_interval": 0.2,
-    "max_requeues": 1,
-    "db_retry_seconds": 60.0,
-    "shutdown_timeout": 15.0,
-}
-
-
-class WorkerProcess:
-    """One `text2art worker` process, its output in a log file."""
-
-    def __init__(
-        self,
-        env: dict[str, str],
-        log: Path,
-        code: str = "from api.cli_worker import worker; worker()",
-    ):
-        self.log = log
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=out, stderr=out
-            )
-        self.identity = ""
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        """Until it says it takes jobs (its identity is then known)."""
-
-        def ready() -> str | None:
-            assert self.proc.poll() is None, f"the worker exited:\n{self.output()[-3000:]}"
-            found = re.search(r"worker (\S+) is taking jobs", self.output())
-            return found.group(1) if found else None
-
-        self.identity = wait_for(ready, timeout, "worker start-up")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        """Send `sig` and wait for the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
 
 
 @dataclass
@@ -173,31 +134,6 @@ def cluster(
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def submit(client: TestClient, iterations: int, seed: int = 1) -> dict[str, Any]:
-    fields = {**FORM, "iterations": str(iterations), "seed": str(seed)}
-    response = client.post("/jobs", data=fields)
-    assert response.status_code == 202, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def job(store: JobStore, job_id: str) -> Job:
-    found = store.get(job_id)
-    assert found is not None, f"job {job_id} is gone"
-    return found
-
-
-def ended(store: JobStore, ids: list[str], timeout: float = 90.0) -> list[Job]:
-    """The jobs once every one reached a final state."""
-
-    def all_final() -> list[Job] | None:
-        jobs = [job(store, i) for i in ids]
-        return jobs if all(j.status in FINAL for j in jobs) else None
-
-    result: list[Job] = wait_for(all_final, timeout, f"jobs {ids} ending")
-    return result
-
-
 def running_at(store: JobStore, job_id: str, iteration: int = 5, timeout: float = 60.0) -> Job:
     """The job once it runs and has passed `iteration`."""
 
@@ -223,7 +159,7 @@ def outputs_of(cluster: Cluster, job_id: str) -> list[str]:
 def test_two_workers_share_ten_jobs(cluster: Cluster) -> None:
     cluster.start_workers(2)
     with cluster.api() as client:
-        ids = [submit(client, SHORT, seed=i)["id"] for i in range(10)]
+        ids = [submit(client, iterations=SHORT, seed=i)["id"] for i in range(10)]
     store = cluster.store()
     jobs = ended(store, ids)
     assert [j.status for j in jobs] == [SUCCEEDED] * 10
@@ -236,7 +172,7 @@ def test_two_workers_share_ten_jobs(cluster: Cluster) -> None:
 def test_a_killed_worker_s_job_is_finished_by_the_other(cluster: Cluster) -> None:
     cluster.start_workers(2)
     with cluster.api() as client:
-        job_id = submit(client, LONG)["id"]
+        job_id = submit(client, iterations=LONG, seed=1)["id"]
     store = cluster.store()
     victim = owner(cluster, running_at(store, job_id))
     killed_at = time.monotonic()
@@ -253,7 +189,7 @@ def test_a_killed_worker_s_job_is_finished_by_the_other(cluster: Cluster) -> Non
 def test_sigterm_hands_the_running_job_back(cluster: Cluster) -> None:
     first, second = cluster.start_workers(2)
     with cluster.api() as client:
-        job_id = submit(client, LONG)["id"]
+        job_id = submit(client, iterations=LONG, seed=1)["id"]
     store = cluster.store()
     victim = owner(cluster, running_at(store, job_id))
     stopped_at = time.monotonic()
@@ -270,9 +206,9 @@ def test_queued_jobs_survive_a_broker_restart(cluster: Cluster) -> None:
     cluster.start_workers(1)
     store = cluster.store()
     with cluster.api() as client:
-        busy = submit(client, LONG)["id"]
+        busy = submit(client, iterations=LONG, seed=1)["id"]
         running_at(store, busy)
-        waiting = [submit(client, SHORT, seed=i)["id"] for i in range(4)]
+        waiting = [submit(client, iterations=SHORT, seed=i)["id"] for i in range(4)]
     queue = JobQueue(cluster.queue_url, "text2art")
     assert set(waiting) <= queue.pending_ids()
     restarted_at = time.monotonic()
@@ -292,7 +228,7 @@ def test_a_database_outage_during_a_run(cluster: Cluster) -> None:
     cluster.start_workers(1)
     store = cluster.store()
     with cluster.api() as client:
-        job_id = submit(client, LONG)["id"]
+        job_id = submit(client, iterations=LONG, seed=1)["id"]
         running_at(store, job_id)
         cluster.postgres.stop()
         try:
@@ -318,12 +254,12 @@ def test_two_api_nodes_share_the_jobs(cluster: Cluster) -> None:
     cluster.start_workers(1)
     store = cluster.store()
     with cluster.api() as one, cluster.api() as other:
-        made = submit(one, SHORT)
+        made = submit(one, iterations=SHORT, seed=1)
         events = parse_sse(other.get(f"/jobs/{made['id']}/events").text)  # until it ends
         assert events[-1]["event"] == "status"
         assert events[-1]["data"]["status"] == SUCCEEDED
         assert other.get(f"/outputs/{made['id']}.png").status_code == 200
-        long = submit(one, LONG * 4)
+        long = submit(one, iterations=LONG * 4, seed=1)
         running_at(store, long["id"])
         mine = {"X-Delete-Token": long["delete_token"]}
         cancelled = other.post(f"/jobs/{long['id']}/cancel", headers=mine)

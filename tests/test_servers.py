@@ -8,13 +8,13 @@ import select
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import redis
 import servers
 import sqlalchemy
+from helpers import wait_for
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from servers import PostgresServer, RedisServer
@@ -109,10 +109,7 @@ def test_a_killed_test_process_leaves_no_server_behind() -> None:
         child.kill()  # no teardown runs: only the kernel can stop the server now
         child.wait(timeout=10)
 
-        deadline = time.monotonic() + 5
-        while servers.redis_answers(port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not servers.redis_answers(port)
+        wait_for(lambda: not servers.redis_answers(port), 5, "the orphaned redis-server gone")
     finally:
         child.kill()
         child.wait(timeout=10)

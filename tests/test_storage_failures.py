@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from helpers import add_job, job_state, jobs_config, serving, submit, wait_for
 from s3_server import TEST_ENV, keys, moto_server, s3_client
-from test_jobs import job_state, jobs_config, serving, submit, wait_for
-from test_jobs_durability import add_job
 
 from api.errors import RunFailed, StorageError, install_error_handlers
 from api.jobs.service import JobService

@@ -13,13 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
+from helpers import FORM, Inbox, a_result, jobs_config, serving, submit, wait_for
 from PIL import Image
-from s3_server import TEST_ENV, CuttingProxy, keys, moto_server, new_bucket, s3_client
-from servers import free_port
-from test_api_storage import a_result
-from test_jobs import FORM, jobs_config, serving, submit, wait_for
-from test_notify import Inbox
+from s3_server import TEST_ENV, CuttingProxy, keys, moto_server, s3_client
 
 from api.artifacts import open_artifact_store
 from api.cli import main
@@ -43,11 +39,6 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             patch.setenv(name, value)
         with moto_server(tmp_path_factory.mktemp("moto")) as url:
             yield url
-
-
-@pytest.fixture
-def bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    return new_bucket(endpoint, monkeypatch)
 
 
 def s3_config(out: Path, endpoint: str, bucket: str, **overrides: Any) -> Any:
@@ -204,17 +195,6 @@ def test_a_worker_with_its_own_directory_refuses_to_start(
     finally:
         worker.stop()
         api.stop()
-
-
-@pytest.fixture
-def smtp_inbox() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
 
 
 def test_generate_and_the_email_work_with_a_bucket(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli, tiny_settings
+from helpers import run_cli, tiny_settings
 from PIL import Image
 
 from engine import ModelCache, Step, generate, list_drawers, resolve

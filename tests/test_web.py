@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import jobs_config, png_bytes, running
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "web"
@@ -37,45 +36,14 @@ if not CHROMIUM.exists():
     )
 
 
-class Server:
-    """uvicorn serving `app` on 127.0.0.1 and a free port, in a background thread."""
-
-    def __init__(self, app: Any):
-        import uvicorn
-
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive(), "uvicorn did not start"
-            assert time.monotonic() < deadline, "uvicorn took more than 30 s to start"
-            time.sleep(0.05)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 def tiny_service_config(output_dir: Path, **overrides: Any) -> Any:
     """The service on the tiny models: small, fast runs and frequent previews."""
-    from api.jobs.config import ServiceConfig
-
-    return ServiceConfig(
-        output_dir=output_dir,
-        clip_models=["tiny-random"],
+    return jobs_config(
+        output_dir,
         vqgan_model="tiny-random",
         cutouts=2,
-        device="cpu",
-        preload=False,
         preview_every=2,
         progress_interval=0.1,
-        rate_limit=0,
         **overrides,
     )
 
@@ -85,7 +53,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, models: Any) -> Iterator[
     from api.app import create_app
 
     app = create_app(tiny_service_config(tmp_path_factory.mktemp("web-service")), models=models)
-    with Server(app) as url:
+    with running(app) as url:
         yield url
 
 
@@ -131,7 +99,7 @@ def limited_page(browser: Any, tmp_path: Path, models: Any) -> Iterator[Any]:
     from api.app import create_app
 
     app = create_app(tiny_service_config(tmp_path, max_variations=2), models=models)
-    with Server(app) as url, open_page(browser, url) as page:
+    with running(app) as url, open_page(browser, url) as page:
         yield page
 
 
@@ -308,15 +276,10 @@ HUGE_FILE = """input => {
 
 
 def test_start_image_shows_a_preview_and_the_size_limit(page: Any) -> None:
-    import io
-
-    from PIL import Image
-
-    png = io.BytesIO()
-    Image.new("RGB", (16, 12), (200, 40, 90)).save(png, format="PNG")
+    png = png_bytes(size=(16, 12), colour=(200, 40, 90))
     upload = page.locator("#init_image")
     assert "10 MB" in page.locator("#init_image-hint").inner_text()
-    upload.set_input_files({"name": "start.png", "mimeType": "image/png", "buffer": png.getvalue()})
+    upload.set_input_files({"name": "start.png", "mimeType": "image/png", "buffer": png})
     page.wait_for_function("document.querySelector('#init-preview').naturalWidth === 16")
     assert "start.png" in page.locator("#init-text").inner_text()
 

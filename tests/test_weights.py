@@ -8,7 +8,6 @@ import importlib.util
 import io
 import json
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from servers import free_port
 from typer.testing import CliRunner
 
 from api.cli_models import models_app
@@ -113,10 +113,7 @@ def server() -> Iterator[Server]:
 @pytest.fixture
 def refused_url() -> str:
     """A URL on a port where nothing listens: connection refused, like a machine offline."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/ViT-B-32.pt"
+    return f"http://127.0.0.1:{free_port()}/ViT-B-32.pt"
 
 
 @pytest.fixture
