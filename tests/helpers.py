@@ -3,7 +3,7 @@ PostgreSQL servers in servers.py, moto's S3 server in s3_server.py).
 
 - polling: `wait_for`, the one wait for a named condition
 - images and settings: `png_bytes`, `png_header_only`, `tiny_settings`, `run_cli`
-- the HTTP service: `running` (a real uvicorn), `error_of`
+- the HTTP service: `running` (a real uvicorn), `open_requests`, `error_of`
 - the jobs service: `FORM`, `jobs_config`, `serving`, `pause_jobs`, `submit`, `job_state`,
   `parse_sse`, `add_job`, `a_result`
 - e-mail: `Inbox`, `smtp_server`, `smtp_config`
@@ -122,11 +122,13 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 # -- the HTTP service ----------------------------------------------------------------------------
 @contextmanager
 def running(app: FastAPI) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free port of 127.0.0.1 in a thread; yields the base URL."""
+    """Serve `app` with uvicorn on a free port of 127.0.0.1 in a thread; yields the base URL.
+    The uvicorn server is `app.state.uvicorn` meanwhile (see `open_requests`)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    app.state.uvicorn = server
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_for(lambda: server.started or not thread.is_alive(), 30, "uvicorn started")
@@ -137,6 +139,12 @@ def running(app: FastAPI) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def open_requests(app: FastAPI) -> int:
+    """How many requests the uvicorn of `running(app)` has not finished handling."""
+    server: uvicorn.Server = app.state.uvicorn
+    return len(server.server_state.tasks)
 
 
 def error_of(response: Any) -> tuple[str, str]:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import torch
 from fastapi import FastAPI
-from helpers import running, wait_for
+from helpers import open_requests, running, wait_for
 
 from api.app import create_app
 from api.config import ApiConfig
@@ -101,7 +101,8 @@ def test_disconnect_while_waiting_leaves_the_queue(server: tuple[str, FastAPI]) 
         wait_for(lambda: gpu.waiting == 1, 10, "the request waiting for the GPU")
         hang_up(conn)
         wait_for(lambda: gpu.waiting == 0, 5, "the request leaving the GPU's queue")
-    time.sleep(0.3)
+    # Once its handler has ended, it can never run: had it stayed queued, it would run now.
+    wait_for(lambda: open_requests(app) == 0, 10, "the server done with the request")
     assert not gpu.busy and pngs(app) == before  # it never ran
 
 
@@ -111,8 +112,8 @@ def test_disconnect_while_running_cancels_the_run(server: tuple[str, FastAPI]) -
     before = pngs(app)
     # 5000 steps take over a minute here: only a cancel ends the run within seconds.
     conn = send_and_leave_open(url, {**FAST, "iterations": "5000", "seed": "2"})
+    # Running: it holds the GPU, past the wait's cancel check; only the run itself can stop.
     wait_for(lambda: gpu.busy, 10, "the run holding the GPU")
-    time.sleep(0.3)
     started = time.monotonic()
     hang_up(conn)
     wait_for(lambda: not gpu.busy, 5, "the cancelled run releasing the GPU")

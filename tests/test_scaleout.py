@@ -225,16 +225,19 @@ def test_queued_jobs_survive_a_broker_restart(cluster: Cluster) -> None:
 
 
 def test_a_database_outage_during_a_run(cluster: Cluster) -> None:
-    cluster.start_workers(1)
+    (worker,) = cluster.start_workers(1)
     store = cluster.store()
     with cluster.api() as client:
         job_id = submit(client, iterations=LONG, seed=1)["id"]
         running_at(store, job_id)
+        before = len(worker.output())
         cluster.postgres.stop()
         try:
             answers = [client.get(f"/jobs/{job_id}"), client.post("/jobs", data=FORM)]
             answers.append(client.get(f"/jobs/{job_id}/events"))
-            time.sleep(2.5)  # long enough for the worker's writes to fail meanwhile
+            # The worker's writes fail meanwhile: its heartbeat (every 0.5 s) says so in its log.
+            failed = "worker heartbeat: the database is unavailable"
+            wait_for(lambda: failed in worker.output()[before:], 30, "a failed worker write")
             ready = client.get("/readyz")
         finally:
             cluster.postgres.start()
