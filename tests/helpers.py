@@ -3,7 +3,8 @@ PostgreSQL servers in servers.py, moto's S3 server in s3_server.py).
 
 - polling: `wait_for`, the one wait for a named condition
 - images and settings: `png_bytes`, `png_header_only`, `tiny_settings`, `run_cli`
-- the HTTP service: `running` (a real uvicorn), `open_requests`, `error_of`
+- the HTTP service: `running` (a real uvicorn), `serving_in_thread`, `open_requests`,
+  `error_of`
 - the jobs service: `FORM`, `jobs_config`, `serving`, `pause_jobs`, `submit`, `job_state`,
   `parse_sse`, `add_job`, `a_result`
 - e-mail: `Inbox`, `smtp_server`, `smtp_config`
@@ -139,6 +140,24 @@ def running(app: FastAPI) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@contextmanager
+def serving_in_thread(run: Callable[..., object], **kwargs: Any) -> Iterator[uvicorn.Server]:
+    """Call `run(**kwargs, on_server=...)` in a thread (`api.serve.serve`, the Colab launcher:
+    anything that hands its uvicorn server to `on_server`); yields that server once it has
+    started, and stops it after."""
+    servers: list[uvicorn.Server] = []
+    thread = threading.Thread(
+        target=run, kwargs={**kwargs, "on_server": servers.append}, daemon=True
+    )
+    thread.start()
+    wait_for(lambda: bool(servers) and servers[0].started, 30, "the server started")
+    try:
+        yield servers[0]
+    finally:
+        servers[0].should_exit = True
+        thread.join(10)
 
 
 def open_requests(app: FastAPI) -> int:

@@ -7,14 +7,13 @@ import logging
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 import pytest
-from helpers import ROOT, wait_for
+from helpers import ROOT, serving_in_thread
 from helpers import run_cli as run
 
 from api.cli import build_cli
@@ -227,21 +226,11 @@ def test_serve_prints_the_page_and_docs_addresses(tmp_path: Path, capsys) -> Non
     from api.config import ApiConfig
     from api.serve import serve
 
-    servers: list[Any] = []
     config = ApiConfig(output_dir=tmp_path, preload=False)
-    thread = threading.Thread(
-        target=serve, kwargs={"host": "127.0.0.1", "port": 0, "config": config,
-                              "on_server": servers.append}, daemon=True,
-    )  # fmt: skip
-    thread.start()
-    wait_for(lambda: servers and servers[0].started, 30, "the server started")
-    port = servers[0].servers[0].sockets[0].getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with serving_in_thread(serve, host="127.0.0.1", port=0, config=config) as server:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/docs", timeout=10).status_code == 200
-    finally:
-        servers[0].should_exit = True
-        thread.join(10)
     out = capsys.readouterr().out
     assert f"Web page: {base}/  API docs: {base}/docs\n" in out
 

@@ -12,14 +12,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from helpers import NOTEBOOK, ROOT, WORKER_SECRETS, wait_for
+from helpers import NOTEBOOK, ROOT, WORKER_SECRETS, serving_in_thread, wait_for
 from servers import free_port
 
 from api.config import ApiConfig
@@ -113,23 +112,16 @@ def test_launcher_prints_both_urls_serves_docs_and_closes_the_tunnel(
 ) -> None:
     monkeypatch.setenv("NGROK_AUTHTOKEN", "token-from-env")
     port = free_port()
-    servers: list[Any] = []
     codes: list[int] = []
     config = ApiConfig(output_dir=tmp_path, preload=False)
     FakeTunnel.opened.clear()
     FakeTunnel.closed.clear()
 
-    def run() -> None:
-        argv = ["--port", str(port)]
-        options = {"tunnel_factory": FakeTunnel, "config": config, "on_server": servers.append}
-        codes.append(run_colab.main(argv, **options))
+    def run(**options: Any) -> None:
+        codes.append(run_colab.main(["--port", str(port)], **options))
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    wait_for(lambda: bool(servers) and servers[0].started, 10, "the launcher's server started")
-    docs = httpx.get(f"http://127.0.0.1:{port}/docs", timeout=10)
-    servers[0].should_exit = True
-    thread.join(10)
+    with serving_in_thread(run, tunnel_factory=FakeTunnel, config=config):
+        docs = httpx.get(f"http://127.0.0.1:{port}/docs", timeout=10)
     out = capsys.readouterr().out
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert f"Public URL: {PUBLIC}\n" in out and f"Doc URL: {PUBLIC}/docs\n" in out

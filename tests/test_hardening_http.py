@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from helpers import jobs_config, pause_jobs, running, wait_for
+from helpers import jobs_config, pause_jobs, running, serving_in_thread, wait_for
 from servers import free_port
 
 from api.access_log import RedactSecrets, access_log_config
@@ -228,20 +227,11 @@ def test_access_log_redacts_the_delete_token(
     tmp_path: Path, models: ModelCache, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """Through `serve()`'s own uvicorn and logging configuration."""
-    servers: list[uvicorn.Server] = []
     config = jobs_config(tmp_path, host="127.0.0.1", port=free_port())
-    thread = threading.Thread(
-        target=serve, kwargs={"config": config, "on_server": servers.append}, daemon=True
-    )
-    thread.start()
-    wait_for(lambda: bool(servers) and servers[0].started, 30, "serve()'s uvicorn started")
-    try:
+    with serving_in_thread(serve, config=config):
         url = f"http://127.0.0.1:{config.port}/jobs/{'6' * 32}?delete_token=SECRET123&x=1"
         assert httpx.delete(url).status_code == 404
         assert httpx.get(url.replace("delete_token", "Delete_Token")).status_code == 404
-    finally:
-        servers[0].should_exit = True
-        thread.join(10)
     out = capfd.readouterr().out
     assert "SECRET123" not in out
     assert "delete_token=[redacted]&x=1" in out and "Delete_Token=[redacted]" in out
