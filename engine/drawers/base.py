@@ -43,8 +43,14 @@ class Drawer:
     aliases: ClassVar[tuple[str, ...]] = ()
     # How the help texts describe it in a word or two ("VQGAN"); empty: the name says it all.
     medium: ClassVar[str] = ""
-    # One sentence for people (the web page, /info).
+    # A few words for people: the sub-line of the style's card on the web page, and /info.
     summary: ClassVar[str] = ""
+    # The card's icon: the inner markup of an SVG with viewBox "0 0 24 24", stroked in the text
+    # colour (the page sets fill and stroke). Default: a sparkle in a frame.
+    icon: ClassVar[str] = (
+        '<rect x="3" y="3" width="18" height="18" rx="3"/>'
+        '<path d="M12 7l1.3 3.7L17 12l-3.7 1.3L12 17l-1.3-3.7L7 12l3.7-1.3z"/>'
+    )
     # Adam's step size unless the settings give one.
     default_lr: ClassVar[float]
     # The step size in a world whose pictures must form in few iterations (a model's

@@ -48,12 +48,17 @@ def clamp_st(x: torch.Tensor) -> torch.Tensor:
 
 
 class ImageDrawer(Drawer):
-    """A (1, embed_dim, H/f, W/f) VQGAN latent, quantised and decoded each render (clipit)."""
+    """A VQGAN latent decoded to a picture (VQGAN+CLIP): a (1, embed_dim, H/f, W/f) latent,
+    quantised and decoded each render (clipit)."""
 
     name: ClassVar[str] = "image"
     aliases: ClassVar[tuple[str, ...]] = ("vqgan",)
     medium: ClassVar[str] = "VQGAN"
-    summary: ClassVar[str] = "A VQGAN latent decoded to a picture (VQGAN+CLIP)."
+    summary: ClassVar[str] = "VQGAN, photo-like"
+    icon: ClassVar[str] = (
+        '<rect x="3" y="4" width="18" height="16" rx="3"/><circle cx="9" cy="10" r="2"/>'
+        '<path d="M3 17l5-5 4 4 3-3 6 6"/>'
+    )
     default_lr: ClassVar[float] = 0.2  # clipit's default for VQGAN latents
     uses_vqgan: ClassVar[bool] = True
     decides: ClassVar[tuple[str, ...]] = ("decoder_checkpointing",)

@@ -34,12 +34,16 @@ def random_strokes(
 
 
 class PaintingDrawer(Drawer):
-    """`strokes` cubic Bezier strokes over a white canvas or the init image (CLIPDraw)."""
+    """Coloured Bézier strokes (CLIPDraw), with the vector original as SVG: `strokes` cubic
+    Bezier strokes over a white canvas or the init image."""
 
     name: ClassVar[str] = "painting"
     aliases: ClassVar[tuple[str, ...]] = ("clipdraw",)
     medium: ClassVar[str] = "strokes"
-    summary: ClassVar[str] = "Coloured Bézier strokes (CLIPDraw), with the vector original as SVG."
+    summary: ClassVar[str] = "brush strokes, SVG"
+    icon: ClassVar[str] = (
+        '<path d="M14 4l6 6-8.5 8.5a3 3 0 01-2 .9L5 20l.6-4.5a3 3 0 01.9-2z"/><path d="M12 6l6 6"/>'
+    )
     default_lr: ClassVar[float] = 1.0  # control points, in pixels per step
     fast_lr: ClassVar[float | None] = 2.0  # on a small canvas points must travel further
 

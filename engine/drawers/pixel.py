@@ -45,11 +45,15 @@ def cell_layout(size: tuple[int, int], grid: tuple[int, int]) -> tuple[int, tupl
 
 
 class PixelDrawer(Drawer):
-    """A (rows, cols) grid of RGB cells, upsampled by an integer cell size (PixelDraw)."""
+    """A grid of colours, optionally from a palette (PixelDraw): a (rows, cols) grid of RGB
+    cells, upsampled by an integer cell size."""
 
     name: ClassVar[str] = "pixel art"
     aliases: ClassVar[tuple[str, ...]] = ("pixel", "pixeldraw")
-    summary: ClassVar[str] = "A grid of colours, optionally from a palette (PixelDraw)."
+    summary: ClassVar[str] = "crisp, blocky"
+    icon: ClassVar[str] = (
+        '<path d="M4 4h5v5H4zM9 9h6v6H9zM15 15h5v5h-5zM15 4h5v5h-5zM4 15h5v5H4z"/>'
+    )
     default_lr: ClassVar[float] = 0.03
     fast_lr: ClassVar[float | None] = 0.1  # flat colour fields: cells may jump further
     pixelated: ClassVar[bool] = True
