@@ -165,9 +165,11 @@ def test_make_pixel_art_watch_it_progress_and_find_it_in_the_gallery(page: Any) 
     tile = page.get_by_role("button", name=re.compile("a lighthouse, artstation"))
     tile.wait_for()
     assert natural_width(page, ".tile img") > 0
+    assert "pixelated" in (tile.locator("img").get_attribute("class") or "")  # as its card says
     tile.click()
     dialog = page.get_by_role("dialog")
     assert "a lighthouse, artstation" in dialog.inner_text()
+    assert "pixelated" in (page.locator("#dialog-image").get_attribute("class") or "")
     page.screenshot(path=str(SHOTS / "gallery-dialog.png"))
     page.get_by_label("Prompt", exact=True).fill("something else")  # behind the dialog
     dialog.get_by_role("button", name="Use these settings").click()
@@ -192,6 +194,47 @@ def test_make_pixel_art_watch_it_progress_and_find_it_in_the_gallery(page: Any) 
             assert page.locator("#result-seed").inner_text().isdigit()
         page.go_back()  # the finished job again
         wait_for_text(page, "#job-badge", "^Done$")
+
+
+# Whether the shown result is scaled up without smoothing: the canvas's class, and what the
+# browser computes for the picture.
+SHOWN_PIXELATED = """() => [
+  document.querySelector('#canvas').classList.contains('pixelated'),
+  getComputedStyle(document.querySelector('#result-image')).imageRendering,
+]"""
+SHOWS_RESULT = "src => document.querySelector('#result-image').getAttribute('src') === src"
+
+
+def make(page: Any, card: str) -> str:
+    """Submit the form with the style of the card titled `card`; the finished picture's URL."""
+    url = page.url
+    page.get_by_role("radio", name=re.compile(f"^{card}")).check()
+    page.get_by_role("button", name="Create art").click()
+    page.wait_for_url(lambda new: new != url)
+    page.wait_for_function("document.querySelector('#result-image').naturalWidth > 0")
+    src: str = page.get_attribute("#result-image", "src")
+    return src
+
+
+def test_a_pixel_art_result_is_blocky_as_its_cards_data_says(page: Any) -> None:
+    """Pixel art is scaled up without smoothing and an image smoothly because their cards'
+    `data-pixelated` (the drawer registry's `pixelated`) says so, not because of their names."""
+    fill_form(page, "a tiny robot", iterations=2)
+    pixel_art = make(page, "Pixel art")
+    assert page.evaluate(SHOWN_PIXELATED) == [True, "pixelated"]
+    image = make(page, "Image")
+    assert page.evaluate(SHOWN_PIXELATED) == [False, "auto"]
+
+    # Cards that say the opposite: the same two jobs now show the other way round.
+    for card, blocky in [("Image", "true"), ("Pixel art", "false")]:
+        radio = page.get_by_role("radio", name=re.compile(f"^{card}"))
+        radio.evaluate("(input, blocky) => { input.dataset.pixelated = blocky; }", blocky)
+    page.go_back()  # the pixel-art job, shown again by the same page
+    page.wait_for_function(SHOWS_RESULT, arg=pixel_art)
+    assert page.evaluate(SHOWN_PIXELATED) == [False, "auto"]
+    page.go_forward()
+    page.wait_for_function(SHOWS_RESULT, arg=image)
+    assert page.evaluate(SHOWN_PIXELATED) == [True, "pixelated"]
 
 
 @pytest.mark.parametrize("value", ["0", "999999"])
@@ -232,6 +275,33 @@ def test_cancel_while_running_and_while_queued(page: Any) -> None:
     assert "Cancelled" in page.locator("#job-status").inner_text()
     assert page.get_by_role("button", name="Cancel").is_hidden()
     page.screenshot(path=str(SHOTS / "cancelled-running.png"))
+
+
+def test_a_card_the_server_does_not_list_is_disabled(browser: Any, base_url: str) -> None:
+    """/info lists every style but the first (the default): its card is disabled and the next
+    one is chosen instead."""
+    listed: list[str] = []
+
+    def all_but_the_first(route: Any) -> None:
+        info = route.fetch().json()
+        listed.extend(info["styles"][1:])
+        route.fulfill(json={**info, "styles": listed})
+
+    context = browser.new_context(base_url=base_url)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.route("**/info", all_but_the_first)
+    page = context.new_page()
+    page.goto("/")
+    page.wait_for_function("document.querySelector('input[name=style]').disabled")
+    cards = page.eval_on_selector_all(
+        "input[name=style]",
+        "inputs => inputs.map(i => [i.value, i.disabled, i.checked, i.closest('.choice').title])",
+    )
+    context.close()
+    first, *others = cards
+    assert first[1:] == [True, False, "Not installed on this server"]
+    assert [c[0] for c in others] == listed and len(listed) >= 1
+    assert [c[1:] for c in others] == [[False, i == 0, ""] for i in range(len(others))]
 
 
 def test_keyboard_adds_keywords_and_picks_choices(page: Any) -> None:
@@ -388,6 +458,8 @@ def check_batch_of_two(page: Any) -> dict[str, Any]:
     pictures = page.locator("#variations-grid > li")
     assert [c.inner_text() for c in pictures.locator("figcaption").all()] == ["Seed 3", "Seed 4"]
     assert page.locator("#canvas").is_hidden()  # the pictures replace the contact sheet
+    classes = [img.get_attribute("class") or "" for img in pictures.locator("img").all()]
+    assert classes == ["pixelated", "pixelated"]  # pixel art: its card says blocky
     job = job_json(page)
     assert job["settings"]["variations"] == 2 and job["settings"]["seed"] == 3
     assert [(v["index"], v["seed"]) for v in job["links"]["variations"]] == [(1, 3), (2, 4)]

@@ -1,18 +1,23 @@
 """The web page without a browser: it is served, its assets load, its controls are labelled and
-match the API's fields and the engine's choices."""
+match the API's fields and the engine's choices (its style cards are the drawer registry)."""
 
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from helpers import jobs_config, serving
 
 from api.routes.web import STATIC_DIR, mount_web
-from engine.drawers import list_drawers
+from engine import ModelCache
+from engine.drawers import DEFAULT_STYLE, DRAWERS, Drawer, drawer_class, list_drawers
+from engine.drawers.pixel import PixelDrawer
 from engine.settings import ASPECTS, MAX_VARIATIONS, QUALITIES
 
 # The fields of POST /jobs the page sends (the /generate form plus email and public).
@@ -79,18 +84,28 @@ class Page(HTMLParser):
         ]
 
 
-@pytest.fixture(scope="module")
-def client() -> TestClient:
+def web_client() -> TestClient:
+    """A client of an app that serves only the page."""
     app = FastAPI()
     mount_web(app)
     return TestClient(app)
 
 
 @pytest.fixture(scope="module")
-def page() -> Page:
+def client() -> TestClient:
+    return web_client()
+
+
+def parse(text: str) -> Page:
     parser = Page()
-    parser.feed((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
+    parser.feed(text)
     return parser
+
+
+@pytest.fixture(scope="module")
+def page(client: TestClient) -> Page:
+    """The page as `/` serves it: index.html with its style cards filled in."""
+    return parse(client.get("/").text)
 
 
 def test_root_serves_the_page_uncached(client: TestClient) -> None:
@@ -178,6 +193,130 @@ def test_choices_match_the_engine(page: Page) -> None:
     assert sorted(styles) == sorted(list_drawers())
     assert sorted(aspects) == sorted(ASPECTS)
     assert qualities == list(QUALITIES)
+
+
+# -- the style cards: the server renders one per registered drawer -----------------------------
+CARD = re.compile(
+    r'<label class="choice">\s*<input (?P<input>[^>]*)>\s*<span class="choice-body">\s*'
+    r'<svg class="choice-icon" viewBox="0 0 24 24" aria-hidden="true">(?P<icon>.*?)</svg>\s*'
+    r'<span class="choice-title">(?P<title>[^<]*)</span>\s*'
+    r'<span class="choice-sub">(?P<summary>[^<]*)</span>\s*</span>\s*</label>',
+    re.DOTALL,
+)
+
+
+def style_cards(text: str) -> list[dict[str, Any]]:
+    """The style cards of a served page: the input's attributes, the icon's markup, and the
+    title and summary as a reader sees them."""
+    return [
+        {
+            "input": parse(f"<input {card['input']}>").elements[0]["attrs"],
+            "icon": card["icon"],
+            "title": html.unescape(card["title"]),
+            "summary": html.unescape(card["summary"]),
+        }
+        for card in CARD.finditer(text)
+    ]
+
+
+def expected_card(name: str) -> dict[str, Any]:
+    """The card of a style as its drawer declares it; its title is its name, capitalised."""
+    drawer = drawer_class(name)
+    attrs: dict[str, str | None] = {"type": "radio", "name": "style", "value": name}
+    attrs["data-pixelated"] = "true" if drawer.pixelated else "false"
+    if name == DEFAULT_STYLE:
+        attrs["checked"] = None
+    return {
+        "input": attrs,
+        "icon": drawer.icon,
+        "title": name.capitalize(),
+        "summary": drawer.summary,
+    }
+
+
+def test_one_style_card_per_registered_drawer_in_registry_order(client: TestClient) -> None:
+    text = client.get("/").text
+    assert style_cards(text) == [expected_card(name) for name in list_drawers()]
+    assert text.count('name="style"') == len(list_drawers()), "no card but the registry's"
+    assert "<!-- style cards" not in text
+
+
+class _Mosaic(PixelDrawer):
+    """A blocky style that exists only in this test; its summary looks like markup."""
+
+    name: ClassVar[str] = "mosaic"
+    aliases: ClassVar[tuple[str, ...]] = ("tiles",)
+    summary: ClassVar[str] = "tiles & <b>grout</b>"
+
+
+class _Sketch(Drawer):
+    """A smooth style that exists only in this test and declares no icon; `&` in its name."""
+
+    name: ClassVar[str] = "sketch & wash"
+    summary: ClassVar[str] = 'pencil "lines"'
+    default_lr: ClassVar[float] = 0.1
+
+
+@pytest.fixture
+def more_styles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The registry with _Mosaic and _Sketch registered after the real styles."""
+    for drawer in (_Mosaic, _Sketch):
+        monkeypatch.setitem(DRAWERS, drawer.name, drawer)
+    return list_drawers()
+
+
+def test_a_registered_drawer_gets_its_card_with_its_text_escaped(more_styles: list[str]) -> None:
+    text = web_client().get("/").text
+    cards = style_cards(text)
+    assert cards == [expected_card(name) for name in more_styles]
+    mosaic, sketch = cards[-2:]
+    assert mosaic["input"]["value"] == "mosaic" and mosaic["input"]["data-pixelated"] == "true"
+    assert sketch["input"]["data-pixelated"] == "false"
+    assert sketch["icon"] == Drawer.icon != mosaic["icon"]  # the base class's generic icon
+    # Texts are text, never markup.
+    assert "tiles &amp; &lt;b&gt;grout&lt;/b&gt;" in text and "<b>" not in text
+    assert 'value="sketch &amp; wash"' in text and ">Sketch &amp; wash<" in text
+    assert "pencil &quot;lines&quot;" in text
+
+
+def test_info_describes_each_style_as_the_page_shows_it(
+    tmp_path: Path, models: ModelCache, more_styles: list[str]
+) -> None:
+    with serving(jobs_config(tmp_path), models) as service:
+        info = service.get("/info").json()
+        cards = style_cards(service.get("/").text)
+    assert info["styles"] == more_styles  # the names, as clients read them
+    expected = []
+    for name in more_styles:
+        drawer = drawer_class(name)
+        expected.append(
+            {
+                "name": name,
+                "title": name.capitalize(),
+                "summary": drawer.summary,
+                "aliases": list(drawer.aliases),
+                "pixelated": drawer.pixelated,
+                "default": name == DEFAULT_STYLE,
+            }
+        )
+    assert info["style_details"] == expected
+    shown = [
+        (c["input"]["value"], c["title"], c["summary"], "checked" in c["input"]) for c in cards
+    ]
+    assert shown == [(s["name"], s["title"], s["summary"], s["default"]) for s in expected]
+
+
+def test_the_scripts_never_decide_by_a_style_name() -> None:
+    """Pixelation comes from the cards' data-pixelated (format.js's isPixelated), so no script
+    compares a style with a string."""
+    compares = re.compile(
+        r"""\bstyle(\.value)?\s*[!=]==?\s*["'`]|["'`]\s*[!=]==?\s*[\w.?]*\bstyle\b"""
+    )
+    for script in sorted(STATIC_DIR.glob("*.js")):
+        source = script.read_text(encoding="utf-8")
+        assert not compares.search(source), f"{script.name} compares a style with a string"
+    helper = (STATIC_DIR / "format.js").read_text(encoding="utf-8")
+    assert 'input.dataset.pixelated === "true"' in helper
 
 
 def test_keyword_chips_are_the_articles_modifiers(page: Page) -> None:

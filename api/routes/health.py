@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.deps import ConfigDep, GpuDep, JobsDep, ModelsDep, ReadinessDep
 from api.forms import default_of, server_overrides
+from api.routes.web import style_details
 from engine import ASPECT, QUALITY, __version__, base_size, list_drawers, pick_device
 
 router = APIRouter(tags=["health"])
@@ -59,13 +60,15 @@ def metrics(jobs: JobsDep) -> Response:
 
 @router.get("/info")
 def info(request: Request, config: ConfigDep, models: ModelsDep, gpu: GpuDep) -> dict[str, Any]:
-    """Name, version, styles, qualities, aspects with their sizes, loaded models and links."""
+    """Name, version, styles (names, and how the page shows each: `style_details`), qualities,
+    aspects with their sizes, loaded models and links."""
     scale = default_of("scale")
     return {
         "name": "text2art",
         "version": __version__,
         "device": str(pick_device(config.device)),
         "styles": list_drawers(),
+        "style_details": style_details(),
         "qualities": {
             name: {"clip_models": list(q.clip_models), "iterations": q.iterations}
             for name, q in QUALITY.items()

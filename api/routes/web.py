@@ -1,21 +1,40 @@
 """The web page: `/` serves `static/index.html`, `/static/...` its scripts, styles and icons.
 
-Everything the page needs ships with the package (no CDN, no build step). `create_app` calls
-`mount_web(app)` once; nothing happens at import time.
+Everything the page needs ships with the package (no CDN, no build step). Its style choices come
+from the engine's drawer registry: `/` replaces the `<!-- style cards ... -->` line of index.html
+with one card per registered style (on each request: a file read and a few strings), so adding a
+style adds its card. `create_app` calls `mount_web(app)` once; nothing happens at import time.
 """
 
 from __future__ import annotations
 
+import html
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 from starlette.types import Scope
 
+from api.forms import default_of
+from engine import drawer_class, list_drawers
+
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+# The line of index.html that the style cards replace (its indentation is theirs).
+CARDS_MARKER = re.compile(r"^([ \t]*)<!-- style cards\b.*?-->[ \t]*$", re.MULTILINE)
+# One style's card: a radio input covering the card, the drawer's icon, title and summary.
+_CARD = """<label class="choice">
+  <input type="radio" name="style" value="{name}" data-pixelated="{pixelated}"{checked}>
+  <span class="choice-body">
+    <svg class="choice-icon" viewBox="0 0 24 24" aria-hidden="true">{icon}</svg>
+    <span class="choice-title">{title}</span>
+    <span class="choice-sub">{summary}</span>
+  </span>
+</label>"""
 
 # Revalidate on every load (StaticFiles answers 304 from ETag/Last-Modified), so a new version
 # of the page is never mixed with stale cached scripts.
@@ -37,9 +56,53 @@ class _RevalidatedFiles(StaticFiles):
         return response
 
 
-def index() -> FileResponse:
+def style_details() -> list[dict[str, Any]]:
+    """How people see each registered style, in registry order (`/info`'s `style_details`): its
+    title is its name with a capital first letter; `default` marks the form's default."""
+    default = default_of("style")
+    details = []
+    for name in list_drawers():
+        drawer = drawer_class(name)
+        details.append(
+            {
+                "name": name,
+                "title": name[:1].upper() + name[1:],
+                "summary": drawer.summary,
+                "aliases": list(drawer.aliases),
+                "pixelated": drawer.pixelated,
+                "default": name == default,
+            }
+        )
+    return details
+
+
+def style_cards(indent: str = "") -> str:
+    """The page's style choices: one card per registered style, every text escaped."""
+    cards = []
+    for style in style_details():
+        card = _CARD.format(
+            name=html.escape(style["name"]),
+            pixelated="true" if style["pixelated"] else "false",
+            checked=" checked" if style["default"] else "",
+            icon=drawer_class(style["name"]).icon,  # markup the drawer declares, not text
+            title=html.escape(style["title"]),
+            summary=html.escape(style["summary"]),
+        )
+        cards.append(card)
+    return "\n".join(indent + line for card in cards for line in card.splitlines())
+
+
+def render_page() -> str:
+    """index.html with its style cards."""
+    template = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    marker = CARDS_MARKER.search(template)
+    assert marker, "index.html has lost its <!-- style cards --> line"
+    return template[: marker.start()] + style_cards(marker.group(1)) + template[marker.end() :]
+
+
+def index() -> HTMLResponse:
     """The web page: prompt in, art out, with live progress and the gallery."""
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=_NO_CACHE)
+    return HTMLResponse(render_page(), headers=_NO_CACHE)
 
 
 def mount_web(app: FastAPI) -> None:

@@ -8,6 +8,7 @@ import {
   formatDuration,
   formatSize,
   h,
+  isPixelated,
   seedRange,
   settingsSummary,
   variationCount,
@@ -579,7 +580,8 @@ class JobView {
     const ratio = this.sheetRatio || (Array.isArray(size) ? size[0] / size[1] : null);
     if (ratio) canvas.style.setProperty("--ar", String(ratio));
     else canvas.style.removeProperty("--ar");
-    const pixel = job?.settings?.style === "pixel art" || form.elements.style.value === "pixel art";
+    // The job's style decides (the form's choice until the job's settings arrive).
+    const pixel = isPixelated(job?.settings?.style ?? form.elements.style.value);
     canvas.classList.toggle("pixelated", Boolean(job) && pixel);
     const prompt = job?.settings?.prompts || "your prompt";
     const count = pictureCount(job);
@@ -721,7 +723,7 @@ function pictureCard(job, picture, count) {
         alt: `${s.prompts || "Generated art"}, ${what}`,
         width: size[0],
         height: size[1],
-        class: s.style === "pixel art" ? "pixelated" : null,
+        class: isPixelated(s.style) ? "pixelated" : null,
       }),
       h("figcaption", { id: caption }, "Seed ", h("code", { text: String(picture.seed) })),
     ),

@@ -74,6 +74,16 @@ export function settingsSummary(s) {
   return parts.filter(Boolean).join(" · ");
 }
 
+/**
+ * Whether pictures of `style` are blocky, to be scaled up without smoothing. The server renders
+ * one style card per registered drawer, each input with its `data-pixelated`; a style the page
+ * does not offer is smooth.
+ */
+export function isPixelated(style) {
+  const cards = document.querySelectorAll('input[name="style"]');
+  return [...cards].some((input) => input.value === style && input.dataset.pixelated === "true");
+}
+
 /** Create an element with attributes and children in one call. */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);

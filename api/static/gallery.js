@@ -1,7 +1,7 @@
 // The public gallery: a grid of finished public jobs, paged with "Show more", each opening a dialog.
 
 import { api } from "./api.js";
-import { batchText, formatDate, formatSize, h, seedRange, variationCount } from "./format.js";
+import { batchText, formatDate, formatSize, h, isPixelated, seedRange, variationCount } from "./format.js";
 
 const $ = (selector) => document.querySelector(selector);
 const SETTING_ROWS = [
@@ -107,7 +107,7 @@ export class Gallery {
         src: imageUrl(item),
         alt: s.prompts || "A picture from the gallery",
         loading: "lazy",
-        class: s.style === "pixel art" ? "pixelated" : null,
+        class: isPixelated(s.style) ? "pixelated" : null,
       }),
       h(
         "span",
@@ -127,7 +127,7 @@ export class Gallery {
     const image = $("#dialog-image");
     image.src = imageUrl(item);
     image.alt = `${s.prompts || "A picture from the gallery"}${batchText(s)}`;
-    image.classList.toggle("pixelated", s.style === "pixel art");
+    image.classList.toggle("pixelated", isPixelated(s.style));
     $("#dialog-title").textContent = s.prompts;
     this.showFacts(s);
     $("#dialog-links").replaceChildren(...this.links(item));
