@@ -450,7 +450,7 @@ def model_files(name: str, kind: str | None = None) -> list[tuple[str, WeightFil
         if clip.weights is None:
             return []
         return [(f"CLIP {name} weights", clip.weights, weights.cache_path("clip", clip.weights))]
-    if kind == "vqgan":
+    if kind == "vqgan":  # check_rules: not-a-style (a model kind)
         vq = vqgan_entry(name)
         if vq.config is None or vq.checkpoint is None:
             return []

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import torch
 
-from engine.errors import CheckpointError
+from engine.errors import CheckpointError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -237,12 +237,8 @@ def _torch_load(path: Path, strict: bool) -> Any:
     except CheckpointError:
         raise
     except _UNREADABLE as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({_line(exc)})") from None
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+        why = one_line(exc)
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({why})") from None
 
 
 # -- the readers ----------------------------------------------------------------------------
@@ -438,7 +434,8 @@ def read_torchscript(path: str | Path) -> dict[str, torch.Tensor]:
         except CheckpointError:
             raise
         except _UNREADABLE as exc:
-            raise CheckpointError(f"{path}: unreadable TorchScript pickle ({_line(exc)})") from None
+            why = one_line(exc)
+            raise CheckpointError(f"{path}: unreadable TorchScript pickle ({why})") from None
         declarations = _declarations(archive, root)
     if not _is_scripted(module):
         raise CheckpointError(f"{path}: data.pkl holds a {type(module).__name__}, not a module")

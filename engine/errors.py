@@ -7,10 +7,20 @@
 - `Cancelled`: the caller's `should_stop()` returned True.
 
 Each also derives from the builtin it replaced (ValueError, RuntimeError), so older callers that
-catch those keep working.
+catch those keep working. `one_line(exc)` is how the engine and the service quote any exception
+in a message: drivers' and libraries' messages run over many lines.
 """
 
 from __future__ import annotations
+
+
+def one_line(exc: BaseException, limit: int | None = None, *, typed: bool = True) -> str:
+    """`Type: first line` of an exception (only the first line with `typed=False`; the type's
+    name when it says nothing), cut at `limit` characters if given."""
+    first = (str(exc).strip().splitlines() or [""])[0][:limit]
+    if not first:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if typed else first
 
 
 class EngineError(Exception):

@@ -64,6 +64,9 @@ def parse_size(value: Any) -> tuple[int, int] | None:
     return (w, h)
 
 
+S = TypeVar("S", bound="Settings")
+
+
 class Settings(BaseModel):
     """All options of one generation. `None` means "let the presets decide" (engine.resolve)."""
 
@@ -207,7 +210,7 @@ class Settings(BaseModel):
 
     # -- construction helpers ---------------------------------------------------------------
     @classmethod
-    def create(cls, **values: Any) -> Settings:
+    def create(cls: type[S], **values: Any) -> S:
         """Build settings, turning pydantic's errors into a `SettingsError` naming the field."""
         try:
             return cls(**values)
@@ -230,9 +233,6 @@ class ResolvedSettings(Settings):
     cutouts: int = Field(ge=1, description="Augmented crops per step seen by CLIP.")
     clip_models: list[str] = Field(description="CLIP models guiding the run.")
     learning_rate: float = Field(gt=0.0, le=100.0, description="Adam step size.")
-
-
-S = TypeVar("S", bound=Settings)
 
 
 def picture_seed(first: int, index: int) -> int:

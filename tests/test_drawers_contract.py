@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import ClassVar
+
 import pytest
 import torch
+from helpers import run_cli
 
-from engine import ModelCache, Settings, resolve
-from engine.drawers import DrawerContext, create_drawer, drawer_class, list_drawers
+from engine import ModelCache, Settings, choices, generate, load_models, read_png_settings, resolve
+from engine.drawers import (
+    DEFAULT_STYLE,
+    DRAWERS,
+    DrawerContext,
+    create_drawer,
+    describe_styles,
+    drawer_class,
+    list_drawers,
+    normalise_style,
+    spellings,
+)
+from engine.drawers.pixel import PixelDrawer
 from engine.resolve import ResolvedSettings
 
 CPU = torch.device("cpu")
@@ -113,3 +128,98 @@ def test_svg_is_none_or_a_whole_document(style: str, models: ModelCache) -> None
     svg = _drawer(style, models).to_svg()  # type: ignore[attr-defined]
     if svg is not None:
         assert svg.lstrip().startswith(("<svg", "<?xml")) and svg.rstrip().endswith("</svg>")
+
+
+# -- a style is one file: what it declares is what every other place uses ----------------------
+def test_every_spelling_names_exactly_one_style() -> None:
+    seen: dict[str, str] = {}
+    for name in list_drawers():
+        cls = drawer_class(name)
+        for spelling in (name, *cls.aliases):
+            for variant in (spelling, spelling.upper(), f"  {spelling.replace(' ', '_')} "):
+                assert normalise_style(variant) == name
+            squeezed = spelling.replace(" ", "").lower()
+            assert seen.setdefault(squeezed, name) == name, f"{spelling!r} names two styles"
+    assert spellings() == seen
+    with pytest.raises(ValueError, match="choose one of 'image', 'painting', 'pixel art'"):
+        normalise_style("watercolour")
+
+
+def test_the_choices_and_help_texts_come_from_the_registry() -> None:
+    assert choices("style") == tuple(list_drawers())
+    described = Settings.model_fields["style"].description or ""
+    for name in list_drawers():
+        cls = drawer_class(name)
+        assert name in described and (cls.medium in described)
+        assert cls.summary and cls.default_lr > 0
+    assert Settings().style == DEFAULT_STYLE
+
+
+class _Mosaic(PixelDrawer):
+    """A style that exists only in this test: registering it is all it takes."""
+
+    name: ClassVar[str] = "mosaic"
+    aliases: ClassVar[tuple[str, ...]] = ("tiles",)
+    medium: ClassVar[str] = "tesserae"
+    default_lr: ClassVar[float] = 0.07
+    fast_lr: ClassVar[float | None] = 0.3
+
+
+def test_a_registered_drawer_is_a_style_everywhere(
+    monkeypatch: pytest.MonkeyPatch,
+    models: ModelCache,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(DRAWERS, _Mosaic.name, _Mosaic)
+    assert normalise_style("Tiles") == "mosaic" and "mosaic" in choices("style")  # type: ignore[operator]
+    assert "mosaic (tesserae)" in describe_styles()
+    s = _settings("tiles")
+    assert (s.style, s.learning_rate, s.pixel_size is not None) == ("mosaic", 0.07, True)
+    fast = resolve(Settings.create(prompts="a red circle", style="mosaic", clip_models=["shapes"]))
+    assert fast.learning_rate == 0.3  # the shapes world is fast: the style's fast_lr
+    image = resolve(Settings.create(prompts="a red circle", style="image", clip_models=["shapes"]))
+    assert image.pixel_size is None  # decided by mosaic and pixel art, not by the image style
+    result = generate(s.model_copy(update={"make_video": True}), models=models,
+                      video_path=tmp_path / "m.mp4")  # fmt: skip
+    assert result.video_path is not None and result.image.size == s.size
+    out = tmp_path / "cli.png"
+    code, stdout, err = run_cli(["generate", "x", "--style", "Tiles", "--clip-model", "tiny-random",
+                                 "--size", "32x32", "--iterations", "1", "--out", str(out)],
+                                capsys)  # fmt: skip
+    assert code == 0, err
+    assert read_png_settings(out)["style"] == "mosaic"
+    assert "[image|painting|pixel art|mosaic]" in _generate_help(capsys)
+
+
+@pytest.mark.parametrize("style", list_drawers())
+def test_the_video_follows_the_style_pixelation(
+    style: str, models: ModelCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import engine.video
+
+    made: list[bool] = []
+    real = engine.video.VideoRecorder
+
+    def recorder(*args: object, pixelated: bool = False, **kw: object) -> object:
+        made.append(pixelated)
+        return real(*args, pixelated=pixelated, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine.video, "VideoRecorder", recorder)
+    s = _settings(style).model_copy(update={"make_video": True})
+    generate(s, models=models, video_path=tmp_path / "v.mp4")
+    assert made == [drawer_class(style).pixelated]
+
+
+@pytest.mark.parametrize("style", list_drawers())
+def test_a_run_loads_the_models_its_style_uses(style: str) -> None:
+    s = _settings(style)
+    loaded = load_models(s, CPU).loaded()
+    assert ("vqgan:tiny-random@cpu" in loaded) == drawer_class(style).uses_vqgan
+    assert "clip:tiny-random@cpu" in loaded
+
+
+def _generate_help(capsys: pytest.CaptureFixture[str]) -> str:
+    code, stdout, _ = run_cli(["generate", "--help"], capsys)
+    assert code == 0
+    return " ".join(stdout.split())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 
@@ -11,14 +11,49 @@ from engine import presets
 
 if TYPE_CHECKING:
     from engine.models import ModelCache
-    from engine.settings import ResolvedSettings, Settings
+
+
+# What a drawer reads of the settings, as protocols: `engine.settings` lists the styles from the
+# registry, so the drawers do not import it (not even for types).
+class AskedSettings(Protocol):
+    """What a style's `resolve` hook reads of the settings asked for (`engine.Settings`)."""
+
+    @property
+    def aspect(self) -> str: ...
+    @property
+    def learning_rate(self) -> float | None: ...
+    @property
+    def pixel_size(self) -> tuple[int, int] | None: ...
+    @property
+    def vqgan_model(self) -> str: ...
+    @property
+    def decoder_checkpointing(self) -> bool | None: ...
+
+
+class RunSettings(Protocol):
+    """What a drawer reads of a run's resolved settings (`engine.ResolvedSettings`)."""
+
+    @property
+    def size(self) -> tuple[int, int]: ...
+    @property
+    def learning_rate(self) -> float: ...
+    @property
+    def strokes(self) -> int: ...
+    @property
+    def pixel_size(self) -> tuple[int, int] | None: ...
+    @property
+    def palette(self) -> str | list[str] | None: ...
+    @property
+    def vqgan_model(self) -> str: ...
+    @property
+    def decoder_checkpointing(self) -> bool | None: ...
 
 
 @dataclass
 class DrawerContext:
     """Everything a drawer may use to build its parameters."""
 
-    settings: ResolvedSettings
+    settings: RunSettings
     device: torch.device
     # CPU generator seeded from settings.seed: draw on CPU, then move to `device`, so a seed
     # gives the same start on every device.
@@ -71,7 +106,7 @@ class Drawer:
         self.width, self.height = ctx.settings.size
 
     @classmethod
-    def resolve(cls, settings: Settings, size: tuple[int, int]) -> dict[str, Any]:
+    def resolve(cls, settings: AskedSettings, size: tuple[int, int]) -> dict[str, Any]:
         """The style's own resolution (engine.resolve calls it): at least the trimmed `size` and
         the learning rate. `settings` holds what was asked, `size` the size before trimming."""
         return {

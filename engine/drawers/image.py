@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from engine import presets
 from engine.catalog import vqgan_factor
-from engine.drawers.base import Drawer, DrawerContext
+from engine.drawers.base import AskedSettings, Drawer, DrawerContext
 from engine.errors import SettingsError
 from engine.models import ModelCache
 from engine.vqgan import VQGAN
-
-if TYPE_CHECKING:
-    from engine.settings import Settings
 
 # Decoder checkpointing is switched on automatically from this many pixels (best quality's
 # widescreen 640x352) up: there the decoder's full-resolution activations dominate the memory of
@@ -64,7 +61,7 @@ class ImageDrawer(Drawer):
     decides: ClassVar[tuple[str, ...]] = ("decoder_checkpointing",)
 
     @classmethod
-    def resolve(cls, settings: Settings, size: tuple[int, int]) -> dict[str, Any]:
+    def resolve(cls, settings: AskedSettings, size: tuple[int, int]) -> dict[str, Any]:
         """Trim the size to a multiple of the VQGAN's f; decide decoder checkpointing."""
         try:
             f = vqgan_factor(settings.vqgan_model)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from engine.drawers.base import Drawer, DrawerContext
+from engine.drawers.base import AskedSettings, Drawer, DrawerContext
 from engine.presets import parse_palette
-
-if TYPE_CHECKING:
-    from engine.settings import Settings
 
 # Grid (columns, rows) per aspect, like PixelDraw's defaults.
 GRIDS: dict[str, tuple[int, int]] = {
@@ -60,7 +57,7 @@ class PixelDrawer(Drawer):
     decides: ClassVar[tuple[str, ...]] = ("pixel_size",)
 
     @classmethod
-    def resolve(cls, settings: Settings, size: tuple[int, int]) -> dict[str, Any]:
+    def resolve(cls, settings: AskedSettings, size: tuple[int, int]) -> dict[str, Any]:
         """Trim the size to whole cells and report the grid actually used."""
         if settings.pixel_size is None:
             # The preset grid is adapted a little so that cells are whole, square pixels.
