@@ -106,6 +106,8 @@ def test_api_imports_only_the_engines_face(tmp_path: Path, pristine: Pristine) -
     expected = inject_all(tree, "api/gpu.py", "api-engine-face", broken)
     fine = [
         "from engine import Settings  # here\n",  # a name of the face
+        # engine/resolve.py exists, but the face binds `resolve` (the function) itself
+        "from engine import generate, resolve  # here\n",
         "from engine.errors import EngineError  # here\n",
         "import engine  # here\n",
     ]
