@@ -1,7 +1,8 @@
-"""`create_app(config)`: the FastAPI application, with a lifespan that loads models once.
+"""`create_app(config)`: the FastAPI application, with a lifespan that owns the services.
 
-The lifespan puts the services on `app.state` (`api.deps` has a typed dependency for each):
-- `config`: the `ApiConfig`;
+The lifespan builds them with `api.services.build_services` (the same function `text2art worker`
+uses), starts them, and puts each on `app.state` (`api.deps` has a typed dependency for each):
+- `config`: the `ServiceConfig`, loaded once by the caller;
 - `models`: the process's `engine.ModelCache`, shared by every run;
 - `gpu`: the process-wide `api.gpu.GpuLock`; every GPU job of the process runs in its `slot()`;
 - `artifacts`: the `api.storage.ArtifactStore` holding every result, preview and upload (the
@@ -20,18 +21,16 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from api.artifacts import open_artifact_store
-from api.config import ApiConfig
+from api.config import ServiceConfig
 from api.deps import Readiness
 from api.errors import RunFailed, install_error_handlers
 from api.forms import server_overrides
-from api.gpu import GpuLock
 from api.guard import RequestGuard
-from api.jobs import start_jobs, stop_jobs
-from api.jobs.config import service_config
+from api.jobs.errors import install_refusal_handlers
 from api.jobs.outage import install_outage_handlers
 from api.routes import docs, gallery, generate, health, jobs, outputs, web
 from api.runner import run_engine
+from api.services import build_services
 from engine import ModelCache, Settings, __version__
 
 log = logging.getLogger(__name__)
@@ -50,12 +49,13 @@ curl -F prompts="underwater city" -F style="pixel art" -F seed=1 \\
 """
 
 
-def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = None) -> FastAPI:
-    """The service: routes, CORS, error handlers; models load in the lifespan.
+def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None = None) -> FastAPI:
+    """The service: routes, CORS, error handlers; the services start in the lifespan.
 
-    `models` shares an existing cache (tests, or another service in the same process).
+    `config` defaults to the environment's (read here, once); `models` shares an existing cache
+    (tests, or another service in the same process).
     """
-    config = config or ApiConfig()
+    config = config if config is not None else ServiceConfig()
     app = FastAPI(
         title="text2art",
         version=__version__,
@@ -77,6 +77,7 @@ def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = N
     app.add_middleware(RequestGuard, config=config)  # API key and body size, before the body
     install_error_handlers(app)
     install_outage_handlers(app)  # 503 naming the database or queue, never a bare 500
+    install_refusal_handlers(app)  # a full queue, a client over its limits: 503/429
     app.include_router(generate.router)
     app.include_router(outputs.router)
     app.include_router(health.router)
@@ -89,29 +90,23 @@ def create_app(config: ApiConfig | None = None, *, models: ModelCache | None = N
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Create the shared services, preload and warm up in the background, serve, shut down."""
-    config: ApiConfig = app.state.config
-    app.state.artifacts = open_artifact_store(config)
-    app.state.artifacts.prepare()
-    await anyio.to_thread.run_sync(app.state.artifacts.check)  # write and read a sentinel
-    if app.state.models is None:
-        app.state.models = ModelCache()
-    app.state.gpu = GpuLock(config.max_waiting)
-    app.state.readiness = Readiness()
-    async with anyio.create_task_group() as tasks:
-        if config.preload and runs_jobs(config):
-            tasks.start_soon(_preload, app)
-        else:  # an API-only node loads no models: its workers do
-            app.state.readiness.state = "ready"
-        app.state.jobs = await start_jobs(app)  # its worker shares the models, GPU and store
-        yield
-        await stop_jobs(app)
-        tasks.cancel_scope.cancel()  # an unfinished warm-up is abandoned, not awaited
-
-
-def runs_jobs(config: ApiConfig) -> bool:
-    """Whether this node runs jobs itself (False: an API-only node, T2A_RUN_WORKER_IN_PROCESS)."""
-    return service_config(config).run_worker_in_process
+    """Build and start the services, preload and warm up in the background, serve, stop."""
+    config: ServiceConfig = app.state.config
+    services = build_services(config, "api", models=app.state.models)
+    state = app.state
+    state.models, state.gpu, state.artifacts = services.models, services.gpu, services.artifacts
+    state.jobs, state.readiness = services.jobs, Readiness()
+    try:
+        await anyio.to_thread.run_sync(services.start)  # refuses a broken store or schema
+        async with anyio.create_task_group() as tasks:
+            if config.preload and config.run_worker_in_process:
+                tasks.start_soon(_preload, app)
+            else:  # an API-only node loads no models: its workers do
+                state.readiness.state = "ready"
+            yield
+            tasks.cancel_scope.cancel()  # an unfinished warm-up is abandoned, not awaited
+    finally:
+        await anyio.to_thread.run_sync(services.stop)  # running jobs go back to the queue
 
 
 async def _preload(app: FastAPI) -> None:
@@ -130,7 +125,7 @@ async def _preload(app: FastAPI) -> None:
 
 def warm_up(app: FastAPI) -> None:
     """One 1-step run of the default style at 32x32, so the first request pays no set-up cost."""
-    config: ApiConfig = app.state.config
+    config: ServiceConfig = app.state.config
     run_engine(
         warm_up_settings(config),
         gpu=app.state.gpu,
@@ -140,7 +135,7 @@ def warm_up(app: FastAPI) -> None:
     )
 
 
-def warm_up_settings(config: ApiConfig) -> Settings:
+def warm_up_settings(config: ServiceConfig) -> Settings:
     """Draft quality (or the server's model overrides) in the default style."""
     values = {**server_overrides(config), "cutouts": 1}
     return Settings.create(prompts="warm-up", size=(32, 32), iterations=1, seed=0, **values)

@@ -11,6 +11,8 @@ from typing import Any
 import click
 import typer
 
+from api.cli_common import fail
+
 # Settings fields whose CLI flag differs from the field name, and list-valued fields.
 _FLAG_NAMES = {"clip_models": "clip-model", "make_video": "video", "image_prompts": "image-prompt"}
 _MULTIPLE = {"clip_models", "image_prompts"}
@@ -107,7 +109,7 @@ def _collect(ctx: click.Context, prompt: str | None, params: dict[str, Any]) -> 
         try:
             values = read_png_settings(source)
         except (OSError, ValueError) as exc:
-            _fail(f"--from: {exc}")
+            fail(f"--from: {exc}")
     for name, value in params.items():
         given = ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
         if given and value not in (None, ()):
@@ -127,7 +129,7 @@ def _run_generate(ctx: click.Context, prompt: str | None, out: str, **params: An
     try:
         settings = resolve(Settings.create(**values))
     except SettingsError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out_path = Path(out)
     _generate_with_progress(settings, out_path)
 
@@ -168,18 +170,18 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
         result = generate(settings, on_step=on_step, video_path=video, models=models)
     except (SettingsError, ValueError) as exc:
         bar.close()
-        _fail(str(exc))
+        fail(str(exc))
     except RuntimeError as exc:  # missing weights, H.264 encoder, out of memory: one line
         bar.close()
-        _fail(str(exc).splitlines()[0], code=1)
+        fail(str(exc).splitlines()[0], code=1)
     except KeyboardInterrupt:
         bar.close()
-        _fail("interrupted", code=130)
+        fail("interrupted", code=130)
     bar.close()
     try:
         _write_outputs(result, out_path)
     except OSError as exc:
-        _fail(f"cannot write {out_path}: {exc.strerror or exc}", code=1)
+        fail(f"cannot write {out_path}: {exc.strerror or exc}", code=1)
 
 
 def _write_outputs(result: Any, out_path: Path) -> None:
@@ -196,11 +198,6 @@ def _write_outputs(result: Any, out_path: Path) -> None:
 
 
 LOSS_SHOW_SECONDS = 0.5
-
-
-def _fail(message: str, code: int = 2) -> typing.NoReturn:
-    click.echo(f"error: {message}", err=True)
-    raise SystemExit(code)
 
 
 def _generate_command() -> click.Command:
@@ -293,15 +290,15 @@ def _exit_for(exc: Exception) -> typing.NoReturn:
     if "Exit" in names:  # --help, --version, typer.Exit
         raise SystemExit(getattr(exc, "exit_code", 0)) from None
     if "Abort" in names:
-        _fail("aborted", code=130)
+        fail("aborted", code=130)
     if "NoArgsIsHelpError" in names:  # a bare group: its help, on stderr, as click does
         exc.show()  # type: ignore[attr-defined]
         raise SystemExit(2) from None
     if "UsageError" in names:
         lines = str(exc.format_message()).splitlines()  # type: ignore[attr-defined]
-        _fail(lines[0] if lines else "bad usage; see --help")
+        fail(lines[0] if lines else "bad usage; see --help")
     if "ClickException" in names:
-        _fail(exc.format_message(), code=exc.exit_code)  # type: ignore[attr-defined]
+        fail(exc.format_message(), code=exc.exit_code)  # type: ignore[attr-defined]
     raise exc
 
 

@@ -18,10 +18,10 @@ UrlOption = Annotated[
 
 
 def _engine(url: str | None) -> Engine:
-    from api.jobs.config import ServiceConfig
+    from api.cli_common import load_config
     from api.jobs.store import make_engine
 
-    config = ServiceConfig()
+    config = load_config()
     if url is None:
         config.output_dir.mkdir(parents=True, exist_ok=True)
     return make_engine(url or config.resolved_database_url(config.output_dir))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
-import typing
 from typing import Annotated, Any
 
 import typer
+
+from api.cli_common import fail
 
 models_app = typer.Typer(
     help="Model weights (CLIP, VQGAN): list them, download them into the cache "
@@ -17,11 +18,9 @@ models_app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int) -> typing.NoReturn:
-    # SystemExit, not typer.Exit: `text2art` runs click with standalone_mode=False, where an
-    # Exit would be returned, not raised, and the exit code lost.
-    typer.echo(f"error: {' '.join(message.split())}", err=True)
-    raise SystemExit(code)
+def _squeezed(exc: BaseException) -> str:
+    """The message on one line (a download error lists its mirrors over several)."""
+    return " ".join(str(exc).split())
 
 
 def _human(size: int) -> str:
@@ -99,7 +98,7 @@ def download(
     try:
         files = model_files(name, kind)
     except ValueError as exc:
-        _fail(str(exc), 2)
+        fail(_squeezed(exc), 2)
     for label, spec, path in files:
         cached = path.is_file()
         bar = DownloadBar(path.name)
@@ -107,6 +106,6 @@ def download(
             ensure_file(spec, path, progress=bar, label=label)  # checks a cached file too
         except WeightsError as exc:
             bar.close()
-            _fail(str(exc), 1)
+            fail(_squeezed(exc), 1)
         bar.close()
         typer.echo(f"{'cached' if cached else 'downloaded'}: {path}")

@@ -3,10 +3,9 @@ before the progress bar starts (so a missing file or a slow load never sits unde
 
 from __future__ import annotations
 
-import typing
 from typing import Any
 
-import click
+from api.cli_common import fail
 
 OFFLINE_HINT = (
     "to try text2art offline, use the bundled models: "
@@ -48,8 +47,3 @@ def load_models(settings: Any, device: Any) -> Any:
         return load(settings, device)
     except (EngineError, ValueError, OSError) as exc:
         fail(str(exc).splitlines()[0], code=1)
-
-
-def fail(message: str, code: int = 2) -> typing.NoReturn:
-    click.echo(f"error: {message}", err=True)
-    raise SystemExit(code)

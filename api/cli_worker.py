@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from api.cli_common import fail, load_config
+
 if TYPE_CHECKING:  # imported when run: `text2art --help` stays fast
     from api.health_server import HealthServer
-    from api.jobs.config import ServiceConfig
-    from api.jobs.service import JobService
-    from engine import ModelCache
+    from api.services import Services
 
 
 # Start-up refusals that are the operator's to fix: said in one line, no traceback.
@@ -43,7 +43,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run queued jobs until SIGINT/SIGTERM (reads the same T2A_* settings as `serve`)."""
-    from api.jobs.config import ServiceConfig
+    from api.services import build_services
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -56,44 +56,40 @@ def worker(
         overrides["worker_threads"] = threads
     if health_port is not None:
         overrides["health_port"] = health_port
-    config = ServiceConfig(**overrides)
-    check_or_exit(config)
+    try:
+        services = build_services(load_config(**overrides), "worker")  # no I/O yet
+    except (ValueError, RuntimeError) as exc:  # e.g. a T2A_STORAGE_URL it cannot read
+        fail(f"the worker cannot start: {exc}", 1)
+    check_or_exit(services)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run_worker(config, stop)
+        run_worker(services, stop)
     except Exception as exc:  # StorageMismatch, SchemaOutdated, StorageError: one line
         if type(exc).__name__ not in REFUSALS:
             raise
-        typer.echo(f"error: the worker cannot start: {exc}", err=True)
-        raise SystemExit(1) from None
+        fail(f"the worker cannot start: {exc}", 1)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def check_or_exit(config: ServiceConfig) -> None:
+def check_or_exit(services: Services) -> None:
     """Exit 1 with one line naming each part the worker cannot reach (queue, database,
     bucket, device), instead of a traceback later."""
     from api.jobs.preflight import preflight
 
-    problems = preflight(config, device_error)
+    problems = preflight(services.jobs, device_error)
     if problems:
-        lines = "; ".join(problem.line for problem in problems)
-        typer.echo(f"error: the worker cannot start: {lines}", err=True)
-        raise SystemExit(1)
+        fail(f"the worker cannot start: {'; '.join(p.line for p in problems)}", 1)
 
 
-def run_worker(
-    config: ServiceConfig, stop: threading.Event, models: ModelCache | None = None
-) -> None:
+def run_worker(services: Services, stop: threading.Event) -> None:
     """Take jobs until `stop` is set, then hand the running ones back to the queue."""
-    from api.jobs.service import JobService
-
-    service = JobService(config, models=models, role="worker")  # its own GPU lock and device
-    service.start(run_worker=True)
-    typer.echo(f"worker {service.runner.identity} is taking jobs from {config.queue_name!r}")
-    health = start_health_server(service)
+    services.start(run_worker=True)
+    jobs = services.jobs
+    typer.echo(f"worker {jobs.runner.identity} is taking jobs from {jobs.config.queue_name!r}")
+    health = start_health_server(services)
     try:
         while not stop.wait(1.0):  # a timeout keeps the main thread responsive to signals
             pass
@@ -101,29 +97,29 @@ def run_worker(
         typer.echo("stopping: running jobs go back to the queue")
         if health is not None:
             health.stop()
-        service.stop()
+        services.stop()
 
 
-def start_health_server(service: JobService) -> HealthServer | None:
+def start_health_server(services: Services) -> HealthServer | None:
     """The worker's /healthz, /readyz and /metrics, when a health port is configured."""
     from api.health_server import HealthServer
 
-    config = service.config
+    config, jobs = services.config, services.jobs
     if config.health_port is None:
         return None
 
     def ready() -> tuple[bool, dict[str, Any]]:
-        health = service.probe.check()
+        health = jobs.probe.check()
         device = device_error(config.device)
-        body: dict[str, Any] = {"role": "worker", "worker": str(service.runner.identity)}
+        body: dict[str, Any] = {"role": "worker", "worker": str(jobs.runner.identity)}
         body.update(health.report(), device={"ok": device is None, "name": config.device})
         if device is not None:
             body["device"]["error"] = device
-        body["running"] = service.runner.running()
+        body["running"] = jobs.runner.running()
         ready = health.ok and device is None
         return ready, {"ready": ready, **body}
 
-    server = HealthServer(config.health_host, config.health_port, ready, service.metrics)
+    server = HealthServer(config.health_host, config.health_port, ready, jobs.metrics)
     server.start()
     typer.echo(f"health: http://{config.health_host}:{server.port}/readyz (and /healthz, /metrics)")
     return server

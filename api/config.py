@@ -1,10 +1,13 @@
 """The service's configuration, read from `T2A_*` environment variables (pydantic-settings).
 
-`ApiConfig` is a plain `BaseSettings` class: build one with `ApiConfig()` (environment) or
-`ApiConfig(clip_models=["tiny-random"], ...)` (tests). Nothing is read at import time. The jobs
-queue and e-mail add their own fields in `api.jobs.config.ServiceConfig`, a subclass.
+`ServiceConfig` is the one configuration object of a process (`text2art serve`, `text2art
+worker`): its entry point builds it once, `ServiceConfig()` (the environment; the commands go
+through `api.cli_common.load_config`) or `ServiceConfig(clip_models=["tiny-random"], ...)`
+(tests), and hands it to `create_app` or `build_services`; nothing reads the environment again.
+Its fields come in two groups: `ApiConfig` here (the HTTP service) and `api.jobs.config.JobsConfig`
+(queue, limits, e-mail, webhooks). Nothing is read at import time.
 
-Every field is documented in the README ("HTTP service" section).
+Every field is documented in the README ("HTTP service" and "Jobs" sections).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from api.jobs.config import JobsConfig
 from engine import Limits
 
 
@@ -38,7 +42,7 @@ CommaList = Annotated[list[str], NoDecode]
 
 
 class ApiConfig(BaseSettings):
-    """Service settings; each field is read from `T2A_<FIELD NAME IN CAPITALS>`."""
+    """The HTTP service's fields of `ServiceConfig`; each is read from `T2A_<FIELD NAME>`."""
 
     model_config = SettingsConfigDict(env_prefix="T2A_", extra="ignore")
 
@@ -143,3 +147,10 @@ class ApiConfig(BaseSettings):
     def limits(self) -> Limits:
         """The engine limits every request is checked against."""
         return Limits(**{name: getattr(self, name) for name in Limits.model_fields})
+
+
+class ServiceConfig(JobsConfig, ApiConfig):
+    """The configuration of a process that serves (`text2art serve`) or runs (`text2art worker`)
+    jobs: the HTTP service's fields and the jobs'."""
+
+    model_config = SettingsConfigDict(env_prefix="T2A_", extra="ignore")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Annotated
@@ -9,9 +10,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.config import ApiConfig
+from api.config import ApiConfig, ServiceConfig
 from api.gpu import GpuLock
 from api.jobs.service import JobService
+from api.jobs.submission import Submitter
 from api.storage import ArtifactStore
 from engine import ModelCache
 
@@ -19,9 +21,9 @@ from engine import ModelCache
 _bearer = HTTPBearer(auto_error=False, description="One of the keys in T2A_API_KEYS.")
 
 
-def get_config(request: Request) -> ApiConfig:
+def get_config(request: Request) -> ServiceConfig:
     """The service's configuration."""
-    config: ApiConfig = request.app.state.config
+    config: ServiceConfig = request.app.state.config
     return config
 
 
@@ -65,7 +67,7 @@ def get_readiness(request: Request) -> Readiness:
 
 API_KEY_MISSING = "missing or invalid API key: send 'Authorization: Bearer <key>'"
 
-ConfigDep = Annotated[ApiConfig, Depends(get_config)]
+ConfigDep = Annotated[ServiceConfig, Depends(get_config)]
 ModelsDep = Annotated[ModelCache, Depends(get_models)]
 GpuDep = Annotated[GpuLock, Depends(get_gpu)]
 ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
@@ -107,3 +109,23 @@ def require_api_key(
 
 # Put on generation routes: `@router.post(..., dependencies=[RequireApiKey])`.
 RequireApiKey = Depends(require_api_key)
+
+
+def client_id(request: Request, api_keys: list[str]) -> str:
+    """Whom the rate limit counts: the API key that matched when keys are on, else the client's
+    address (taken from X-Forwarded-For only when the peer is one of T2A_TRUSTED_PROXIES).
+    Only a hash is stored.
+    """
+    key = matched_key(request.headers.get("authorization"), api_keys) if api_keys else None
+    who = f"key:{key}" if key else f"ip:{request.client.host if request.client else ''}"
+    return hashlib.sha256(who.encode()).hexdigest()[:32]
+
+
+def base_url(request: Request) -> str:
+    """The URL this service was reached at, without a trailing slash."""
+    return str(request.base_url).rstrip("/")
+
+
+def submitter(request: Request, config: ApiConfig) -> Submitter:
+    """Who submits a job and where they reached the service."""
+    return Submitter(client_id(request, config.api_keys), base_url(request))

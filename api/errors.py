@@ -29,13 +29,6 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED_REQUEST = 499  # nginx's code: the client closed the connection first
 
 
-def one_line(exc: BaseException, limit: int | None = None) -> str:
-    """`Type: first line` of an exception, for messages and logs (drivers' and SDKs' messages
-    run over many lines); the line is cut at `limit` characters if given."""
-    first = (str(exc).strip().splitlines() or [""])[0][:limit]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 class RunFailed(Exception):
     """A generation that failed on the server's side (not the client's input)."""
 

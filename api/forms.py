@@ -134,16 +134,29 @@ async def build_settings(
 
     Raises `SettingsError` (a 422 naming the field).
     """
-    values = {**form.given, **server_overrides(config)}
-    limits = config.limits()
-    settings = Settings.create(**values)  # bad fields fail before any upload is read
-    if len(form.image_prompts) > limits.max_prompts:
+    return await with_uploads(form_settings(form, config), form, config, upload_dir)
+
+
+def form_settings(form: GenerateForm, config: ApiConfig) -> Settings:
+    """The form's fields as `Settings` with the server's overrides: a bad field fails here,
+    before any upload is read (`SettingsError`, a 422 naming it)."""
+    settings = Settings.create(**{**form.given, **server_overrides(config)})
+    most = config.limits().max_prompts
+    if len(form.image_prompts) > most:
         n = len(form.image_prompts)
-        raise SettingsError("image_prompts", f"{n} images given; at most {limits.max_prompts}")
+        raise SettingsError("image_prompts", f"{n} images given; at most {most}")
+    return settings
+
+
+async def with_uploads(
+    settings: Settings, form: GenerateForm, config: ApiConfig, upload_dir: Path
+) -> ResolvedSettings:
+    """`settings` pointing at the form's images, stored under `upload_dir` (checked), then
+    resolved with the server's limits; on any failure the stored images are removed."""
     try:
         uploads = await _store_uploads(form, config, upload_dir)
         if uploads:
-            settings = Settings.create(**values, **uploads)
+            settings = Settings.create(**{**settings.model_dump(exclude_unset=True), **uploads})
         return resolve_settings(settings, config)
     except BaseException:
         shutil.rmtree(upload_dir, ignore_errors=True)

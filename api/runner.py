@@ -22,7 +22,7 @@ import torch
 from api.errors import RunFailed, StorageError
 from api.gpu import GpuLock
 from engine import Limits, ModelCache, Result, Settings, Step, generate
-from engine.errors import Cancelled, CheckpointError, SettingsError, WeightsError
+from engine.errors import Cancelled, CheckpointError, SettingsError, WeightsError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,14 @@ def classify(exc: BaseException) -> RunFailed:
             "the GPU ran out of memory; try a smaller size, a lower quality or fewer cutouts",
         )
     if isinstance(exc, WeightsError):
-        return RunFailed("weights_missing", f"model weights are not available: {_first_line(exc)}")
+        return RunFailed(
+            "weights_missing", f"model weights are not available: {one_line(exc, typed=False)}"
+        )
     if isinstance(exc, CheckpointError):
-        return RunFailed("checkpoint_invalid", f"a model file cannot be used: {_first_line(exc)}")
-    return RunFailed("engine_error", f"generation failed: {_first_line(exc)}")
+        return RunFailed(
+            "checkpoint_invalid", f"a model file cannot be used: {one_line(exc, typed=False)}"
+        )
+    return RunFailed("engine_error", f"generation failed: {one_line(exc, typed=False)}")
 
 
 def free_gpu_memory() -> None:
@@ -89,10 +93,6 @@ def free_gpu_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def failure_message(exc: BaseException) -> str:

@@ -16,11 +16,11 @@ from typing import Protocol
 
 import click
 import uvicorn
-from pydantic import ValidationError
 
 from api.access_log import access_log_config
 from api.app import create_app
-from api.config import ApiConfig
+from api.cli_common import load_config
+from api.config import ServiceConfig
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +68,11 @@ def find_token(authtoken: str | None = None) -> str:
     return token
 
 
-def load_config() -> ApiConfig:
-    """The service's and the jobs' settings from the environment; a bad one is a one-line error."""
-    from api.jobs.config import ServiceConfig
-
-    try:
-        return ServiceConfig()
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = "T2A_" + str(err["loc"][0]).upper() if err["loc"] else "T2A_*"
-        raise click.UsageError(f"{name}: {err['msg']}") from None
-
-
 def serve(
     host: str | None = None,
     port: int | None = None,
     share: bool = False,
-    config: ApiConfig | None = None,
+    config: ServiceConfig | None = None,
     *,
     authtoken: str | None = None,
     tunnel_factory: TunnelFactory = NgrokTunnel,

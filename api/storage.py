@@ -36,8 +36,9 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from api.errors import StorageError, one_line
+from api.errors import StorageError
 from engine import MAX_VARIATIONS, Result, Settings, output_filename
+from engine.errors import one_line
 
 MEDIA_TYPES = {"png": "image/png", "mp4": "video/mp4", "svg": "image/svg+xml"}
 EXTENSIONS = tuple(MEDIA_TYPES)

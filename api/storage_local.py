@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from api.errors import StorageError, one_line
+from api.errors import StorageError
 from api.storage import (
     MEDIA_TYPES,
     OUTPUT_KEYS,
@@ -26,6 +26,7 @@ from api.storage import (
     valid_name,
 )
 from engine import Result, Settings, atomic_write, atomic_write_bytes, save_outputs
+from engine.errors import one_line
 
 
 class LocalArtifactStore(ArtifactStore):

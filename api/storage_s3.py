@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from api.errors import StorageError, one_line
+from api.errors import StorageError
 from api.storage import (
     MEDIA_TYPES,
     OUTPUT_KEYS,
@@ -41,6 +41,7 @@ from api.storage import (
     valid_name,
 )
 from engine import Result, Settings, atomic_write_bytes, save_outputs
+from engine.errors import one_line
 
 CHUNK = 256 * 1024  # bytes per piece of a streamed object
 

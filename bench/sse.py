@@ -31,7 +31,7 @@ def serve(port: int, out: str) -> None:
     import uvicorn
 
     from api.app import create_app
-    from api.jobs.config import ServiceConfig
+    from api.config import ServiceConfig
 
     config = ServiceConfig(
         clip_models=["tiny-random"],

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from s3_server import TEST_ENV, moto_server, s3_client  # noqa: E402
 
 from api.app import create_app  # noqa: E402
-from api.jobs.config import ServiceConfig  # noqa: E402
+from api.config import ServiceConfig  # noqa: E402
 from api.storage import ArtifactStore, new_job_id  # noqa: E402
 from engine import Result, Settings, resolve  # noqa: E402
 

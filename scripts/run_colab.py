@@ -31,7 +31,7 @@ except ImportError:  # run from a checkout without installing: use the checkout
 
 import click
 
-from api.config import ApiConfig
+from api.config import ServiceConfig
 from api.serve import NgrokTunnel, TunnelFactory, serve
 
 
@@ -57,7 +57,7 @@ def main(
     argv: list[str] | None = None,
     *,
     tunnel_factory: TunnelFactory = NgrokTunnel,
-    config: ApiConfig | None = None,
+    config: ServiceConfig | None = None,
     on_server: Callable[[Any], None] | None = None,
 ) -> int:
     """Open the tunnel, print its URLs, serve; returns the exit code (2 without a token).

@@ -43,7 +43,7 @@ from PIL import Image
 from servers import free_port
 
 from api.app import create_app
-from api.jobs.config import ServiceConfig
+from api.config import ServiceConfig
 from api.jobs.store import FINAL, QUEUED, Job, JobStore
 from engine import ModelCache, Result, Settings, resolve
 from engine.generate import contact_sheet

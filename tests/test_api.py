@@ -18,7 +18,7 @@ from PIL import Image
 
 import api.runner as runner
 from api.app import create_app
-from api.config import ApiConfig
+from api.config import ServiceConfig
 from api.forms import describe
 from api.gpu import GpuBusy, GpuLock
 from engine import Cancelled, ModelCache, Result, Settings, resolve
@@ -31,7 +31,7 @@ CARD_FIELDS = [
 ]  # fmt: skip
 
 
-def tiny_config(tmp_path: Path, **overrides: Any) -> ApiConfig:
+def tiny_config(tmp_path: Path, **overrides: Any) -> ServiceConfig:
     """The service on tiny offline models, no start-up warm-up, small upload limits."""
     values: dict[str, Any] = {
         "clip_models": ["tiny-random"],
@@ -44,7 +44,7 @@ def tiny_config(tmp_path: Path, **overrides: Any) -> ApiConfig:
         "max_upload_pixels": 256 * 256,
     }
     values.update(overrides)
-    return ApiConfig(**values)
+    return ServiceConfig(**values)
 
 
 @pytest.fixture(scope="module")
@@ -420,11 +420,11 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("T2A_CORS_ORIGINS", "https://a.example,https://b.example")
     monkeypatch.setenv("T2A_MAX_PIXELS", "4096")
     monkeypatch.setenv("T2A_VQGAN_MODEL", "tiny-random")
-    config = ApiConfig()
+    config = ServiceConfig()
     assert config.clip_models == ["tiny-random", "ViT-B/32"] and config.api_keys == ["k1", "k2"]
     assert config.cors_origins == ["https://a.example", "https://b.example"]
     assert config.limits().max_pixels == 4096 and config.vqgan_model == "tiny-random"
     assert "k1" not in repr(config)
     monkeypatch.setenv("T2A_MAX_WAITING", "-1")
     with pytest.raises(ValueError, match="max_waiting"):
-        ApiConfig()
+        ServiceConfig()

@@ -15,7 +15,7 @@ from helpers import png_bytes
 from PIL import Image
 
 from api.app import create_app
-from api.config import ApiConfig
+from api.config import ServiceConfig
 from api.forms import (
     CARD_DEFAULTS,
     FORM_FIELDS,
@@ -25,7 +25,6 @@ from api.forms import (
     build_settings,
     describe,
 )
-from api.jobs.config import ServiceConfig
 from engine import ModelCache, Settings
 
 JOB_EXTRAS = {"email", "public", "webhook_url"}
@@ -122,7 +121,7 @@ def test_card_defaults_yield_to_the_values_a_model_brings(tmp_path: Path) -> Non
     wins over it; a scale the client sends wins over the model's."""
 
     def size_of(given: dict[str, Any], clip: str) -> tuple[int, int]:
-        config = ApiConfig(clip_models=[clip], output_dir=tmp_path, preload=False)
+        config = ServiceConfig(clip_models=[clip], output_dir=tmp_path, preload=False)
         form = GenerateForm({"style": "pixel art", **given})
         settings = asyncio.run(build_settings(form, config, tmp_path / "uploads"))
         assert settings.scale is not None
@@ -136,7 +135,7 @@ def test_card_defaults_yield_to_the_values_a_model_brings(tmp_path: Path) -> Non
 def test_shapes_world_through_the_http_service(tmp_path: Path, models: ModelCache) -> None:
     """With T2A_CLIP_MODELS=shapes, POST /generate renders the shapes world (64x64, a 16x16
     grid, 16 views), as the CLI does, not the card's 369x369 with a 41x41 grid."""
-    config = ApiConfig(
+    config = ServiceConfig(
         clip_models=["shapes"], device="cpu", output_dir=tmp_path / "out", preload=False
     )
     form = {"prompts": "a red circle", "style": "pixel art", "iterations": "2", "seed": "1"}

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from helpers import open_requests, running, wait_for
 
 from api.app import create_app
-from api.config import ApiConfig
+from api.config import ServiceConfig
 from api.gpu import GpuLock
 from engine import ModelCache
 
@@ -28,7 +28,7 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, models: ModelCache
 ) -> Iterator[tuple[str, FastAPI]]:
     out = tmp_path_factory.mktemp("server") / "outputs"
-    config = ApiConfig(
+    config = ServiceConfig(
         clip_models=["tiny-random"], cutouts=4, device="cpu", output_dir=out, preload=False
     )
     models.clip("tiny-random", torch.device("cpu"))  # built once, outside the timings

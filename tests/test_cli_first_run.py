@@ -126,10 +126,10 @@ def test_a_test_or_bundled_clip_brings_its_vqgan(name: str) -> None:
 
 
 def test_the_service_agrees_on_the_tiny_models_vqgan(tmp_path: Path) -> None:
-    from api.config import ApiConfig
+    from api.config import ServiceConfig
     from api.forms import resolve_settings, server_overrides
 
-    config = ApiConfig(output_dir=tmp_path, clip_models=["tiny-random"], preload=False)
+    config = ServiceConfig(output_dir=tmp_path, clip_models=["tiny-random"], preload=False)
     settings = Settings.create(prompts="a cat", **server_overrides(config))
     assert resolve_settings(settings, config).vqgan_model == "tiny-random"
 
@@ -223,10 +223,10 @@ def test_share_without_a_token_names_the_variable_only(monkeypatch, capsys) -> N
 
 
 def test_serve_prints_the_page_and_docs_addresses(tmp_path: Path, capsys) -> None:
-    from api.config import ApiConfig
+    from api.config import ServiceConfig
     from api.serve import serve
 
-    config = ApiConfig(output_dir=tmp_path, preload=False)
+    config = ServiceConfig(output_dir=tmp_path, preload=False)
     with serving_in_thread(serve, host="127.0.0.1", port=0, config=config) as server:
         port = server.servers[0].sockets[0].getsockname()[1]
         base = f"http://127.0.0.1:{port}"

@@ -21,7 +21,7 @@ import pytest
 from helpers import NOTEBOOK, ROOT, WORKER_SECRETS, serving_in_thread, wait_for
 from servers import free_port
 
-from api.config import ApiConfig
+from api.config import ServiceConfig
 from scripts import run_colab
 
 PUBLIC = "https://fake-tunnel.example"
@@ -113,7 +113,7 @@ def test_launcher_prints_both_urls_serves_docs_and_closes_the_tunnel(
     monkeypatch.setenv("NGROK_AUTHTOKEN", "token-from-env")
     port = free_port()
     codes: list[int] = []
-    config = ApiConfig(output_dir=tmp_path, preload=False)
+    config = ServiceConfig(output_dir=tmp_path, preload=False)
     FakeTunnel.opened.clear()
     FakeTunnel.closed.clear()
 
@@ -131,7 +131,7 @@ def test_launcher_prints_both_urls_serves_docs_and_closes_the_tunnel(
 
 NOTEBOOK_CELL = """
 import asyncio, runpy, sys
-from api.config import ApiConfig
+from api.config import ServiceConfig
 
 launcher = runpy.run_path("scripts/run_colab.py", run_name="run_colab")  # by path, as %run does
 
@@ -142,7 +142,7 @@ class Fake:
         print("fake tunnel closed", flush=True)
 
 async def kernel():  # a notebook cell runs while the kernel's event loop is running
-    config = ApiConfig(output_dir=sys.argv[1], preload=False)
+    config = ServiceConfig(output_dir=sys.argv[1], preload=False)
     argv = ["--port", sys.argv[2], "--authtoken", "t"]
     code = launcher["main"](argv, tunnel_factory=Fake, config=config)
     print("exit", code, flush=True)

@@ -42,7 +42,7 @@ from s3_server import TEST_ENV, keys, moto_server, s3_client
 from servers import RedisServer, free_port
 
 from api.app import create_app
-from api.jobs.config import ServiceConfig
+from api.config import ServiceConfig
 from api.jobs.store import FINAL, RUNNING, SUCCEEDED, Job, JobStore
 from engine import ModelCache
 
@@ -180,7 +180,7 @@ def database_url(postgres_db: str) -> str:
 @pytest.fixture
 def store(database_url: str) -> Iterator[JobStore]:
     """The site's job records, read as the test goes."""
-    records = JobStore(database_url)
+    records = JobStore(database_url).open()
     yield records
     records.close()
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from helpers import ROOT
 
-from api.jobs.config import ServiceConfig
+from api.config import ServiceConfig
 
 
 @pytest.fixture(scope="module")

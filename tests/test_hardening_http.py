@@ -18,9 +18,9 @@ from servers import free_port
 
 from api.access_log import RedactSecrets, access_log_config
 from api.app import create_app
-from api.config import ApiConfig
-from api.jobs.service import JobService
+from api.config import ServiceConfig
 from api.serve import serve
+from api.services import build_services
 from engine import ModelCache, Settings
 
 LIMIT = 100_000
@@ -142,7 +142,8 @@ def test_open_event_streams_are_capped_per_client(server: str) -> None:
 def test_listeners_of_one_job_share_one_poll(tmp_path: Path, models: ModelCache) -> None:
     """50 listeners, one read of the job: the poll is shared (it was 50, four times a second)."""
     config = jobs_config(tmp_path, run_worker_in_process=False, progress_interval=3600)
-    jobs = JobService(config, models=models)
+    jobs = build_services(config, models=models).jobs
+    jobs.store.open()
     job, _ = jobs.submit("5" * 32, Settings.create(prompts="a cat"), {})
     reads = [0]
     get = jobs.store.get
@@ -188,9 +189,9 @@ def client_seen(options: dict[str, Any], peer: str) -> str:
 
 
 def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
-    default = ApiConfig().proxy_options()
+    default = ServiceConfig().proxy_options()
     assert client_seen(default, "127.0.0.1") == "127.0.0.1"  # uvicorn alone trusts loopback
-    trusted = ApiConfig(trusted_proxies="10.0.0.2").proxy_options()  # type: ignore[arg-type]
+    trusted = ServiceConfig(trusted_proxies="10.0.0.2").proxy_options()  # type: ignore[arg-type]
     assert client_seen(trusted, "10.0.0.2") == "203.0.113.9"
     assert client_seen(trusted, "127.0.0.1") == "127.0.0.1"
 
@@ -199,7 +200,7 @@ class _Captured(Exception):
     pass
 
 
-def uvicorn_config_of_serve(config: ApiConfig, share: bool = False) -> uvicorn.Config:
+def uvicorn_config_of_serve(config: ServiceConfig, share: bool = False) -> uvicorn.Config:
     servers: list[uvicorn.Server] = []
 
     def capture(server: uvicorn.Server) -> None:
@@ -213,12 +214,12 @@ def uvicorn_config_of_serve(config: ApiConfig, share: bool = False) -> uvicorn.C
 
 def test_serve_passes_trusted_proxies_and_the_redacting_log(tmp_path: Path) -> None:
     base = {"output_dir": tmp_path, "preload": False}
-    plain = uvicorn_config_of_serve(ApiConfig(**base))
+    plain = uvicorn_config_of_serve(ServiceConfig(**base))
     assert plain.proxy_headers is False
-    behind = uvicorn_config_of_serve(ApiConfig(**base, trusted_proxies=["10.0.0.2"]))
+    behind = uvicorn_config_of_serve(ServiceConfig(**base, trusted_proxies=["10.0.0.2"]))
     assert behind.proxy_headers is True and behind.forwarded_allow_ips == "10.0.0.2"
     assert plain.log_config == access_log_config()
-    shared = uvicorn_config_of_serve(ApiConfig(**base), share=True)  # ngrok runs on this host
+    shared = uvicorn_config_of_serve(ServiceConfig(**base), share=True)  # ngrok runs on this host
     assert shared.proxy_headers is True and shared.forwarded_allow_ips == "127.0.0.1"
 
 

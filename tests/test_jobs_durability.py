@@ -17,8 +17,8 @@ from huey import MemoryHuey, SqliteHuey
 from api.cli_worker import run_worker
 from api.jobs.policy import WorkerIdentity, dead_message, reap_dead, worker_gone
 from api.jobs.queue import JobQueue, make_huey
-from api.jobs.service import JobService
 from api.jobs.store import FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore
+from api.services import build_services
 from engine import ModelCache
 
 
@@ -47,7 +47,7 @@ def test_jobs_lost_by_the_queue_are_enqueued_again(tmp_path: Path, models: Model
         assert jobs.queue.pending_ids() == {job_id}
         jobs.queue.huey.flush()  # as if a worker died between taking it and starting it
         assert jobs.queue.pending_ids() == set()
-    service = JobService(jobs_config(tmp_path), models=models)
+    service = build_services(jobs_config(tmp_path), models=models).jobs
     try:
         assert service.recover_queue() == [job_id]
         assert service.recover_queue() == []  # never twice
@@ -61,11 +61,11 @@ def test_a_clean_shutdown_hands_the_running_job_back(tmp_path: Path, models: Mod
     with serving(jobs_config(tmp_path), models) as client:
         job_id = submit(client, iterations=3000)["id"]
         wait_for(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["iteration"] >= 2)
-    store = JobStore(jobs_config(tmp_path).resolved_database_url(tmp_path))
+    store = JobStore(jobs_config(tmp_path).resolved_database_url(tmp_path)).open()
     job = store.get(job_id)
     store.close()
     assert job is not None and job.status == QUEUED and job.attempts == 0  # it did not count
-    service = JobService(jobs_config(tmp_path), models=models)
+    service = build_services(jobs_config(tmp_path), models=models).jobs
     try:
         assert job_id in service.queue.pending_ids()
     finally:
@@ -73,7 +73,7 @@ def test_a_clean_shutdown_hands_the_running_job_back(tmp_path: Path, models: Mod
 
 
 def test_dead_worker_policy_requeues_once_then_fails(tmp_path: Path) -> None:
-    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}").open()
     config = jobs_config(tmp_path, stale_after_seconds=5, max_requeues=1)
     me = WorkerIdentity.current()
     queued: list[str] = []
@@ -99,7 +99,7 @@ def test_dead_worker_policy_requeues_once_then_fails(tmp_path: Path) -> None:
 
 
 def test_live_workers_are_left_alone_and_vanished_local_ones_are_dead(tmp_path: Path) -> None:
-    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}").open()
     config = jobs_config(tmp_path, stale_after_seconds=60)
     me = WorkerIdentity.current()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -127,11 +127,11 @@ def test_live_workers_are_left_alone_and_vanished_local_ones_are_dead(tmp_path: 
 
 
 def test_dead_job_found_at_start_up_runs_again(tmp_path: Path, models: ModelCache) -> None:
-    store = JobStore(jobs_config(tmp_path).resolved_database_url(tmp_path))
+    store = JobStore(jobs_config(tmp_path).resolved_database_url(tmp_path)).open()
     add_job(store, "f" * 32, status=RUNNING, worker_id="crashed:1:zz", attempts=1)
     add_job(store, "9" * 32, status=RUNNING, worker_id="crashed:1:zz", attempts=2)
     store.close()
-    service = JobService(jobs_config(tmp_path), models=models)
+    service = build_services(jobs_config(tmp_path), models=models).jobs
     try:
         service.start()
         wait_for(lambda: status_of(service.store, "f" * 32) == SUCCEEDED)
@@ -147,7 +147,7 @@ def test_worker_command_runs_queued_jobs_until_stopped(tmp_path: Path, models: M
     with serving(jobs_config(tmp_path, run_worker_in_process=False), models) as client:
         job_id = submit(client, iterations=3)["id"]
     stop = threading.Event()
-    store = JobStore(jobs_config(tmp_path).resolved_database_url(tmp_path))
+    store = JobStore(jobs_config(tmp_path).resolved_database_url(tmp_path)).open()
 
     def stop_when_done() -> None:
         wait_for(lambda: status_of(store, job_id) == SUCCEEDED)
@@ -155,7 +155,8 @@ def test_worker_command_runs_queued_jobs_until_stopped(tmp_path: Path, models: M
 
     watcher = threading.Thread(target=stop_when_done)
     watcher.start()
-    run_worker(jobs_config(tmp_path, run_worker_in_process=False), stop, models)
+    config = jobs_config(tmp_path, run_worker_in_process=False)
+    run_worker(build_services(config, "worker", models=models), stop)
     watcher.join()
     assert status_of(store, job_id) == SUCCEEDED and (tmp_path / f"{job_id}.png").is_file()
     store.close()
@@ -177,7 +178,7 @@ def test_standalone_worker_process_runs_jobs_and_stops_on_sigterm(
     code = "from api.cli_worker import worker; worker()"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    store = JobStore(jobs_config(tmp_path).resolved_database_url(tmp_path))
+    store = JobStore(jobs_config(tmp_path).resolved_database_url(tmp_path)).open()
     try:
         wait_for(lambda: status_of(store, job_id) == SUCCEEDED, timeout=120)
     finally:

@@ -49,7 +49,7 @@ def test_a_create_all_database_is_stamped_upgraded_and_keeps_its_jobs(tmp_path: 
     engine = create_engine(url)
     assert current_revision(engine) == "0001"  # unversioned, with t2a_jobs: revision 0001
     assert not inspect(engine).has_table("alembic_version")
-    store = JobStore(url)  # auto_migrate (the default): upgraded at start
+    store = JobStore(url).open()  # auto_migrate (the default): upgraded at start
     try:
         job = store.get("a" * 32)
         assert job is not None and job.settings == {"prompts": "a fox"} and job.total == 3
@@ -67,12 +67,12 @@ def test_without_auto_migrate_a_process_refuses_until_db_upgrade(
 ) -> None:
     url = old_database(tmp_path / "jobs.db")
     with pytest.raises(SchemaOutdated, match="run `text2art db upgrade`"):
-        JobStore(url, auto_migrate=False)
+        JobStore(url, auto_migrate=False).open()
     main(["db", "current", "--url", url])
     assert "revision 0001; newest 0003: run `text2art db upgrade`" in capsys.readouterr().out
     main(["db", "upgrade", "--url", url])
     assert "from revision 0001 to 0003" in capsys.readouterr().out
-    store = JobStore(url, auto_migrate=False)
+    store = JobStore(url, auto_migrate=False).open()
     try:
         assert store.get("a" * 32) is not None
         store.add(Job(**{**_row(store.get("a" * 32)), "id": "b" * 32, "created_at": time.time()}))
@@ -101,10 +101,10 @@ def test_an_empty_database_is_created_by_the_revisions_and_they_equal_the_models
 
 def test_a_database_from_a_newer_text2art_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    JobStore(url).close()
+    JobStore(url).open().close()
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("update alembic_version set version_num = '9999'"))
     engine.dispose()
     with pytest.raises(SchemaOutdated, match="9999, which this text2art does not know"):
-        JobStore(url)
+        JobStore(url).open()

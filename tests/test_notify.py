@@ -30,8 +30,8 @@ from api.jobs.notify import (
     send_email,
     webhook_request,
 )
-from api.jobs.service import JobService
 from api.jobs.store import FAILED
+from api.services import build_services
 from engine import ModelCache, Settings, resolve
 
 
@@ -75,7 +75,8 @@ def test_result_email_with_png_and_mp4_over_real_smtp(
 def test_failure_email_says_why(smtp: tuple[Inbox, int], tmp_path: Path) -> None:
     inbox, port = smtp
     inbox.busy = 0
-    service = JobService(smtp_config(tmp_path, port))
+    service = build_services(smtp_config(tmp_path, port)).jobs
+    service.start(run_worker=False)  # the database and queue, no worker
     try:
         settings = resolve(Settings.create(prompts="a castle", style="pixel art", size=(32, 32)))
         job, _ = service.submit("1" * 32, settings, {}, email="ada@example.org")

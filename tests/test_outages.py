@@ -24,10 +24,10 @@ from api.jobs.errors import QueueUnavailable
 from api.jobs.outage import Outages, retry, unavailable_service
 from api.jobs.policy import WorkerIdentity, is_dead
 from api.jobs.queue import JobQueue
-from api.jobs.service import JobService
 from api.jobs.store import CANCELLED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore
 from api.jobs.upkeep import reconcile
 from api.jobs.waiting import ClientGone, wait_for_end
+from api.services import build_services
 from engine import ModelCache
 
 DOWN = OperationalError("SELECT 1", {}, Exception("connection refused"))
@@ -44,7 +44,7 @@ def metric(text: str, name: str, **labels: str) -> float | None:
 
 # -- the reconciler --------------------------------------------------------------------------
 def test_reconcile_enqueues_a_lost_job_once_whoever_runs_it(tmp_path: Path) -> None:
-    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}").open()
     queue = JobQueue(f"sqlite:///{tmp_path / 'q.db'}", "t")
     now = time.time()
     add_job(store, "lost" + "0" * 28, enqueued_at=now - 60)  # the broker lost it
@@ -57,7 +57,7 @@ def test_reconcile_enqueues_a_lost_job_once_whoever_runs_it(tmp_path: Path) -> N
     assert seen_before is not None
     assert reconcile(store, queue, grace=10, now=now) == [lost]
     assert reconcile(store, queue, grace=10, now=now) == []  # back in the queue now
-    stale = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")  # a second worker read it earlier:
+    stale = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}").open()  # a second worker read it earlier:
     assert not stale.mark_enqueued(seen_before, now + 1)  # the stamp moved, one winner
     assert store.get(lost).enqueued_at == now  # type: ignore[union-attr]
     other = JobQueue(f"sqlite:///{tmp_path / 'q.db'}", "t")
@@ -72,7 +72,7 @@ def test_a_worker_reconciles_continuously_not_only_at_start(
     tmp_path: Path, models: ModelCache
 ) -> None:
     config = jobs_config(tmp_path, reconcile_seconds=0.3, run_worker_in_process=True)
-    service = JobService(config, models=models, role="worker")
+    service = build_services(config, models=models, role="worker").jobs
     service.start()
     try:
         add_job(service.store, "b" * 32, enqueued_at=time.time() - 5)  # recorded, never enqueued
@@ -110,7 +110,7 @@ def test_outage_errors_name_their_service() -> None:
 
 
 def test_no_worker_is_judged_dead_by_a_heartbeat_an_outage_silenced(tmp_path: Path) -> None:
-    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}").open()
     me = WorkerIdentity("elsewhere", 1, "abcd")
     old = time.time() - 100
     mine = add_job(store, "m" * 32, status=RUNNING, worker_id=str(me), heartbeat_at=old)
@@ -198,9 +198,10 @@ def test_a_job_cancelled_while_queued_counts_as_cancelled(
 
 def test_the_worker_health_server(tmp_path: Path, models: ModelCache) -> None:
     config = jobs_config(tmp_path, health_port=0, run_worker_in_process=True)
-    service = JobService(config, models=models, role="worker")
+    services = build_services(config, "worker", models=models)
+    service = services.jobs
     service.start()
-    server = start_health_server(service)
+    server = start_health_server(services)
     assert server is not None
     try:
         base = f"http://127.0.0.1:{server.port}"
@@ -218,7 +219,7 @@ def test_the_worker_health_server(tmp_path: Path, models: ModelCache) -> None:
     finally:
         server.stop()
         service.stop()
-    store = JobStore(config.resolved_database_url(tmp_path))  # stopped: its row is gone
+    store = JobStore(config.resolved_database_url(tmp_path)).open()  # stopped: its row is gone
     assert store.live_workers(0) == []
     store.close()
 

@@ -37,7 +37,7 @@ def _curl_fields(command: str) -> dict[str, str]:
 
 def test_the_first_jobs_example_works_on_a_default_server(tmp_path: Path) -> None:
     from api.app import create_app
-    from api.jobs.config import ServiceConfig
+    from api.config import ServiceConfig
 
     jobs = README[README.index("## Jobs") :]
     first = next(b for b in bash_blocks(jobs) if "/jobs" in b)

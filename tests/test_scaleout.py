@@ -34,7 +34,7 @@ from helpers import (
 from servers import PostgresServer, RedisServer
 
 from api.app import create_app
-from api.jobs.config import ServiceConfig
+from api.config import ServiceConfig
 from api.jobs.queue import JobQueue
 from api.jobs.store import CANCELLED, RUNNING, SUCCEEDED, Job, JobStore
 from engine import ModelCache
@@ -93,7 +93,7 @@ class Cluster:
         return TestClient(create_app(config, models=self.models))
 
     def store(self) -> JobStore:
-        return JobStore(self.database_url)
+        return JobStore(self.database_url).open()
 
     def restart_broker(self) -> None:
         """Restart the queue's server (Redis loses every entry; PostgreSQL keeps them)."""

@@ -16,9 +16,9 @@ from helpers import add_job, job_state, jobs_config, serving, submit, wait_for
 from s3_server import TEST_ENV, keys, moto_server, s3_client
 
 from api.errors import RunFailed, StorageError, install_error_handlers
-from api.jobs.service import JobService
 from api.jobs.store import CANCELLED, FAILED
 from api.runner import classify, failure_message
+from api.services import build_services
 from api.storage_local import LocalArtifactStore
 from api.storage_s3 import S3ArtifactStore, make_client
 from engine import ModelCache
@@ -51,7 +51,8 @@ def test_a_storage_failure_fails_the_job_with_a_clear_error(
     raw = s3_client(endpoint)
     raw.create_bucket(Bucket=bucket)
     store = S3ArtifactStore(f"s3://{bucket}/art", tmp_path / "staging", make_client(endpoint, None))
-    service = JobService(jobs_config(tmp_path), models=models, artifacts=store)
+    service = build_services(jobs_config(tmp_path), models=models, artifacts=store).jobs
+    service.store.open()  # the job database only: the store is what fails
     try:
         add_job(service.store, "c" * 32)
         raw.delete_bucket(Bucket=bucket)  # the bucket goes away before the job runs
@@ -90,7 +91,9 @@ def test_a_full_local_directory_fails_the_job_with_a_clear_error(
     tmp_path: Path, models: ModelCache
 ) -> None:
     root = tmp_path / "out"
-    service = JobService(jobs_config(tmp_path), models=models, artifacts=LocalArtifactStore(root))
+    store = LocalArtifactStore(root)
+    service = build_services(jobs_config(tmp_path), models=models, artifacts=store).jobs
+    service.store.open()  # the job database only: the store is what fails
     try:
         add_job(service.store, "d" * 32)
         shutil.rmtree(root, ignore_errors=True)

@@ -22,8 +22,8 @@ from api.cli import main
 from api.cli_worker import run_worker
 from api.errors import StorageError
 from api.jobs.identity import StorageMismatch
-from api.jobs.service import JobService
 from api.routes.outputs import to_response
+from api.services import build_services
 from api.storage import ServedRedirect, ServedStream, artifact_name, new_job_id
 from api.storage_local import LocalArtifactStore
 from api.storage_s3 import S3ArtifactStore, make_client
@@ -143,7 +143,8 @@ def test_api_node_serves_a_job_run_by_a_worker_that_shares_only_the_bucket(
         assert sent.status_code == 202, sent.text
         job_id, token = sent.json()["id"], sent.json()["delete_token"]
         stop = threading.Event()
-        thread = threading.Thread(target=run_worker, args=(worker, stop, models))
+        services = build_services(worker, "worker", models=models)
+        thread = threading.Thread(target=run_worker, args=(services, stop))
         thread.start()
         try:
             job = wait_for(lambda: _final(client, job_id), timeout=120)
@@ -174,9 +175,9 @@ def test_a_worker_with_its_own_directory_refuses_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     shared = {"database_url": f"sqlite:///{tmp_path / 'jobs.db'}", "run_worker_in_process": False}
-    api = JobService(jobs_config(tmp_path / "api", **shared))
+    api = build_services(jobs_config(tmp_path / "api", **shared)).jobs
     api.start()
-    worker = JobService(jobs_config(tmp_path / "worker", **shared))
+    worker = build_services(jobs_config(tmp_path / "worker", **shared)).jobs
     try:
         with pytest.raises(StorageMismatch, match="would be invisible") as caught:
             worker.start(run_worker=True)
@@ -189,7 +190,7 @@ def test_a_worker_with_its_own_directory_refuses_to_start(
         err = capsys.readouterr().err
         assert exited.value.code == 1 and err.count("\n") == 1
         assert err.startswith("error: the worker cannot start: this process stores outputs in")
-        same = JobService(jobs_config(tmp_path / "api", **shared))
+        same = build_services(jobs_config(tmp_path / "api", **shared)).jobs
         same.start(run_worker=False)  # the API node's own directory passes
         same.stop()
     finally:

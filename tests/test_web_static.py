@@ -377,7 +377,7 @@ def test_the_script_sends_variations_only_for_a_batch_and_reads_the_servers_most
 
 def test_the_service_serves_the_page_and_accepts_every_field_it_sends(tmp_path: Path) -> None:
     from api.app import create_app
-    from api.jobs.config import ServiceConfig
+    from api.config import ServiceConfig
 
     config = ServiceConfig(output_dir=tmp_path, preload=False, run_worker_in_process=False)
     client = TestClient(create_app(config))  # no lifespan: nothing runs, only routes are read

@@ -1,8 +1,8 @@
-"""Settings of the jobs queue, e-mail and webhooks, read from `T2A_*` environment variables.
+"""The jobs' part of the service's configuration: the queue, its limits, e-mail and webhooks,
+read from `T2A_*` environment variables.
 
-`JobsConfig` is a mixin for `api.config.ApiConfig`; `ServiceConfig` is the two together, the
-configuration of a process that serves jobs (`text2art serve`) or runs them (`text2art worker`).
-Every field is documented in the README ("Jobs" section).
+`JobsConfig` is one of the two field groups of `api.config.ServiceConfig`, the one configuration
+object a process loads (never built alone). Every field is documented in the README ("Jobs").
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from api.config import ApiConfig
 
 
 class JobsConfig(BaseSettings):
@@ -155,16 +153,3 @@ class JobsConfig(BaseSettings):
     def resolved_queue_url(self, output_dir: Path) -> str:
         """The huey queue's URL: the configured one or a SQLite file in `output_dir`."""
         return self.queue_url or f"sqlite:///{(output_dir / 'queue.db').resolve()}"
-
-
-class ServiceConfig(JobsConfig, ApiConfig):
-    """The HTTP service's settings plus the jobs' (what `text2art serve` and `worker` read)."""
-
-    model_config = SettingsConfigDict(env_prefix="T2A_", extra="ignore")
-
-
-def service_config(config: ApiConfig) -> ServiceConfig:
-    """`config` itself when it has the jobs' fields, else those read from the environment."""
-    if isinstance(config, ServiceConfig):
-        return config
-    return ServiceConfig(**config.model_dump())

@@ -10,11 +10,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from api.jobs.config import ServiceConfig
-from api.jobs.notify import Notice, Notifier, build_email, post_webhook, send_email, webhook_request
+from api.config import ServiceConfig
+from api.jobs.notify import (
+    Notice,
+    Notifier,
+    build_email,
+    check_email,
+    check_webhook_url,
+    post_webhook,
+    send_email,
+    webhook_request,
+)
 from api.jobs.schemas import JobPublic, iso, job_links
 from api.jobs.store import FAILED, FINAL, SUCCEEDED, Job, JobStore
 from api.storage import ArtifactStore, variation_keys
+from engine.errors import SettingsError
 
 
 def attached_keys(outputs: list[str]) -> list[str]:
@@ -37,6 +47,16 @@ class JobNotices:
     ):
         self.store, self.config, self.artifacts, self._view = store, config, artifacts, view
         self.notifier = Notifier(config.notify_attempts, config.notify_backoff, self._delivered)
+
+    def accept(self, email: str | None, webhook_url: str | None) -> tuple[str | None, str | None]:
+        """The delivery addresses of a new job, checked: a 422 naming `email` (not an address,
+        or this server has no SMTP server) or `webhook_url` (see `notify.check_webhook_url`)."""
+        email = check_email(email)
+        if email and not self.config.smtp_host:
+            raise SettingsError(
+                "email", "this server sends no e-mail (no SMTP server is configured)"
+            )
+        return email, check_webhook_url(webhook_url, self.config.webhook_allow_private)
 
     def notify(self, job_id: str) -> None:
         """Send the e-mail and the webhook of a finished job in the background."""
@@ -75,7 +95,8 @@ class JobNotices:
         size = "x".join(str(v) for v in s.get("size") or [])
         summary = f"{s.get('style')}, {s.get('quality')}, {s.get('aspect')}, seed {s.get('seed')}"
         links = job_links(base, job)
-        named: dict[str, str | None] = {"job": links.self, "image": links.image}
+        named: dict[str, str | None] = {"job": links.self}
+        named["image"] = links.image  # check_rules: not-a-style (the link to the picture)
         named["video"] = links.video
         for picture in links.variations:
             named[f"picture {picture.index} (seed {picture.seed})"] = picture.image

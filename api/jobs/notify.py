@@ -30,11 +30,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from email_validator import EmailNotValidError, validate_email
+
 from api.jobs.config import JobsConfig
+from engine.errors import SettingsError
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Text2Art-Signature"
+MAX_URL_CHARS = 2000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _MEDIA = {"png": ("image", "png"), "mp4": ("video", "mp4"), "svg": ("image", "svg+xml")}
 
@@ -171,6 +175,56 @@ def check_public_host(url: str) -> None:
         ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if not public_ip(ip):
             raise PermanentError(f"{host} resolves to the non-public address {ip}")
+
+
+# -- the addresses a client gives (checked when the job is submitted) --------------------------
+def check_email(value: str | None) -> str | None:
+    """The normalised address, None when empty; 422 naming `email` when invalid."""
+    if value is None or not value.strip():
+        return None
+    try:
+        checked = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise SettingsError("email", f"not a valid e-mail address: {exc}") from None
+    # An internationalised domain goes out in its ASCII form (any server takes it); only a
+    # non-ASCII local part needs a server that offers SMTPUTF8.
+    return checked.ascii_email or checked.normalized
+
+
+def check_webhook_url(value: str | None, allow_private: bool = True) -> str | None:
+    """An http(s) URL with a host, None when empty; 422 naming `webhook_url` otherwise."""
+    if value is None or not value.strip():
+        return None
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+        scheme, host, _ = parts.scheme, parts.hostname, parts.port  # ValueError when malformed
+    except ValueError:
+        scheme, host = "", None
+    if len(url) > MAX_URL_CHARS or scheme not in ("http", "https") or not host:
+        raise SettingsError(
+            "webhook_url", f"expected an http:// or https:// URL of at most {MAX_URL_CHARS} chars"
+        )
+    if not allow_private and not public_host(host):
+        raise SettingsError(
+            "webhook_url", "webhooks to loopback, private or local addresses are not allowed"
+        )
+    return url
+
+
+def public_host(host: str) -> bool:
+    """False for every spelling of a non-public address (checked again when it is resolved)."""
+    host = host.rstrip(".").lower()
+    try:
+        return public_ip(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if host == "localhost" or host.endswith(".localhost") or "." not in host:
+        return False  # a single label resolves only on a local network (or is a number)
+    try:  # the legacy forms getaddrinfo also reads: 127.1, 0x7f.0.0.1, 0177.0.0.1
+        return public_ip(ipaddress.IPv4Address(socket.inet_aton(host)))
+    except OSError:
+        return True  # a name: checked again when it is resolved at delivery
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from api.jobs.config import ServiceConfig
+from api.config import ServiceConfig
 from api.jobs.store import CANCELLED, FAILED, Job, JobStore
 from api.metrics import Metrics
 

@@ -2,9 +2,10 @@
 
 A worker that joins a site from far away (a Colab notebook, a rented GPU) fails most often on
 configuration: a secret not set, a URL mistyped, a port a firewall drops, no GPU in the runtime.
-`preflight` tries each part once, with short timeouts, and says what is wrong in one line per
-part (`Problem.line`), so `text2art worker` and `scripts/run_colab.py --worker` print that
-instead of a traceback from deep inside a driver.
+`preflight` tries each part once, with short timeouts, through the very objects the worker will
+run with (its `JobService`'s queue, database and artifact store: nothing is opened twice), and
+says what is wrong in one line per part (`Problem.line`), so `text2art worker` and
+`scripts/run_colab.py --worker` print that instead of a traceback from deep inside a driver.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from api.errors import one_line
-from api.jobs.config import ServiceConfig
 from api.jobs.outage import REASON_CHARS
+from engine.errors import one_line
 
 if TYPE_CHECKING:
-    from api.storage import ArtifactStore
+    from api.jobs.service import JobService
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +49,14 @@ def redact(url: str) -> str:
         return head + sep + rest.rpartition("@")[2] if "@" in rest else url
 
 
-def preflight(
-    config: ServiceConfig,
-    device_error: Callable[[str | None], str | None],
-    artifacts: ArtifactStore | None = None,
-) -> list[Problem]:
+def preflight(jobs: JobService, device_error: Callable[[str | None], str | None]) -> list[Problem]:
     """Every part the worker cannot use now (empty: all answer)."""
     problems = []
-    database = config.resolved_database_url(config.output_dir)
-    queue = config.resolved_queue_url(config.output_dir)
+    config = jobs.config
     for part, target, check in (
-        ("queue", queue, lambda: _ping_queue(queue, config.queue_name)),
-        ("database", database, lambda: _ping_database(database)),
-        (
-            "bucket",
-            config.storage_url or str(config.output_dir),
-            lambda: _check_store(config, artifacts),
-        ),
+        ("queue", jobs.queue.url, lambda: jobs.queue.open().ping()),
+        ("database", config.resolved_database_url(config.output_dir), jobs.store.ping),
+        ("bucket", config.storage_url or str(config.output_dir), lambda: _check(jobs)),
     ):
         try:
             check()
@@ -80,32 +71,7 @@ def preflight(
     return problems
 
 
-def _ping_queue(url: str, name: str) -> None:
-    from api.jobs.queue import JobQueue
-
-    queue = JobQueue(url, name)
-    try:
-        queue.ping()
-    finally:
-        queue.close()
-
-
-def _ping_database(url: str) -> None:
-    from sqlalchemy import select
-
-    from api.jobs.store import make_engine
-
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(select(1))
-    finally:
-        engine.dispose()
-
-
-def _check_store(config: ServiceConfig, artifacts: ArtifactStore | None) -> None:
-    from api.artifacts import open_artifact_store
-
-    store = artifacts or open_artifact_store(config)
-    store.prepare()
-    store.check()  # writes, reads and removes a sentinel
+def _check(jobs: JobService) -> None:
+    """The artifact store takes a write, gives it back and removes it (a sentinel)."""
+    jobs.artifacts.prepare()
+    jobs.artifacts.check()

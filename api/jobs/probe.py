@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from api.errors import one_line
 from api.jobs.outage import REASON_CHARS, Outages
 from api.jobs.queue import JobQueue
 from api.jobs.store import JobStore
+from engine.errors import one_line
 
 NO_WORKER = (
     "no worker has a fresh heartbeat: jobs are accepted but wait until a `text2art worker` "

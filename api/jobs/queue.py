@@ -102,13 +102,33 @@ def _broker_call(method: Callable[..., T]) -> Callable[..., T]:
 
 
 class JobQueue:
-    """Enqueue job ids; optionally consume them in threads, calling `handler(job_id)`."""
+    """Enqueue job ids; optionally consume them in threads, calling `handler(job_id)`.
+
+    Building one touches no broker; `open()` connects (a SQLite file or PostgreSQL's tables are
+    created there). Its owner opens it at start; any use opens it first if nobody did.
+    """
 
     def __init__(self, url: str, name: str):
-        self.huey = make_huey(url, name)
-        self._task = self.huey.task(name="run_job")(self._run)
+        self.url, self.name = url, name
+        self._huey: Huey | None = None
+        self._task: Any = None
         self._handler: Callable[[str], None] | None = None
         self._consumer: Consumer | None = None
+
+    def open(self) -> JobQueue:
+        """Connect to the broker (once; again is a no-op); returns the queue."""
+        if self._huey is None:
+            huey = make_huey(self.url, self.name)
+            self._task = huey.task(name="run_job")(self._run)
+            self._huey = huey
+        return self
+
+    @property
+    def huey(self) -> Huey:
+        """The huey instance (opened on first use)."""
+        huey = self.open()._huey
+        assert huey is not None
+        return huey
 
     def _run(self, job_id: str) -> None:
         assert self._handler is not None, "a worker dequeued a job without a handler"
@@ -117,12 +137,12 @@ class JobQueue:
     @_broker_call
     def enqueue(self, job_id: str) -> None:
         """Put a job id at the end of the queue."""
-        self._task(job_id)
+        self.open()._task(job_id)
 
     @_broker_call
     def requeue(self, job_id: str) -> None:
         """Put a job id back ahead of newer jobs (it was submitted before them)."""
-        self._task(job_id, priority=1)
+        self.open()._task(job_id, priority=1)
 
     @_broker_call
     def pending_ids(self) -> set[str]:
@@ -154,5 +174,6 @@ class JobQueue:
         self._consumer = None
 
     def close(self) -> None:
-        """Close the queue's storage connection."""
-        self.huey.storage.close()
+        """Close the queue's storage connection (if it was opened)."""
+        if self._huey is not None:
+            self._huey.storage.close()

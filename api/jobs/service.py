@@ -1,11 +1,15 @@
 """`JobService`: the jobs facade the app keeps on `app.state.jobs` (submit, get, cancel, delete,
 events, gallery).
 
-One service per process. `start()` recovers the queue (dead workers, lost queue entries), starts
-the worker threads when this process runs jobs, and the upkeep thread (`api.jobs.upkeep`): the
-worker's own heartbeat and the dead-worker policy every `heartbeat_seconds`, the reconciler
-every `reconcile_seconds`; `stop()` hands running jobs back to the queue. `probe` tells whether
-the database and queue answer (for `/readyz`), `metrics` counts what happens (`/metrics`).
+One service per process, built by `api.services.build_services` from the parts it is given (the
+database, the queue, the artifact store, the model cache, the GPU lock, the metrics); building
+it does no I/O. `start()` opens the database (schema check or upgrade) and the queue, checks
+that this process sees the site's artifact store, then recovers the queue (dead workers, lost
+queue entries), starts the worker threads when this process runs jobs, and the upkeep thread
+(`api.jobs.upkeep`): the worker's own heartbeat and the dead-worker policy every
+`heartbeat_seconds`, the reconciler every `reconcile_seconds`; `stop()` hands running jobs back
+to the queue. `probe` tells whether the database and queue answer (for `/readyz`), `metrics`
+counts what happens (`/metrics`).
 """
 
 from __future__ import annotations
@@ -18,10 +22,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from api.artifacts import open_artifact_store
+from api.config import ServiceConfig
 from api.gpu import GpuLock
 from api.jobs.admission import admit
-from api.jobs.config import ServiceConfig
 from api.jobs.errors import QueueUnavailable
 from api.jobs.events import JobFeeds, job_events
 from api.jobs.gallery import gallery_page
@@ -35,13 +38,11 @@ from api.jobs.schemas import GalleryPage, JobPublic, Progress, iso, job_links
 from api.jobs.store import QUEUED, RUNNING, SUCCEEDED, Job, JobStore, hash_token, new_token
 from api.jobs.upkeep import Chore, Upkeep, reconcile, worker_row
 from api.jobs.worker import JobRunner
-from api.metrics import Metrics, Probes, gpu_memory_in_use
+from api.metrics import Metrics
 from api.storage import ArtifactStore
 from engine import ModelCache, Settings
 
 log = logging.getLogger(__name__)
-
-CANCEL_WAIT_SECONDS = 5.0  # POST /cancel waits this long for a running job to stop
 
 
 class JobService:
@@ -50,53 +51,36 @@ class JobService:
     def __init__(
         self,
         config: ServiceConfig,
-        gpu: GpuLock | None = None,
-        models: ModelCache | None = None,
-        artifacts: ArtifactStore | None = None,
-        role: str = "api",
+        *,
+        store: JobStore,
+        queue: JobQueue,
+        artifacts: ArtifactStore,
+        models: ModelCache,
+        gpu: GpuLock,
+        metrics: Metrics,
+        outages: Outages,
     ):
-        self.config = config
-        self.gpu = gpu or GpuLock(config.max_waiting)
-        self.artifacts = artifacts or open_artifact_store(config)
-        self.artifacts.prepare()
-        url = config.resolved_database_url(config.output_dir)
-        self.store = JobStore(url, auto_migrate=config.auto_migrate)
-        self.queue = JobQueue(config.resolved_queue_url(config.output_dir), config.queue_name)
-        self.outages = Outages()
-        self.probe = Probe(self.store, self.queue, config.stale_after_seconds, self.outages)
-        self.metrics = Metrics(role, self._probes())
-        self.outages.on_failure = self.metrics.infra_error
-        self.feeds = JobFeeds(self.store, config.progress_interval)  # one poll per watched job
-        self.notices = JobNotices(self.store, config, self.artifacts, self.view)
+        self.config, self.store, self.queue, self.artifacts = config, store, queue, artifacts
+        self.gpu, self.metrics, self.outages = gpu, metrics, outages
+        self.probe = Probe(store, queue, config.stale_after_seconds, outages)
+        self.feeds = JobFeeds(store, config.progress_interval)  # one poll per watched job
+        self.notices = JobNotices(store, config, artifacts, self.view)
         self.runner = JobRunner(
-            self.store,
-            config,
-            self.gpu,
-            models or ModelCache(),
-            self.artifacts,
-            self.queue.requeue,
-            self.notify,
-            outages=self.outages,
-            metrics=self.metrics,
-        )
+            store, config, gpu, models, artifacts, queue.requeue, self.notify,
+            outages=outages, metrics=metrics,
+        )  # fmt: skip
         self._upkeep: Upkeep | None = None
         self._started_at = time.time()
         self.worker_running = False
 
-    def _probes(self) -> Probes:
-        """What `/metrics` reads from the database at each scrape."""
-        stale = self.config.stale_after_seconds
-        return Probes(
-            queue_depth=lambda: self.store.count(QUEUED),
-            running=lambda: self.store.count(RUNNING),
-            live_workers=lambda: len(self.store.live_workers(time.time() - stale)),
-            gpu_memory_bytes=gpu_memory_in_use,
-        )
-
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, run_worker: bool | None = None) -> None:
-        """Recover the queue; run jobs here when `run_worker` (default: run_worker_in_process)."""
+        """Open the database and the queue, check the artifact store; then recover the queue
+        and run jobs here when `run_worker` (default: run_worker_in_process)."""
         run_worker = self.config.run_worker_in_process if run_worker is None else run_worker
+        self.store.open()  # SchemaOutdated: refuse
+        self.queue.open()
+        self.artifacts.prepare()
         check_storage_identity(self.store.engine, self.artifacts)  # StorageMismatch: refuse
         if not run_worker:
             return
@@ -285,15 +269,13 @@ class JobService:
 
     # -- cancel and delete -------------------------------------------------------------------
     def cancel(self, job: Job) -> Job:
-        """Queued: cancelled now. Running: asked to stop (waits a little for it to end)."""
+        """Queued: cancelled now. Running: asked to stop (its worker stops within an
+        iteration; `api.routes.jobs` waits for that without holding a thread)."""
         if self.store.cancel_queued(job.id):
             self.metrics.finished("cancelled")  # it ended here, before any worker took it
             self.notify(job.id)
         elif self.store.request_cancel(job.id):
             self.runner.cancel(job.id)
-            deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-            while time.monotonic() < deadline and self._status(job.id) == RUNNING:
-                time.sleep(0.05)
         return self.store.get(job.id) or job
 
     def cancel_by_id(self, job_id: str) -> None:
@@ -301,10 +283,6 @@ class JobService:
         job = self.store.get(job_id)
         if job is not None and job.status in (QUEUED, RUNNING):
             self.cancel(job)
-
-    def _status(self, job_id: str) -> str | None:
-        job = self.store.get(job_id)
-        return job.status if job is not None else None
 
     def delete(self, job: Job) -> None:
         """Remove the job and its files (a running one is stopped first)."""

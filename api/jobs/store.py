@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -154,16 +155,25 @@ def make_engine(url: str) -> Engine:
 
 
 class JobStore:
-    """All reads and writes of job records; returns detached `Job` rows."""
+    """All reads and writes of job records; returns detached `Job` rows.
+
+    Building one connects to nothing (SQLAlchemy connects on first use); `open()` brings the
+    schema to the newest revision (or refuses, see `api.jobs.migrate`) before any job is read.
+    """
 
     def __init__(self, url: str, auto_migrate: bool = True):
         self.engine = make_engine(url)
-        try:  # the schema comes from the Alembic revisions, not create_all
-            ensure_schema(self.engine, auto_migrate)
-        except BaseException:
-            self.engine.dispose()
-            raise
+        self.auto_migrate = auto_migrate
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def open(self) -> JobStore:
+        """Check the schema (the Alembic revisions, never create_all) and upgrade it if allowed;
+        returns the store. A SQLite file's folder is made first."""
+        database = self.engine.url.database
+        if self.engine.url.get_backend_name() == "sqlite" and database not in (None, ":memory:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        ensure_schema(self.engine, self.auto_migrate)
+        return self
 
     def close(self) -> None:
         """Close every pooled connection."""

@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from api.errors import one_line
 from api.jobs.outage import REASON_CHARS, Outages
 from api.jobs.queue import JobQueue
 from api.jobs.store import JobStore, Worker
+from engine.errors import one_line
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from api.errors import RunFailed, StorageError, one_line
+from api.config import ServiceConfig
+from api.errors import RunFailed, StorageError
 from api.gpu import GpuLock
-from api.jobs.config import ServiceConfig
 from api.jobs.outage import REASON_CHARS, Outages, retry, unavailable_service
 from api.jobs.policy import WorkerIdentity, ended
 from api.jobs.store import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 from api.metrics import Metrics
 from api.runner import failure_message, run_engine
 from api.storage import ArtifactStore
-from engine import ModelCache, Settings, Step
-from engine.errors import Cancelled, SettingsError
+from engine import ModelCache, ResolvedSettings, Settings, Step
+from engine.errors import Cancelled, SettingsError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,10 @@ class JobRunner:
     def _execute(self, job: Job, cancel: threading.Event) -> bool:
         """Generate and save; returns whether the job reached a final state."""
         try:
-            settings = Settings.create(**{**job.settings, "device": self.config.device})
+            # Resolved when it was submitted: the run uses them as they are (checked against
+            # this worker's limits), on this worker's device.
+            values = {**job.settings, "device": self.config.device}
+            settings: Settings = ResolvedSettings.create(**values)
             settings = self.artifacts.localize(settings, job.id)  # its uploads, on this node
             result = run_engine(
                 settings,

@@ -14,18 +14,25 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.config import ApiConfig
-from api.deps import ArtifactsDep, ConfigDep, GpuDep, ModelsDep, RequireApiKey
+from api.deps import (
+    ArtifactsDep,
+    ConfigDep,
+    GpuDep,
+    ModelsDep,
+    RequireApiKey,
+    base_url,
+    submitter,
+)
 from api.errors import BODY_ERRORS, RunFailed
 from api.forms import GenerateForm, GenerateFormDep, build_settings
 from api.gpu import GpuBusy
-from api.jobs.errors import QueueFull, RateLimited
 from api.jobs.service import JobService
 from api.jobs.store import CANCELLED, SUCCEEDED
+from api.jobs.submission import submit_form
 from api.jobs.waiting import ClientGone, wait_for_end
 from api.runner import run_engine
 from api.storage import MEDIA_TYPES, new_job_id, output_url, variation_keys
@@ -36,7 +43,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DISCONNECT_POLL_SECONDS = 0.2
-NO_WORKER_RETRY_AFTER = 30
 URL_HEADERS = {"png": "X-Image-Url", "mp4": "X-Video-Url", "svg": "X-Svg-Url"}
 VARIATION_HEADERS = ["X-Variation-Urls", "X-Variation-Seeds"]
 EXPOSED_HEADERS = [
@@ -83,7 +89,7 @@ async def generate_image(
     """
     jobs: JobService | None = getattr(request.app.state, "jobs", None)
     if jobs is not None and not jobs.worker_running:  # an API-only node: a worker makes it
-        return await generate_by_queue(request, form, config, jobs)
+        return await generate_by_queue(request, form, jobs)
     if gpu.full():
         raise GpuBusy(gpu.waiting, gpu.max_waiting)
     job_id = new_job_id()
@@ -130,8 +136,6 @@ def result_headers(
 ) -> dict[str, str]:
     """X-Job-Id, X-Seed, X-Settings (JSON, without server paths) and the output links; with
     variations, X-Variation-Urls and X-Variation-Seeds (each picture's PNG and seed)."""
-    from api.routes.jobs import base_url
-
     base = base_url(request)
 
     def url(key: str) -> str:
@@ -161,58 +165,24 @@ def result_headers(
     return headers
 
 
-async def generate_by_queue(
-    request: Request, form: GenerateForm, config: ApiConfig, jobs: JobService
-) -> Response:
+async def generate_by_queue(request: Request, form: GenerateForm, jobs: JobService) -> Response:
     """Submit the request as a job, wait for a worker to end it, answer with its PNG."""
-    from api.routes.jobs import base_url, client_id
-
-    client = client_id(request, config.api_keys)
-    job_id = new_job_id()
-    settings = await build_settings(form, config, jobs.artifacts.upload_dir(job_id))
+    job, _ = await submit_form(jobs, form, submitter(request, jobs.config), needs_worker=True)
     try:
-        await run_in_threadpool(admit_to_queue, jobs, client)
-        await run_in_threadpool(
-            lambda: jobs.submit(
-                job_id, settings, form.given, client_id=client, base_url=base_url(request)
-            )
-        )
-    except BaseException:
-        await run_in_threadpool(jobs.artifacts.delete, job_id)  # its uploads
-        raise
-    try:
-        job = await wait_for_end(
-            lambda: jobs.get(job_id),
-            lambda: jobs.cancel_by_id(job_id),
+        ended = await wait_for_end(
+            lambda: jobs.get(job.id),
+            lambda: jobs.cancel_by_id(job.id),
             request.is_disconnected,
         )
     except ClientGone as exc:
         raise Cancelled(str(exc)) from None
-    if job is None or job.status == CANCELLED:
-        raise Cancelled(f"job {job_id} was cancelled or deleted before it ended")
-    if job.status != SUCCEEDED:
-        raise RunFailed("job_failed", job.error or "the job failed", 500)
-    png = await run_in_threadpool(jobs.artifacts.read, job_id, "png")
+    if ended is None or ended.status == CANCELLED:
+        raise Cancelled(f"job {job.id} was cancelled or deleted before it ended")
+    if ended.status != SUCCEEDED:
+        raise RunFailed("job_failed", ended.error or "the job failed", 500)
+    png = await run_in_threadpool(jobs.artifacts.read, job.id, "png")
     if png is None:
-        raise RunFailed("missing_output", f"job {job_id} succeeded but its PNG is missing", 500)
-    public = jobs.artifacts.public_settings(Settings.model_validate(job.settings))
-    headers = result_headers(request, job_id, public, list(job.outputs))
+        raise RunFailed("missing_output", f"job {job.id} succeeded but its PNG is missing", 500)
+    public = jobs.artifacts.public_settings(Settings.model_validate(ended.settings))
+    headers = result_headers(request, job.id, public, list(ended.outputs))
     return Response(png, media_type="image/png", headers=headers)
-
-
-def admit_to_queue(jobs: JobService, client: str) -> None:
-    """Refuse (HTTPException) when the queue is full, the client over its rate limit, or no
-    worker is alive: a synchronous call would wait for nobody."""
-    from api.routes.jobs import retry_later
-
-    try:
-        jobs.admit(client)
-    except (QueueFull, RateLimited) as exc:
-        raise retry_later(exc) from None
-    if not jobs.probe.check().live_workers:
-        raise HTTPException(
-            503,
-            "no worker is running: start `text2art worker` (this node only queues jobs, "
-            "T2A_RUN_WORKER_IN_PROCESS=false)",
-            headers={"Retry-After": str(NO_WORKER_RETRY_AFTER)},
-        )

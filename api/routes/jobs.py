@@ -5,33 +5,26 @@ webhook, and public results appear in the gallery.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import socket
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
-from email_validator import EmailNotValidError, validate_email
+import anyio
 from fastapi import APIRouter, Depends, Form, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobsDep, RequireApiKey, matched_key
+from api.deps import JobsDep, RequireApiKey, base_url, submitter
 from api.errors import BODY_ERRORS
-from api.forms import GenerateForm, GenerateFormDep, build_settings
-from api.jobs.errors import QueueFull, RateLimited, TooManyListeners
-from api.jobs.notify import public_ip
+from api.forms import GenerateForm, GenerateFormDep
+from api.jobs.errors import TooManyListeners
 from api.jobs.schemas import JobCreated, JobPublic, job_links
 from api.jobs.service import JobService
-from api.jobs.store import FINAL, Job, token_matches
-from api.storage import new_job_id
-from engine import Settings
-from engine.errors import SettingsError
+from api.jobs.store import FINAL, RUNNING, Job, token_matches
+from api.jobs.submission import Delivery, submit_form
 
 router = APIRouter(tags=["jobs"])
 
-MAX_URL_CHARS = 2000
+CANCEL_WAIT_SECONDS = 5.0  # POST /cancel waits this long for a running job to stop
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such job (or it was deleted)."}
 }
@@ -51,55 +44,6 @@ class JobForm:
     webhook_url: str | None
 
 
-def check_email(value: str | None) -> str | None:
-    """The normalised address, None when empty; 422 naming `email` when invalid."""
-    if value is None or not value.strip():
-        return None
-    try:
-        checked = validate_email(value.strip(), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise SettingsError("email", f"not a valid e-mail address: {exc}") from None
-    # An internationalised domain goes out in its ASCII form (any server takes it); only a
-    # non-ASCII local part needs a server that offers SMTPUTF8.
-    return checked.ascii_email or checked.normalized
-
-
-def check_webhook_url(value: str | None, allow_private: bool = True) -> str | None:
-    """An http(s) URL with a host, None when empty; 422 naming `webhook_url` otherwise."""
-    if value is None or not value.strip():
-        return None
-    url = value.strip()
-    try:
-        parts = urlsplit(url)
-        scheme, host, _ = parts.scheme, parts.hostname, parts.port  # ValueError when malformed
-    except ValueError:
-        scheme, host = "", None
-    if len(url) > MAX_URL_CHARS or scheme not in ("http", "https") or not host:
-        raise SettingsError(
-            "webhook_url", f"expected an http:// or https:// URL of at most {MAX_URL_CHARS} chars"
-        )
-    if not allow_private and not public_host(host):
-        raise SettingsError(
-            "webhook_url", "webhooks to loopback, private or local addresses are not allowed"
-        )
-    return url
-
-
-def public_host(host: str) -> bool:
-    """False for every spelling of a non-public address (checked again when it is resolved)."""
-    host = host.rstrip(".").lower()
-    try:
-        return public_ip(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    if host == "localhost" or host.endswith(".localhost") or "." not in host:
-        return False  # a single label resolves only on a local network (or is a number)
-    try:  # the legacy forms getaddrinfo also reads: 127.1, 0x7f.0.0.1, 0177.0.0.1
-        return public_ip(ipaddress.IPv4Address(socket.inet_aton(host)))
-    except OSError:
-        return True  # a name: checked again when it is resolved at delivery
-
-
 async def job_form(
     base: GenerateFormDep,
     email: Annotated[
@@ -116,26 +60,11 @@ async def job_form(
              "has a webhook secret).", examples=["https://example.org/hooks/text2art"]),
     ] = None,
 ) -> JobForm:  # fmt: skip
-    """The generation form plus e-mail, public and webhook_url."""
-    return JobForm(base, check_email(email), public, webhook_url)
+    """The generation form plus e-mail, public and webhook_url (checked when submitted)."""
+    return JobForm(base, email, public, webhook_url)
 
 
 JobFormDep = Annotated[JobForm, Depends(job_form)]
-
-
-def client_id(request: Request, api_keys: list[str]) -> str:
-    """Whom the rate limit counts: the API key that matched when keys are on, else the client's
-    address (taken from X-Forwarded-For only when the peer is one of T2A_TRUSTED_PROXIES).
-    Only a hash is stored.
-    """
-    key = matched_key(request.headers.get("authorization"), api_keys) if api_keys else None
-    who = f"key:{key}" if key else f"ip:{request.client.host if request.client else ''}"
-    return hashlib.sha256(who.encode()).hexdigest()[:32]
-
-
-def base_url(request: Request) -> str:
-    """The URL this service was reached at, without a trailing slash."""
-    return str(request.base_url).rstrip("/")
 
 
 async def find_job(jobs: JobsDep, job_id: str) -> Job:
@@ -192,47 +121,15 @@ async def submit_job(
     request: Request, response: Response, form: JobFormDep, jobs: JobsDep
 ) -> JobCreated:
     """Queue a generation; follow it at /jobs/{id} or /jobs/{id}/events."""
-    config = jobs.config
-    if form.email and not config.smtp_host:
-        raise SettingsError("email", "this server sends no e-mail (no SMTP server is configured)")
-    form.webhook_url = check_webhook_url(form.webhook_url, config.webhook_allow_private)
-    client = client_id(request, config.api_keys)
-    try:
-        await run_in_threadpool(jobs.admit, client)
-        job_id = new_job_id()
-        settings = await build_settings(form.base, config, jobs.artifacts.upload_dir(job_id))
-        job, token = await run_in_threadpool(_record, jobs, form, settings, job_id, client, request)
-    except (QueueFull, RateLimited) as exc:
-        raise retry_later(exc) from None
+    email, webhook_url = jobs.notices.accept(form.email, form.webhook_url)
+    delivery = Delivery(email, form.public, webhook_url)
+    job, token = await submit_form(jobs, form.base, submitter(request, jobs.config), delivery)
     links = job_links(base_url(request), job)
     response.headers["Location"] = links.self
     position = await run_in_threadpool(jobs.position, job)
     return JobCreated(
         id=job.id, status=job.status, position=position, links=links, delete_token=token
     )
-
-
-def _record(
-    jobs: JobService, form: JobForm, settings: Settings, job_id: str, client: str, request: Request
-) -> tuple[Job, str]:
-    """Store and enqueue the job (in a worker thread)."""
-    return jobs.submit(
-        job_id,
-        settings,
-        form.base.given,
-        client_id=client,
-        base_url=base_url(request),
-        email=form.email,
-        public=form.public,
-        webhook_url=form.webhook_url,
-    )
-
-
-def retry_later(exc: QueueFull | RateLimited | TooManyListeners) -> HTTPException:
-    """The refusal as HTTP with Retry-After: 503 for a full queue (the server's state), 429 for
-    a client over its limits."""
-    status = 503 if isinstance(exc, QueueFull) else 429
-    return HTTPException(status, str(exc), headers={"Retry-After": str(exc.retry_after)})
 
 
 @router.get("/jobs/{job_id}", responses=_NOT_FOUND)
@@ -269,7 +166,7 @@ async def job_events(
         return Response(status_code=204)  # EventSource stops reconnecting on 204
     client = request.client.host if request.client else ""
     if jobs.feeds.listening(client) >= jobs.config.max_listeners_per_client:
-        raise retry_later(TooManyListeners(jobs.config.max_listeners_per_client))
+        raise TooManyListeners(jobs.config.max_listeners_per_client)
     stream = jobs.events(job.id, base_url(request), last, client)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
@@ -306,9 +203,23 @@ async def cancel_job(
     if job.status in FINAL:
         raise HTTPException(409, f"job {job.id} is already {job.status}")
     job = await run_in_threadpool(jobs.cancel, job)
+    job = await _stopped(jobs, job)
     if job.status not in FINAL:
         response.status_code = 202
     return await run_in_threadpool(jobs.view, job, base_url(request))
+
+
+async def _stopped(jobs: JobService, job: Job) -> Job:
+    """The job once its worker stopped it, or as it is after CANCEL_WAIT_SECONDS (polled from
+    the event loop: no thread is held while the worker finishes its iteration)."""
+    deadline = anyio.current_time() + CANCEL_WAIT_SECONDS
+    while job.status == RUNNING and anyio.current_time() < deadline:
+        await anyio.sleep(0.05)
+        now = await run_in_threadpool(jobs.get, job.id)
+        if now is None:  # deleted meanwhile
+            break
+        job = now
+    return job
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses={**_NOT_FOUND, **_TOKEN})
