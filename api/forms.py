@@ -6,7 +6,8 @@ default, description and examples taken from `Settings.model_fields`, so the for
 schema and the engine never disagree. It accepts multipart and urlencoded bodies and keeps only
 the fields the client sent: what it leaves out is decided at resolution (the card's defaults,
 then the engine's). A second dependency extends the form with its own `Form` parameters and
-FastAPI merges both into one body (see `api.routes.jobs.job_form`).
+FastAPI merges both into one body (see `api.routes.jobs.job_form`). `style_details` says how
+people see each style the form offers (the web page's cards and `/info`), from the registry.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from api.config import ApiConfig
-from engine import ResolvedSettings, Settings, publish, resolve
+from engine import ResolvedSettings, Settings, drawer_class, list_drawers, publish, resolve
 from engine.errors import SettingsError
 
 # The card's fields, in the order of the form.
@@ -48,6 +49,26 @@ _EXAMPLES: dict[str, list[Any]] = {
 # they are resolution defaults: a value the client or the chosen model gives wins.
 CARD_DEFAULTS: dict[str, Any] = {"scale": 2.5}
 _CHUNK = 1024 * 1024
+
+
+def style_details() -> list[dict[str, Any]]:
+    """How people see each registered style, in registry order (`/info`'s `style_details`): its
+    title is its name with a capital first letter; `default` marks the form's default."""
+    default = default_of("style")
+    details = []
+    for name in list_drawers():
+        drawer = drawer_class(name)
+        details.append(
+            {
+                "name": name,
+                "title": name[:1].upper() + name[1:],
+                "summary": drawer.summary,
+                "aliases": list(drawer.aliases),
+                "pixelated": drawer.pixelated,
+                "default": name == default,
+            }
+        )
+    return details
 
 
 def default_of(name: str) -> Any:

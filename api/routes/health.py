@@ -9,8 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.deps import ConfigDep, GpuDep, JobsDep, ModelsDep, ReadinessDep
-from api.forms import default_of, server_overrides
-from api.routes.web import style_details
+from api.forms import default_of, server_overrides, style_details
 from engine import ASPECT, QUALITY, __version__, base_size, list_drawers, pick_device
 
 router = APIRouter(tags=["health"])

@@ -12,7 +12,6 @@ import html
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
@@ -20,8 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 from starlette.types import Scope
 
-from api.forms import default_of
-from engine import drawer_class, list_drawers
+from api.forms import style_details
+from engine import drawer_class
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # The line of index.html that the style cards replace (its indentation is theirs).
@@ -54,26 +53,6 @@ class _RevalidatedFiles(StaticFiles):
         response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers.update(_NO_CACHE)
         return response
-
-
-def style_details() -> list[dict[str, Any]]:
-    """How people see each registered style, in registry order (`/info`'s `style_details`): its
-    title is its name with a capital first letter; `default` marks the form's default."""
-    default = default_of("style")
-    details = []
-    for name in list_drawers():
-        drawer = drawer_class(name)
-        details.append(
-            {
-                "name": name,
-                "title": name[:1].upper() + name[1:],
-                "summary": drawer.summary,
-                "aliases": list(drawer.aliases),
-                "pixelated": drawer.pixelated,
-                "default": name == default,
-            }
-        )
-    return details
 
 
 def style_cards(indent: str = "") -> str:
