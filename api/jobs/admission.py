@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-from api.jobs.config import JobsConfig
+from api.config import JobsConfig
 from api.jobs.errors import QueueFull, RateLimited
 from api.jobs.store import QUEUED, JobStore
 

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
-from api.jobs.config import JobsConfig
+from api.config import JobsConfig
 from engine.errors import SettingsError
 
 log = logging.getLogger(__name__)
