@@ -154,3 +154,12 @@ def test_cancel_never_sleeps_in_a_request_thread(
         assert answer.status_code in (200, 202), answer.text
         wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["status"] == "cancelled",
                  what="the job to be cancelled")  # fmt: skip
+
+
+def test_a_missing_database_driver_is_a_preflight_line_not_a_traceback(tmp_path: Path) -> None:
+    url = "postgresql+pg8000://u:secret@127.0.0.1:9/t2a"  # pg8000 is not installed
+    services = build_services(jobs_config(tmp_path, database_url=url), "worker")  # no import yet
+    problems = {p.part: p.line for p in preflight(services.jobs, device_error)}
+    assert list(problems) == ["database"]
+    assert "ModuleNotFoundError: No module named 'pg8000'" in problems["database"]
+    assert "secret" not in problems["database"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -157,14 +158,30 @@ def make_engine(url: str) -> Engine:
 class JobStore:
     """All reads and writes of job records; returns detached `Job` rows.
 
-    Building one connects to nothing (SQLAlchemy connects on first use); `open()` brings the
-    schema to the newest revision (or refuses, see `api.jobs.migrate`) before any job is read.
+    Building one touches nothing, not even the database driver (its import fails without the
+    `postgres` extra): the SQLAlchemy engine is made on first use, and connects when it is used.
+    `open()` brings the schema to the newest revision (or refuses, see `api.jobs.migrate`)
+    before any job is read.
     """
 
     def __init__(self, url: str, auto_migrate: bool = True):
-        self.engine = make_engine(url)
-        self.auto_migrate = auto_migrate
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.url, self.auto_migrate = url, auto_migrate
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+        self._making = threading.Lock()  # threads that ask first share one engine
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (made on first use)."""
+        return self._made()[0]
+
+    def _made(self) -> tuple[Engine, sessionmaker[Session]]:
+        """The engine and its session factory, made on first use."""
+        with self._making:
+            if self._engine is None or self._sessions is None:
+                self._engine = make_engine(self.url)
+                self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+            return self._engine, self._sessions
 
     def open(self) -> JobStore:
         """Check the schema (the Alembic revisions, never create_all) and upgrade it if allowed;
@@ -176,13 +193,14 @@ class JobStore:
         return self
 
     def close(self) -> None:
-        """Close every pooled connection."""
-        self.engine.dispose()
+        """Close every pooled connection (if any was made)."""
+        if self._engine is not None:
+            self._engine.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session committed at the end of the block (rolled back on error)."""
-        with self._sessions.begin() as session:
+        with self._made()[1].begin() as session:
             yield session
 
     # -- create and read -----------------------------------------------------------------
