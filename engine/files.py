@@ -9,8 +9,7 @@ renames a file into place (`scripts.check_rules` holds each package to one).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +26,19 @@ def publish(part: str | Path, path: str | Path) -> Path:
     return Path(path)
 
 
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield the temporary path to write; on success it replaces `path`, on any error
-    (Ctrl-C included) it is removed and `path` is left as it was. The folder is created."""
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """`write(tmp)` to a hidden name beside `path` (its folder is made), then rename it over
+    `path`; returns `path`. On any error (Ctrl-C included) the temporary file is removed and
+    `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(path)
     try:
-        yield part
-        publish(part, path)
+        write(part)
+        return publish(part, path)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
-    """`write(tmp)` to a hidden name beside `path`, then rename it over `path`; returns `path`."""
-    with atomic_path(path) as part:
-        write(part)
-    return Path(path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
