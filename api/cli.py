@@ -140,6 +140,7 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
 
     from api.cli_run import fetch_weights, load_models
     from engine import SettingsError, generate, pick_device
+    from engine.errors import one_line
 
     device = pick_device(settings.device)
     if device.type == "cpu":
@@ -173,7 +174,7 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
         fail(str(exc))
     except RuntimeError as exc:  # missing weights, H.264 encoder, out of memory: one line
         bar.close()
-        fail(str(exc).splitlines()[0], code=1)
+        fail(one_line(exc, typed=False), code=1)
     except KeyboardInterrupt:
         bar.close()
         fail("interrupted", code=130)

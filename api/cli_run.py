@@ -41,9 +41,9 @@ def load_models(settings: Any, device: Any) -> Any:
     """A `ModelCache` holding the run's models (its CLIP models, and the VQGAN of a style that
     decodes with one)."""
     from engine import load_models as load
-    from engine.errors import EngineError
+    from engine.errors import EngineError, one_line
 
     try:
         return load(settings, device)
     except (EngineError, ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0], code=1)
+        fail(one_line(exc, typed=False), code=1)

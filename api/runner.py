@@ -77,15 +77,12 @@ def classify(exc: BaseException) -> RunFailed:
             "out_of_memory",
             "the GPU ran out of memory; try a smaller size, a lower quality or fewer cutouts",
         )
+    why = one_line(exc, typed=False)
     if isinstance(exc, WeightsError):
-        return RunFailed(
-            "weights_missing", f"model weights are not available: {one_line(exc, typed=False)}"
-        )
+        return RunFailed("weights_missing", f"model weights are not available: {why}")
     if isinstance(exc, CheckpointError):
-        return RunFailed(
-            "checkpoint_invalid", f"a model file cannot be used: {one_line(exc, typed=False)}"
-        )
-    return RunFailed("engine_error", f"generation failed: {one_line(exc, typed=False)}")
+        return RunFailed("checkpoint_invalid", f"a model file cannot be used: {why}")
+    return RunFailed("engine_error", f"generation failed: {why}")
 
 
 def free_gpu_memory() -> None:
