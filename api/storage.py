@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from PIL import Image
 
@@ -51,6 +51,7 @@ OUTPUTS_PATH = "/outputs"  # GET {OUTPUTS_PATH}/{a result's name} serves it
 _NAME = re.compile(rf"[0-9a-f]{{32}}(-[1-{MAX_VARIATIONS}])?")
 
 ArtifactKind = Literal["result", "preview", "uploads", "marker"]
+S = TypeVar("S", bound=Settings)  # settings keep their kind (resolved ones stay resolved)
 
 
 def new_job_id() -> str:
@@ -100,7 +101,7 @@ def variation_keys(keys: list[str], ext: str = "png") -> dict[int, str]:
     return dict(sorted(found.items()))
 
 
-def uploads_in(settings: Settings, folder: Path) -> Settings:
+def uploads_in(settings: S, folder: Path) -> S:
     """The settings with each upload path pointing into `folder` (where a node reads them)."""
     return _move_uploads(settings, lambda path: str(folder / Path(path).name))
 
@@ -118,7 +119,7 @@ def uploads_relative(settings: Settings, root: Path) -> Settings:
     return _move_uploads(settings, relative)
 
 
-def _move_uploads(settings: Settings, move: Callable[[str], str]) -> Settings:
+def _move_uploads(settings: S, move: Callable[[str], str]) -> S:
     update: dict[str, Any] = {"image_prompts": [move(p) for p in settings.image_prompts]}
     if settings.init_image:
         update["init_image"] = move(settings.init_image)
@@ -251,7 +252,7 @@ class ArtifactStore(abc.ABC):
         """Make the job's uploads (in `upload_dir`) visible to every worker."""
 
     @abc.abstractmethod
-    def localize(self, settings: Settings, job_id: str) -> Settings:
+    def localize(self, settings: S, job_id: str) -> S:
         """The settings with upload paths in this node's `upload_dir`, the files there."""
 
     @abc.abstractmethod

@@ -18,6 +18,7 @@ from api.storage import (
     MEDIA_TYPES,
     OUTPUT_KEYS,
     ArtifactStore,
+    S,
     Served,
     ServedFile,
     artifact_name,
@@ -123,7 +124,7 @@ class LocalArtifactStore(ArtifactStore):
     def commit_uploads(self, job_id: str) -> None:
         """Nothing to do: every node of this store sees the folder already."""
 
-    def localize(self, settings: Settings, job_id: str) -> Settings:
+    def localize(self, settings: S, job_id: str) -> S:
         """The settings with upload paths in the job's upload folder."""
         return uploads_in(settings, self.upload_dir(job_id))
 

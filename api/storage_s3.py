@@ -32,6 +32,7 @@ from api.storage import (
     MEDIA_TYPES,
     OUTPUT_KEYS,
     ArtifactStore,
+    S,
     Served,
     ServedRedirect,
     ServedStream,
@@ -279,7 +280,7 @@ class S3ArtifactStore(ArtifactStore):
             detail = f"cannot store the uploaded images in {self.describe()}: {one_line(exc)}"
             raise StorageError(detail) from exc
 
-    def localize(self, settings: Settings, job_id: str) -> Settings:
+    def localize(self, settings: S, job_id: str) -> S:
         """Download the job's uploads into this node's upload folder; paths point there."""
         folder = self.upload_dir(job_id)
         try:

@@ -30,7 +30,7 @@ from api.jobs.store import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 from api.metrics import Metrics
 from api.runner import failure_message, run_engine
 from api.storage import ArtifactStore
-from engine import ModelCache, ResolvedSettings, Settings, Step
+from engine import ModelCache, ResolvedSettings, Step
 from engine.errors import Cancelled, SettingsError, one_line
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class JobRunner:
             # Resolved when it was submitted: the run uses them as they are (checked against
             # this worker's limits), on this worker's device.
             values = {**job.settings, "device": self.config.device}
-            settings: Settings = ResolvedSettings.create(**values)
+            settings = ResolvedSettings.create(**values)
             settings = self.artifacts.localize(settings, job.id)  # its uploads, on this node
             result = run_engine(
                 settings,
