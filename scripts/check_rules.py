@@ -252,9 +252,11 @@ class _StyleNames(ast.NodeVisitor):
     def _styles(self, nodes: list[ast.expr]) -> list[ast.Constant]:
         return [n for n in nodes if isinstance(n, ast.Constant) and n.value in self.vocabulary]
 
-    def _hit(self, node: ast.Constant, how: str) -> None:
-        drawer = self.vocabulary[str(node.value)]
-        self.found.append((node.lineno, f"{how} the style name {node.value!r} ({drawer})"))
+    def _flag(self, nodes: list[ast.expr], how: str) -> None:
+        """Report each style name among `nodes`, saying `how` it is used."""
+        for node in self._styles(nodes):
+            drawer = self.vocabulary[str(node.value)]
+            self.found.append((node.lineno, f"{how} the style name {node.value!r} ({drawer})"))
 
     def visit_Compare(self, node: ast.Compare) -> None:
         for operand in [node.left, *node.comparators]:
@@ -263,23 +265,19 @@ class _StyleNames(ast.NodeVisitor):
                 elements = operand.elts
             else:
                 elements = [operand]
-            for constant in self._styles(elements):
-                self._hit(constant, "compares with")
+            self._flag(elements, "compares with")
         self.generic_visit(node)
 
     def visit_MatchValue(self, node: ast.MatchValue) -> None:
-        for constant in self._styles([node.value]):
-            self._hit(constant, "matches")
+        self._flag([node.value], "matches")
         self.generic_visit(node)
 
     def visit_Dict(self, node: ast.Dict) -> None:
-        for constant in self._styles([k for k in node.keys if k is not None]):
-            self._hit(constant, "uses as a key")
+        self._flag([k for k in node.keys if k is not None], "uses as a key")
         self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
-        for constant in self._styles([node.slice]):
-            self._hit(constant, "subscripts with")
+        self._flag([node.slice], "subscripts with")
         self.generic_visit(node)
 
     def _collection(self, node: ast.Tuple | ast.List | ast.Set) -> None:
