@@ -28,7 +28,7 @@ def _settings_options() -> list[click.Option]:
     for name, info in Settings.model_fields.items():
         if name in _NO_FLAG:
             continue
-        flag = "--" + _FLAG_NAMES.get(name, name.replace("_", "-"))
+        flag = _flag(name)
         help_text = _help_text(name, info.description or "")
         if name in _MULTIPLE:
             options.append(
@@ -51,6 +51,11 @@ def _settings_options() -> list[click.Option]:
                 )
             )  # fmt: skip
     return options
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of a Settings field."""
+    return "--" + _FLAG_NAMES.get(name, name.replace("_", "-"))
 
 
 # Metavars of the fields whose type alone says too little.
@@ -125,21 +130,43 @@ def _run_generate(ctx: click.Context, prompt: str | None, out: str, **params: An
     """Generate an image from a prompt (writes PNG, plus SVG for painting and MP4 with --video)."""
     from engine import Settings, SettingsError, resolve
 
+    resume = params.pop("resume")
+    if resume:
+        from api.cli_resume import default_output, load_resume
+
+        given = {name: value for name, value in params.items() if _given(ctx, name, value)}
+        flags = {name: _flag(name) for name in given} | {"from_png": "--from"}
+        state, settings = load_resume(resume, prompt, given, flags)
+        out_given = ctx.get_parameter_source("out") == click.core.ParameterSource.COMMANDLINE
+        out_path = Path(out) if out_given else default_output(Path(resume))
+        _generate_with_progress(settings, out_path, state, Path(resume))
+        return
     values = _collect(ctx, prompt, params)
     try:
         settings = resolve(Settings.create(**values))
     except SettingsError as exc:
         fail(str(exc))
-    out_path = Path(out)
-    _generate_with_progress(settings, out_path)
+    _generate_with_progress(settings, Path(out))
 
 
-def _generate_with_progress(settings: Any, out_path: Path) -> None:
-    """Run the loop with a progress bar, then write the outputs and print where they are."""
+def _given(ctx: click.Context, name: str, value: Any) -> bool:
+    """Whether an option was given on the command line (with a value)."""
+    source = ctx.get_parameter_source(name)
+    return source == click.core.ParameterSource.COMMANDLINE and value not in (None, ())
+
+
+def _generate_with_progress(
+    settings: Any, out_path: Path, state: Any = None, state_file: Path | None = None
+) -> None:
+    """Run the loop with a progress bar, then write the outputs and print where they are.
+
+    Ctrl-C stops it between two iterations and saves the run beside the output (`state`, read
+    from `state_file`, continues such a run)."""
     from tqdm import tqdm
 
+    from api.cli_resume import StopOnSignal, finish_resumed, save_stopped
     from api.cli_run import fetch_weights, load_models
-    from engine import SettingsError, generate, pick_device
+    from engine import Cancelled, SettingsError, generate, pick_device
     from engine.errors import one_line
 
     device = pick_device(settings.device)
@@ -150,7 +177,10 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
     fetch_weights(settings)  # every missing file at once, before the bar
     models = load_models(settings, device)
     video = out_path.with_suffix(".mp4") if settings.make_video else None
-    bar = tqdm(total=settings.iterations, unit="it", dynamic_ncols=True, file=sys.stderr)
+    first = state.iteration if state is not None else 0
+    bar = tqdm(
+        total=settings.iterations, initial=first, unit="it", dynamic_ncols=True, file=sys.stderr
+    )
     stamps: list[float] = []
 
     shown = [0.0]
@@ -162,13 +192,24 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
             bar.set_postfix(loss=f"{step.loss:.3f}", refresh=False)
         bar.update(1)
         stamps.append(time.perf_counter())
-        # The first iterations pay for warm-up: estimate from iterations 2 to 5.
-        if device.type == "cpu" and step.iteration == 5 < step.total:
-            left = (stamps[4] - stamps[1]) / 3 * (step.total - 5)
+        # The first iterations pay for warm-up: estimate from this process's 2nd to 5th.
+        if device.type == "cpu" and len(stamps) == 5 and step.iteration < step.total:
+            left = (stamps[4] - stamps[1]) / 3 * (step.total - step.iteration)
             bar.write(f"estimated time left on CPU: about {left:.0f} s", file=sys.stderr)
 
     try:
-        result = generate(settings, on_step=on_step, video_path=video, models=models)
+        with StopOnSignal() as stop:
+            result = generate(
+                settings,
+                on_step=on_step,
+                should_stop=stop.event.is_set,
+                video_path=video,
+                models=models,
+                resume=state,
+            )
+    except Cancelled as exc:
+        bar.close()
+        save_stopped(exc, out_path)
     except (SettingsError, ValueError) as exc:
         bar.close()
         fail(str(exc))
@@ -183,6 +224,8 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
         _write_outputs(result, out_path)
     except OSError as exc:
         fail(f"cannot write {out_path}: {exc.strerror or exc}", code=1)
+    if state_file is not None:
+        finish_resumed(state_file)
 
 
 def _write_outputs(result: Any, out_path: Path) -> None:
@@ -208,6 +251,9 @@ def _generate_command() -> click.Command:
                      help="Output PNG (the SVG and MP4 go beside it)."),
         click.Option(["--from", "from_png"], default=None, metavar="PNG",
                      help="Reproduce the image whose PNG metadata holds its settings."),
+        click.Option(["--resume", "resume"], default=None, metavar="STATE",
+                     help="Continue a run stopped with Ctrl-C from the state it saved "
+                          "(NAME.resume.safetensors beside its output)."),
         *_settings_options(),
     ]  # fmt: skip
     return click.Command(

@@ -12,12 +12,21 @@ and from `engine.errors` only (`scripts.check_rules` holds it to that). What it 
   `publish`);
 - models and weights: the catalog (`known_clip_models`, `VQGAN_MODELS`, `list_models`,
   `bundled_models`, `model_files`) and the cache (`cache_dir`, `ensure_file`);
-- presets: `QUALITY`, `ASPECT`, `base_size`.
+- presets: `QUALITY`, `ASPECT`, `base_size`;
+- resuming: `RunState` (a stopped run), `encode_state` / `decode_state`, `write_state` /
+  `read_state`, `state_path` (where the CLI keeps one), `run_identity`, `Checkpoint`.
 """
 
 from engine.catalog import VQGAN_MODELS, bundled_models, known_clip_models, list_models, model_files
 from engine.drawers import drawer_class, list_drawers, normalise_style
-from engine.errors import Cancelled, CheckpointError, EngineError, SettingsError, WeightsError
+from engine.errors import (
+    Cancelled,
+    CheckpointError,
+    EngineError,
+    SettingsError,
+    StateError,
+    WeightsError,
+)
 from engine.files import atomic_write, atomic_write_bytes, publish
 from engine.generate import Result, Step, generate, pick_device
 from engine.models import ModelCache
@@ -25,6 +34,17 @@ from engine.output import output_filename, read_png_settings, save_outputs
 from engine.prepare import load_models, missing_weights
 from engine.presets import ASPECT, QUALITY, base_size
 from engine.resolve import ResolvedSettings, resolve
+from engine.runstate import (
+    STATE_SUFFIX,
+    Checkpoint,
+    RunState,
+    decode_state,
+    encode_state,
+    read_state,
+    run_identity,
+    state_path,
+    write_state,
+)
 from engine.settings import MAX_VARIATIONS, Limits, Settings, choices, picture_seed, solo
 from engine.version import __version__
 from engine.weights import cache_dir, ensure_file
@@ -33,16 +53,20 @@ __all__ = [
     "ASPECT",
     "MAX_VARIATIONS",
     "QUALITY",
+    "STATE_SUFFIX",
     "VQGAN_MODELS",
     "Cancelled",
+    "Checkpoint",
     "CheckpointError",
     "EngineError",
     "Limits",
     "ModelCache",
     "ResolvedSettings",
     "Result",
+    "RunState",
     "Settings",
     "SettingsError",
+    "StateError",
     "Step",
     "WeightsError",
     "__version__",
@@ -52,7 +76,9 @@ __all__ = [
     "bundled_models",
     "cache_dir",
     "choices",
+    "decode_state",
     "drawer_class",
+    "encode_state",
     "ensure_file",
     "generate",
     "known_clip_models",
@@ -67,7 +93,11 @@ __all__ = [
     "picture_seed",
     "publish",
     "read_png_settings",
+    "read_state",
     "resolve",
+    "run_identity",
     "save_outputs",
     "solo",
+    "state_path",
+    "write_state",
 ]

@@ -4,7 +4,9 @@
 - `WeightsError`: a weights file is missing or could not be fetched (one line, says what to do).
 - `CheckpointError`: a config or checkpoint that cannot be used (wrong format, keys, or a file
   that would run code).
-- `Cancelled`: the caller's `should_stop()` returned True.
+- `Cancelled`: the caller's `should_stop()` returned True; it carries the run's state.
+- `StateError`: a saved run state that cannot continue this run (damaged, foreign, another
+  run's, another version's); the message is one line.
 
 Each also derives from the builtin it replaced (ValueError, RuntimeError), so older callers that
 catch those keep working. `one_line(exc)` is how the engine and the service quote any exception
@@ -12,6 +14,9 @@ in a message: drivers' and libraries' messages run over many lines.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 
 def one_line(exc: BaseException, limit: int | None = None, *, typed: bool = True) -> str:
@@ -45,4 +50,16 @@ class CheckpointError(EngineError, ValueError):
 
 
 class Cancelled(EngineError):
-    """Raised inside `generate` when `should_stop()` returned True."""
+    """Raised inside `generate` when `should_stop()` returned True.
+
+    `state()`, when not None, captures the run as it stopped (an `engine.runstate.RunState`,
+    between two iterations), so the caller can save it and continue later.
+    """
+
+    def __init__(self, message: str, state: Callable[[], Any] | None = None):
+        super().__init__(message)
+        self.state = state
+
+
+class StateError(EngineError, ValueError):
+    """A saved run state that cannot continue the run; the message says why, in one line."""

@@ -25,12 +25,21 @@ from PIL import Image
 
 from engine.cutouts import Cutouts
 from engine.drawers import DrawerContext, create_drawer, drawer_class
-from engine.errors import Cancelled
+from engine.errors import Cancelled, StateError
 from engine.images import fit_cover, open_rgb
 from engine.models import ModelCache
 from engine.perceptor import ClipModel, Targets, build_targets
 from engine.prompts import parse_prompts
 from engine.resolve import ResolvedSettings, as_resolved
+from engine.runstate import (
+    Checkpoint,
+    RunState,
+    capture,
+    check_identity,
+    frames_before,
+    open_frame,
+    restore,
+)
 from engine.settings import Limits, Settings, picture_seed, solo
 
 log = logging.getLogger(__name__)
@@ -74,6 +83,7 @@ class Result:
     images: list[Image.Image] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     svgs: list[str | None] = field(default_factory=list)
+    resumed_from: int = 0  # the iteration this run continued at (0: it started afresh)
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -181,15 +191,24 @@ def generate(
     models: ModelCache | None = None,
     limits: Limits | None = None,
     video_path: str | Path | None = None,
+    resume: RunState | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> Result:
     """Optimise the style's drawer until CLIP finds the prompts in the image (VQGAN+CLIP loop).
 
     `settings` are resolved here unless they are `ResolvedSettings` already (the CLI and the
     service resolve once, when the request comes in); either way they are checked against
     `limits` (default `Limits()`).
+
+    A stopped run continues: the `Cancelled` that `should_stop()` causes carries the run's
+    state (`Cancelled.state()`), `checkpoint` (if given) is offered it before an iteration
+    whenever `checkpoint.due(iteration)`, and `resume=state` continues from it, to the bytes
+    the uninterrupted run gives on the CPU. A state of another run is a `StateError`.
     """
     start = time.perf_counter()
     s = as_resolved(settings, limits)
+    if resume is not None:
+        check_identity(resume, s)  # before any model is loaded
     device = pick_device(s.device)
     models = models or ModelCache()
     seeds = [picture_seed(s.seed, k) for k in range(1, s.variations + 1)]
@@ -202,8 +221,10 @@ def generate(
             create_drawer(s.style, DrawerContext(solo(s, seed), device, g, init, models))
             for seed, g in zip(seeds, gens, strict=True)
         ]
-        objective = _Objective(s, clips, init)
-        losses = _optimise(s, drawers, objective, gens, on_step, should_stop, recorder)
+        loop = _Loop(s, drawers, _Objective(s, clips, init), gens, recorder, device)
+        if resume is not None:
+            loop.restore(resume)
+        losses = loop.run(on_step, should_stop, checkpoint)
         with torch.no_grad():
             finals = [drawer.render() for drawer in drawers]
         if recorder is not None:
@@ -224,6 +245,7 @@ def generate(
         images=images,
         seeds=seeds,
         svgs=svgs,
+        resumed_from=loop.first,
     )
 
 
@@ -239,48 +261,86 @@ def _start_video(s: ResolvedSettings, video_path: str | Path | None) -> Any:
     return VideoRecorder(Path(video_path), s.size, plan, pixelated=pixelated)
 
 
-def _optimise(
-    s: ResolvedSettings,
-    drawers: list[Any],
-    objective: _Objective,
-    gens: list[torch.Generator],
-    on_step: Callable[[Step], None] | None,
-    should_stop: Callable[[], bool] | None,
-    recorder: Any,
-) -> list[float]:
+class _Loop:
     """The loop: render -> cutouts -> CLIP -> loss -> Adam step -> clamp -> progress.
 
     The losses go into a device tensor: nothing in the loop waits for the device unless a
     progress reader asks for `Step.loss` or `Step.image()`. The video (if any) follows the
     first picture.
     """
-    opt = torch.optim.Adam([group for drawer in drawers for group in drawer.parameters()])
-    history: torch.Tensor | None = None  # (iterations, N), on the device
-    start = time.perf_counter()
-    for i in range(s.iterations):
-        if should_stop is not None and should_stop():
-            raise Cancelled(f"cancelled at iteration {i} of {s.iterations}")
-        opt.zero_grad(set_to_none=True)
-        images = [drawer.render() for drawer in drawers]  # N x (1, 3, H, W)
-        if recorder is not None:
-            recorder.maybe_add(i, images[0].detach)
-        losses = objective(images, gens)  # (N,)
+
+    def __init__(
+        self,
+        s: ResolvedSettings,
+        drawers: list[Any],
+        objective: _Objective,
+        gens: list[torch.Generator],
+        recorder: Any,
+        device: torch.device,
+    ):
+        self.s, self.drawers, self.objective, self.gens = s, drawers, objective, gens
+        self.recorder = recorder
+        self.opt = torch.optim.Adam([group for drawer in drawers for group in drawer.parameters()])
+        self.history = torch.empty((s.iterations, len(drawers)), device=device)  # on the device
+        self.first = 0  # the iteration this run starts at (> 0 when it resumes)
+
+    def restore(self, state: RunState) -> None:
+        """Continue from `state`: parameters, optimiser, generators, losses and video frames."""
+        restore(state, self.drawers, self.opt, self.gens, self.history)
+        if self.recorder is not None:
+            expected = frames_before(state.iteration, self.recorder.plan.every)
+            if len(state.frames) != expected:
+                raise StateError(
+                    f"the state has {len(state.frames)} video frames; iteration "
+                    f"{state.iteration} needs {expected}"
+                )
+            size = self.s.size
+            self.recorder.replay([open_frame(f, size, k) for k, f in enumerate(state.frames)])
+        self.first = state.iteration
+
+    def snapshot(self, iteration: int) -> RunState:
+        """The run's state before `iteration` (between two iterations only)."""
+        frames = self.recorder.captured if self.recorder is not None else []
+        return capture(iteration, self.s, self.drawers, self.opt, self.gens, self.history, frames)
+
+    def run(
+        self,
+        on_step: Callable[[Step], None] | None,
+        should_stop: Callable[[], bool] | None,
+        checkpoint: Checkpoint | None,
+    ) -> list[float]:
+        """Iterations `first` .. the last; returns every iteration's mean loss."""
+        s, start = self.s, time.perf_counter()
+        for i in range(self.first, s.iterations):
+            if checkpoint is not None and i > self.first and checkpoint.due(i):
+                checkpoint.save(self.snapshot(i))
+            if should_stop is not None and should_stop():
+                raise Cancelled(
+                    f"cancelled at iteration {i} of {s.iterations}", partial(self.snapshot, i)
+                )
+            images = self._step(i)
+            if on_step is not None:
+                elapsed = time.perf_counter() - start
+                loss = partial(_mean_loss, self.history, i)
+                picture = (
+                    partial(to_pil, images[0]) if len(images) == 1 else partial(_sheet_now, images)
+                )
+                on_step(Step(i + 1, s.iterations, loss, elapsed, picture))
+        return [float(v) for v in self.history.mean(dim=1).tolist()]  # one read, at the end
+
+    def _step(self, i: int) -> list[torch.Tensor]:
+        """One iteration; returns the pictures it rendered (before its step)."""
+        self.opt.zero_grad(set_to_none=True)
+        images = [drawer.render() for drawer in self.drawers]  # N x (1, 3, H, W)
+        if self.recorder is not None:
+            self.recorder.maybe_add(i, images[0].detach)
+        losses = self.objective(images, self.gens)  # (N,)
         losses.sum().backward()
-        opt.step()
-        for drawer in drawers:
+        self.opt.step()
+        for drawer in self.drawers:
             drawer.clamp_()
-        if history is None:
-            history = losses.new_empty((s.iterations, len(drawers)))
-        history[i] = losses.detach()
-        if on_step is not None:
-            elapsed = time.perf_counter() - start
-            loss = partial(_mean_loss, history, i)
-            picture = (
-                partial(to_pil, images[0]) if len(images) == 1 else partial(_sheet_now, images)
-            )
-            on_step(Step(i + 1, s.iterations, loss, elapsed, picture))
-    assert history is not None, "iterations >= 1"
-    return [float(v) for v in history.mean(dim=1).tolist()]  # one read, at the end
+        self.history[i] = losses.detach()
+        return images
 
 
 def _mean_loss(history: torch.Tensor, i: int) -> float:

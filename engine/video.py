@@ -15,6 +15,7 @@ nothing behind.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Callable
@@ -167,6 +168,13 @@ def upscale(image: Image.Image, pixelated: bool, min_long_side: int = MIN_LONG_S
     return arr
 
 
+def _png_bytes(image: Image.Image) -> bytes:
+    """A frame kept for the run's state: PNG, quick to write (compress level 1)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 class VideoRecorder:
     """Streams frames into an H.264 MP4 (yuv420p, BT.709, +faststart) as they come."""
 
@@ -187,6 +195,9 @@ class VideoRecorder:
         self.min_long_side = min_long_side
         self.frame_size = video_size(self.size, pixelated, min_long_side)[1]  # (W, H), even
         self.frames_written = 0
+        # Each captured image as PNG bytes at the picture's own size: a run's state carries
+        # them, so a resumed run's video has every frame from the start (`replay`).
+        self.captured: list[bytes] = []
         self._last: np.ndarray | None = None  # (H, W, 3): the one frame kept, for the hold
         self._tmp = part_path(self.path)
         self._container: Any = None
@@ -238,8 +249,14 @@ class VideoRecorder:
         if pil.size != self.size:
             raise ValueError(f"frame is {pil.size[0]}x{pil.size[1]}, the video expects "
                              f"{self.size[0]}x{self.size[1]}")  # fmt: skip
+        self.captured.append(_png_bytes(pil))
         self._last = upscale(pil, self.pixelated, self.min_long_side)
         self._encode(self._last)
+
+    def replay(self, frames: list[Image.Image]) -> None:
+        """Encode the frames a stopped run had captured, in order (resuming it)."""
+        for image in frames:
+            self.add(image)
 
     def _encode(self, arr: np.ndarray) -> None:
         """Send one (H, W, 3) uint8 frame to the encoder; mux what comes out."""
