@@ -181,21 +181,7 @@ def _generate_with_progress(
     bar = tqdm(
         total=settings.iterations, initial=first, unit="it", dynamic_ncols=True, file=sys.stderr
     )
-    stamps: list[float] = []
-
-    shown = [0.0]
-
-    def on_step(step: Any) -> None:
-        now = time.perf_counter()
-        if now - shown[0] >= LOSS_SHOW_SECONDS or step.iteration == step.total:
-            shown[0] = now  # reading the loss waits for the GPU: twice a second at most
-            bar.set_postfix(loss=f"{step.loss:.3f}", refresh=False)
-        bar.update(1)
-        stamps.append(time.perf_counter())
-        # The first iterations pay for warm-up: estimate from this process's 2nd to 5th.
-        if device.type == "cpu" and len(stamps) == 5 and step.iteration < step.total:
-            left = (stamps[4] - stamps[1]) / 3 * (step.total - step.iteration)
-            bar.write(f"estimated time left on CPU: about {left:.0f} s", file=sys.stderr)
+    on_step = _progress(bar, device)
 
     try:
         with StopOnSignal() as stop:
@@ -226,6 +212,26 @@ def _generate_with_progress(
         fail(f"cannot write {out_path}: {exc.strerror or exc}", code=1)
     if state_file is not None:
         finish_resumed(state_file)
+
+
+def _progress(bar: Any, device: Any) -> Any:
+    """`on_step` for the bar: the loss twice a second at most, an estimate on the CPU."""
+    stamps: list[float] = []
+    shown = [0.0]
+
+    def on_step(step: Any) -> None:
+        now = time.perf_counter()
+        if now - shown[0] >= LOSS_SHOW_SECONDS or step.iteration == step.total:
+            shown[0] = now  # reading the loss waits for the GPU: twice a second at most
+            bar.set_postfix(loss=f"{step.loss:.3f}", refresh=False)
+        bar.update(1)
+        stamps.append(time.perf_counter())
+        # The first iterations pay for warm-up: estimate from this process's 2nd to 5th.
+        if device.type == "cpu" and len(stamps) == 5 and step.iteration < step.total:
+            left = (stamps[4] - stamps[1]) / 3 * (step.total - step.iteration)
+            bar.write(f"estimated time left on CPU: about {left:.0f} s", file=sys.stderr)
+
+    return on_step
 
 
 def _write_outputs(result: Any, out_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 - `read_checkpoint`: a VQGAN training checkpoint (torch zip or legacy pickle, often a Lightning
   one) or safetensors; foreign objects in it (callbacks, configs) become inert `Placeholder`s.
+- `tensors_from_bytes` / `tensors_to_bytes`: a run's state (`engine.runstate`), safetensors in
+  memory.
 - `read_state_dict`: CLIP weights from safetensors, a torch state dict or one of OpenAI's
   TorchScript archives (ViT-B-32.pt, ...), whose tensors are read from the archive's pickle
   with the same unpickler; its code/ folder, which `torch.jit.load` compiles and runs
@@ -220,6 +222,25 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except SafetensorError as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def tensors_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file held in memory (a run's state): raw bytes behind a JSON
+    header, nothing that runs; `CheckpointError` when it is not a readable safetensors file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except SafetensorError as exc:
+        raise CheckpointError(f"not a readable safetensors file ({exc})") from None
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file's bytes holding `tensors` (contiguous, CPU) and text `metadata`."""
+    from safetensors.torch import save
+
+    return bytes(save(tensors, metadata=metadata))
 
 
 def _torch_load(path: Path, strict: bool) -> Any:

@@ -197,22 +197,20 @@ def generate(
     """Optimise the style's drawer until CLIP finds the prompts in the image (VQGAN+CLIP loop).
 
     `settings` are resolved here unless they are `ResolvedSettings` already (the CLI and the
-    service resolve once, when the request comes in); either way they are checked against
-    `limits` (default `Limits()`).
+    service resolve once); either way they are checked against `limits` (default `Limits()`).
 
     A stopped run continues: the `Cancelled` that `should_stop()` causes carries the run's
-    state (`Cancelled.state()`), `checkpoint` (if given) is offered it before an iteration
-    whenever `checkpoint.due(iteration)`, and `resume=state` continues from it, to the bytes
-    the uninterrupted run gives on the CPU. A state of another run is a `StateError`.
+    state, `checkpoint` is offered it whenever due, and `resume=state` continues from it to the
+    bytes of the uninterrupted run on the CPU (another run's state: `StateError`).
     """
     start = time.perf_counter()
     s = as_resolved(settings, limits)
-    if resume is not None:
-        check_identity(resume, s)  # before any model is loaded
+    if resume is not None:  # checked before any model is loaded
+        check_identity(resume, s)
     device = pick_device(s.device)
     models = models or ModelCache()
     seeds = [picture_seed(s.seed, k) for k in range(1, s.variations + 1)]
-    gens = [torch.Generator().manual_seed(seed) for seed in seeds]
+    gens = [torch.Generator().manual_seed(seed) for seed in seeds]  # one per picture
     init = load_image_tensor(s.init_image, s.size, device) if s.init_image else None
     recorder = _start_video(s, video_path)
     try:
@@ -222,8 +220,7 @@ def generate(
             for seed, g in zip(seeds, gens, strict=True)
         ]
         loop = _Loop(s, drawers, _Objective(s, clips, init), gens, recorder, device)
-        if resume is not None:
-            loop.restore(resume)
+        loop.restore(resume)
         losses = loop.run(on_step, should_stop, checkpoint)
         with torch.no_grad():
             finals = [drawer.render() for drawer in drawers]
@@ -233,8 +230,7 @@ def generate(
         if recorder is not None:
             recorder.abort()
         raise
-    images = [to_pil(final) for final in finals]
-    svgs = [drawer.to_svg() for drawer in drawers]
+    images, svgs = [to_pil(final) for final in finals], [drawer.to_svg() for drawer in drawers]
     return Result(
         image=contact_sheet(images),
         settings=s,
@@ -284,8 +280,11 @@ class _Loop:
         self.history = torch.empty((s.iterations, len(drawers)), device=device)  # on the device
         self.first = 0  # the iteration this run starts at (> 0 when it resumes)
 
-    def restore(self, state: RunState) -> None:
-        """Continue from `state`: parameters, optimiser, generators, losses and video frames."""
+    def restore(self, state: RunState | None) -> None:
+        """Continue from `state` (None: start afresh): parameters, optimiser, generators,
+        losses and video frames."""
+        if state is None:
+            return
         restore(state, self.drawers, self.opt, self.gens, self.history)
         if self.recorder is not None:
             expected = frames_before(state.iteration, self.recorder.plan.every)

@@ -5,9 +5,9 @@ picture's drawer parameters, the optimiser's state, every picture's random gener
 history, the video's frames so far (so the finished MP4 has every frame from the start), the
 run's resolved settings and what identifies the run (`run_identity`).
 
-It is one safetensors file, so reading it runs no code (the checkpoint policy of
-`engine.checkpoints`): an 8-byte header length, a JSON header, raw tensor bytes. The tensors (on
-the CPU, in the run's dtypes):
+It is one safetensors file, read and written through `engine.checkpoints` (the one policy for
+files with tensors), so reading it runs no code: an 8-byte header length, a JSON header, raw
+tensor bytes. The tensors (on the CPU, in the run's dtypes):
 
     drawer.{p}.{k}      parameter k of picture p, in `Drawer.parameters()` order
     optim.{j}.{name}    the optimiser's state of parameter j (all pictures' parameters in order)
@@ -37,7 +37,8 @@ import torch
 from PIL import Image
 
 from engine import catalog
-from engine.errors import StateError, one_line
+from engine.checkpoints import tensors_from_bytes, tensors_to_bytes
+from engine.errors import CheckpointError, StateError, one_line
 from engine.files import atomic_write_bytes
 from engine.prepare import run_vqgan
 from engine.settings import ResolvedSettings
@@ -255,8 +256,6 @@ def open_frame(data: bytes, size: tuple[int, int], index: int) -> Image.Image:
 # -- the file ---------------------------------------------------------------------------------
 def encode_state(state: RunState) -> bytes:
     """The state as one safetensors file's bytes."""
-    from safetensors.torch import save
-
     tensors = dict(state.tensors)
     for k, frame in enumerate(state.frames):
         tensors[f"frame.{k}"] = torch.frombuffer(bytearray(frame), dtype=torch.uint8)
@@ -270,19 +269,17 @@ def encode_state(state: RunState) -> bytes:
         "settings": state.settings,
         "identity": state.identity,
     }
-    return bytes(save(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)}))
+    return tensors_to_bytes(tensors, {_META_KEY: json.dumps(meta, sort_keys=True)})
 
 
 def decode_state(data: bytes, source: str = "the state") -> RunState:
     """A state from a file's bytes; `StateError` naming `source` for anything but a
     text2art run state of this format version."""
     meta = _read_meta(data, source)
-    from safetensors.torch import load
-
     try:
-        tensors = load(data)
-    except Exception as exc:  # safetensors raises its own error type for a damaged file
-        raise StateError(f"{source} is damaged: {one_line(exc, 200)}") from None
+        tensors = tensors_from_bytes(data)
+    except CheckpointError as exc:
+        raise StateError(f"{source} is damaged: {one_line(exc, 200, typed=False)}") from None
     unknown = sorted(name for name in tensors if not _NAME.fullmatch(name))
     if unknown:
         raise StateError(f"{source} holds tensors a run state does not have: {unknown[:3]}")
