@@ -204,6 +204,13 @@ class JobsConfig(BaseSettings):
         gt=0,
         description="A running job with no heartbeat for this long has a dead worker.",
     )
+    checkpoint_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="A worker saves the state of the job it runs to the artifact store this "
+        "often (and when it stops), so a job whose worker dies continues from there on any "
+        "worker (0: never; such a job starts again from iteration 0).",
+    )
     max_requeues: int = Field(
         1, ge=0, le=10, description="Times a job whose worker died is queued again before failing."
     )

@@ -131,6 +131,14 @@ class Metrics:
         self._infra = Counter(
             "text2art_infra_errors", "Failed calls to a service.", ["service"], registry=reg
         )
+        self._resumed = Counter(
+            "text2art_jobs_resumed", "Jobs continued from a saved run state.", registry=reg
+        )
+        self._saved = Counter(
+            "text2art_resume_iterations_saved",
+            "Iterations that resumed jobs did not run again.",
+            registry=reg,
+        )
         self._run = Histogram(
             "text2art_job_run_seconds", "Run time of a job.", buckets=RUN_BUCKETS, registry=reg
         )
@@ -166,6 +174,11 @@ class Metrics:
     def requeued(self, reason: str) -> None:
         """A job went back on the queue: "dead_worker", "shutdown" or "reconcile"."""
         self._requeued.labels(_check(reason, REQUEUE_REASONS, "reason")).inc()
+
+    def resumed(self, iteration: int) -> None:
+        """A job continued from its saved state at `iteration` (that many were not re-run)."""
+        self._resumed.inc()
+        self._saved.inc(iteration)
 
     def infra_error(self, service: str) -> None:
         """A call to "database" or "queue" failed."""

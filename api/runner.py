@@ -2,8 +2,9 @@
 
 `POST /generate`, the jobs worker and the start-up warm-up all call `run_engine`. What it raises:
 
-- `engine.errors.Cancelled` (the cancel event was set, while waiting or running) and
-  `engine.errors.SettingsError` (bad input, a 422) pass through unchanged;
+- `engine.errors.Cancelled` (the cancel event was set, while waiting or running; it carries the
+  run's state), `engine.errors.SettingsError` (bad input, a 422) and `engine.errors.StateError`
+  (a saved state that does not fit the run: the worker starts afresh) pass through unchanged;
 - everything else becomes `RunFailed` with a code: `out_of_memory` (GPU memory is freed so the
   next run has room), `weights_missing`, `checkpoint_invalid`, `storage_error` (a
   `StorageError` from a step's callback, with its message), else `engine_error`.
@@ -16,13 +17,21 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from api.errors import RunFailed, StorageError
 from api.gpu import GpuLock
-from engine import Limits, ModelCache, Result, Settings, Step, generate
-from engine.errors import Cancelled, CheckpointError, SettingsError, WeightsError, one_line
+from engine import Checkpoint, Limits, ModelCache, Result, RunState, Settings, Step, generate
+from engine.errors import (
+    Cancelled,
+    CheckpointError,
+    SettingsError,
+    StateError,
+    WeightsError,
+    one_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +48,21 @@ def run_engine(
     bounded: bool = True,
     on_step: Callable[[Step], None] | None = None,
     video_path: Path | None = None,
+    resume: RunState | None = None,
+    checkpoint: Checkpoint | None = None,
     engine: EngineFn | None = None,
 ) -> Result:
     """Run `engine` (default `engine.generate`) in `gpu.slot(cancel, bounded=...)`; blocking.
 
     Raises `GpuBusy` when a bounded caller finds the queue full, `Cancelled`, `SettingsError`,
-    or `RunFailed` for any other failure of the run.
+    `StateError`, or `RunFailed` for any other failure of the run. `resume` and `checkpoint`
+    go to the engine only when given (a caller's engine need not know them).
     """
     cancel = cancel or threading.Event()
     run = engine or generate  # looked up per call, so a test may replace `generate`
+    extra: dict[str, Any] = {"resume": resume} if resume is not None else {}
+    if checkpoint is not None:
+        extra["checkpoint"] = checkpoint
     with gpu.slot(cancel, bounded=bounded):
         try:
             return run(
@@ -57,8 +72,9 @@ def run_engine(
                 models=models,
                 limits=limits,
                 video_path=video_path,
+                **extra,
             )
-        except (Cancelled, SettingsError):
+        except (Cancelled, SettingsError, StateError):
             raise
         except Exception as exc:
             log.exception("generation failed")

@@ -6,6 +6,7 @@ under the store's directory, or an S3 key under the bucket's prefix):
     {id}.png | {id}.svg | {id}.mp4     the kept results, served at GET /outputs/{id}.{ext}
     {id}-{k}.png | {id}-{k}.svg        picture k of a job with variations ({id}.png: their sheet)
     previews/{id}.png                  the latest preview of a running job
+    states/{id}.safetensors            the saved state of an unfinished job (`engine.RunState`)
     uploads/{id}/{file}                the images uploaded with the job
     .text2art/{marker}                 the service's own small files (start-up checks)
 
@@ -50,7 +51,7 @@ OUTPUT_KEYS = EXTENSIONS + tuple(
 OUTPUTS_PATH = "/outputs"  # GET {OUTPUTS_PATH}/{a result's name} serves it
 _NAME = re.compile(rf"[0-9a-f]{{32}}(-[1-{MAX_VARIATIONS}])?")
 
-ArtifactKind = Literal["result", "preview", "uploads", "marker"]
+ArtifactKind = Literal["result", "preview", "state", "uploads", "marker"]
 S = TypeVar("S", bound=Settings)  # settings keep their kind (resolved ones stay resolved)
 
 
@@ -71,6 +72,7 @@ def artifact_name(kind: ArtifactKind, owner: str, item: str = "") -> str:
     - ('result', stem, key): `engine.output_filename`, 'png' -> `{stem}.png`, '2.png' ->
       `{stem}-2.png` (so a served name and extension, ('{id}-2', 'png'), name the same file);
     - ('preview', id): `previews/{id}.png`;
+    - ('state', id): `states/{id}.safetensors`, the state a stopped run of the job continues from;
     - ('uploads', id) the job's upload folder `uploads/{id}`; ('uploads', id, file) one upload;
     - ('marker', name): `.text2art/{name}`.
     """
@@ -78,11 +80,15 @@ def artifact_name(kind: ArtifactKind, owner: str, item: str = "") -> str:
         return output_filename(owner, item)
     if kind == "preview":
         return f"previews/{owner}.png"
+    if kind == "state":
+        return f"states/{owner}.safetensors"
     if kind == "uploads":
         return f"uploads/{owner}/{item}" if item else f"uploads/{owner}"
     if kind == "marker":
         return f".text2art/{owner}"
-    raise ValueError(f"unknown artifact kind {kind!r}; choose result, preview, uploads or marker")
+    raise ValueError(
+        f"unknown artifact kind {kind!r}; choose result, preview, state, uploads or marker"
+    )
 
 
 def output_url(base: str, job_id: str, key: str) -> str:
@@ -242,6 +248,19 @@ class ArtifactStore(abc.ABC):
     def remove_preview(self, job_id: str) -> None:
         """Drop the preview (the final image replaces it)."""
 
+    # -- run states ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def save_state(self, job_id: str, data: bytes) -> None:
+        """Replace the job's saved run state (whole or not at all); `StorageError` on failure."""
+
+    @abc.abstractmethod
+    def read_state(self, job_id: str) -> bytes | None:
+        """The job's saved run state, or None; `StorageError` when the store cannot be read."""
+
+    @abc.abstractmethod
+    def remove_state(self, job_id: str) -> None:
+        """Drop the job's saved run state (the job ended; no error when there is none)."""
+
     # -- uploads and settings --------------------------------------------------------------
     @abc.abstractmethod
     def upload_dir(self, job_id: str) -> Path:
@@ -262,11 +281,12 @@ class ArtifactStore(abc.ABC):
     # -- deletion --------------------------------------------------------------------------
     @abc.abstractmethod
     def delete(self, job_id: str) -> None:
-        """Remove every file of the job: results, preview and uploads."""
+        """Remove every file of the job: results, preview, run state and uploads."""
 
     @abc.abstractmethod
     def discard(self, job_id: str) -> None:
-        """Remove what a failed or cancelled run wrote (results, preview); uploads stay."""
+        """Remove what a failed, cancelled or handed-back run wrote (results, preview); uploads
+        and the run state stay (the worker removes the state when the job ends)."""
 
 
 def _name_and_ext(job_id: str, key: str) -> tuple[str, str]:

@@ -116,6 +116,27 @@ class LocalArtifactStore(ArtifactStore):
         """Drop the preview."""
         self._preview(job_id).unlink(missing_ok=True)
 
+    # -- run states --------------------------------------------------------------------------
+    def save_state(self, job_id: str, data: bytes) -> None:
+        """Replace the job's run state atomically."""
+        try:
+            atomic_write_bytes(self._state(job_id), data)
+        except OSError as exc:
+            detail = f"cannot save the run state in {self.describe()}: {one_line(exc)}"
+            raise StorageError(detail) from exc
+
+    def read_state(self, job_id: str) -> bytes | None:
+        """The job's run state, or None."""
+        try:
+            return _read(self._state(job_id))
+        except OSError as exc:
+            detail = f"cannot read the run state in {self.describe()}: {one_line(exc)}"
+            raise StorageError(detail) from exc
+
+    def remove_state(self, job_id: str) -> None:
+        """Drop the job's run state."""
+        self._state(job_id).unlink(missing_ok=True)
+
     # -- uploads and settings ----------------------------------------------------------------
     def upload_dir(self, job_id: str) -> Path:
         """The job's upload folder in the store."""
@@ -134,8 +155,9 @@ class LocalArtifactStore(ArtifactStore):
 
     # -- deletion ----------------------------------------------------------------------------
     def delete(self, job_id: str) -> None:
-        """Remove the job's results, preview and upload folder."""
+        """Remove the job's results, preview, run state and upload folder."""
         self.discard(job_id)
+        self.remove_state(job_id)
         shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
 
     def discard(self, job_id: str) -> None:
@@ -149,6 +171,9 @@ class LocalArtifactStore(ArtifactStore):
 
     def _preview(self, job_id: str) -> Path:
         return self.file(artifact_name("preview", job_id))
+
+    def _state(self, job_id: str) -> Path:
+        return self.file(artifact_name("state", job_id))
 
 
 def _read(path: Path) -> bytes | None:

@@ -263,6 +263,27 @@ class S3ArtifactStore(ArtifactStore):
         """Drop the preview."""
         self.remove([artifact_name("preview", job_id)])
 
+    # -- run states --------------------------------------------------------------------------
+    def save_state(self, job_id: str, data: bytes) -> None:
+        """Replace the job's run-state object (an object appears whole)."""
+        try:
+            self.put_bytes(artifact_name("state", job_id), data, "application/octet-stream")
+        except Exception as exc:
+            detail = f"cannot save the run state in {self.describe()}: {one_line(exc)}"
+            raise StorageError(detail) from exc
+
+    def read_state(self, job_id: str) -> bytes | None:
+        """The job's run state, or None."""
+        try:
+            return self.get_bytes(artifact_name("state", job_id))
+        except Exception as exc:
+            detail = f"cannot read the run state in {self.describe()}: {one_line(exc)}"
+            raise StorageError(detail) from exc
+
+    def remove_state(self, job_id: str) -> None:
+        """Drop the job's run-state object."""
+        self.remove([artifact_name("state", job_id)])
+
     # -- uploads and settings ----------------------------------------------------------------
     def upload_dir(self, job_id: str) -> Path:
         """The local folder of the job's uploads (before `commit_uploads`, after `localize`)."""
@@ -301,8 +322,10 @@ class S3ArtifactStore(ArtifactStore):
 
     # -- deletion ----------------------------------------------------------------------------
     def delete(self, job_id: str) -> None:
-        """Remove every object of the job (results, preview, uploads) and its local files."""
+        """Remove every object of the job (results, preview, run state, uploads) and its local
+        files."""
         self.discard(job_id)
+        self.remove_state(job_id)
         self.remove(self.list_names(artifact_name("uploads", job_id)))
         shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
 

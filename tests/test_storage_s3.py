@@ -257,17 +257,58 @@ def test_both_stores_name_every_artifact_alike(tmp_path: Path, endpoint: str, bu
         store.commit_uploads(job_id)  # the bucket: uploads/{id}/init.png
         kept.append(store.save_result(result, job_id))
         store.save_preview(job_id, Image.new("RGB", (4, 4)))
+        store.save_state(job_id, b"state")
         store.write_marker("m", b"1")
         assert store.upload_dir(job_id) == store.root / artifact_name("uploads", job_id)
     assert kept[0] == kept[1]
     names = {artifact_name("result", job_id, key) for key in kept[0]}
     names |= {artifact_name("preview", job_id), artifact_name("marker", "m")}
-    names.add(artifact_name("uploads", job_id, "init.png"))
+    names |= {artifact_name("uploads", job_id, "init.png"), artifact_name("state", job_id)}
     files = {p.relative_to(local.root).as_posix() for p in local.root.rglob("*") if p.is_file()}
     objects = {key.removeprefix("art/") for key in keys(s3_client(endpoint), bucket)}
-    assert files == names == objects and len(names) == 10
+    assert files == names == objects and len(names) == 11
     for name in names:  # a local path under the root is the object key under the prefix
         assert s3.key(name) == "art/" + local.file(name).relative_to(local.root).as_posix()
+
+
+def test_a_run_state_is_kept_replaced_kept_by_discard_and_gone_with_the_job(
+    tmp_path: Path, endpoint: str, bucket: str
+) -> None:
+    local = LocalArtifactStore(tmp_path / "local")
+    s3 = S3ArtifactStore(f"s3://{bucket}/st", tmp_path / "staging", make_client(endpoint, None))
+    for store in (local, s3):
+        store.prepare()
+        job_id = new_job_id()
+        assert store.read_state(job_id) is None
+        store.save_state(job_id, b"first")
+        store.save_state(job_id, b"second")  # replaced whole
+        assert store.read_state(job_id) == b"second"
+        store.discard(job_id)  # a handed-back run: the next attempt continues from it
+        assert store.read_state(job_id) == b"second"
+        store.remove_state(job_id)
+        store.remove_state(job_id)  # gone already: no error
+        assert store.read_state(job_id) is None
+        store.save_state(job_id, b"third")
+        store.delete(job_id)  # the job is deleted: everything of it goes
+        assert store.read_state(job_id) is None
+    assert not [k for k in keys(s3_client(endpoint), bucket) if k.startswith("st/states/")]
+
+
+def test_a_state_write_to_an_unreachable_bucket_is_a_storage_error(tmp_path: Path) -> None:
+    dead = make_client(f"http://127.0.0.1:{_closed_port()}", None)
+    store = S3ArtifactStore("s3://nowhere/x", tmp_path / "staging", dead)
+    with pytest.raises(StorageError, match="cannot save the run state in s3://nowhere/x"):
+        store.save_state(new_job_id(), b"s")
+    with pytest.raises(StorageError, match="cannot read the run state in s3://nowhere/x"):
+        store.read_state(new_job_id())
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_a_bucket_serves_a_stream_a_range_or_a_redirect(

@@ -182,7 +182,7 @@ def changes(jobs: JobViews, snapshot: Snapshot, base: str, sent: dict[str, Any])
     if job.iteration != sent.get("iteration") and job.iteration:
         fraction = job.iteration / job.total if job.total else 0.0
         data: dict[str, Any] = {"iteration": job.iteration, "total": job.total}
-        data["fraction"] = fraction
+        data.update(fraction=fraction, resumed_from=job.resumed_from or 0)
         data.update(loss=finite(job.loss), eta_seconds=finite(jobs.eta(job, position)))
         out.append(sse("progress", data, vid))
     if job.preview_iteration and job.preview_iteration != sent.get("preview"):

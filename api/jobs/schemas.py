@@ -63,6 +63,14 @@ class JobPublic(BaseModel):
     settings: dict[str, Any] = Field(description="The resolved settings (seed included).")
     public: bool = Field(description="Listed in the gallery once it succeeds.")
     attempts: int = Field(description="Times a worker started it.")
+    resumed_from: int = Field(
+        0,
+        description="The iteration the current (or last) attempt continued at, from the state "
+        "a stopped attempt saved (0: it started afresh).",
+    )
+    warning: str | None = Field(
+        None, description="Something that did not fail the job but its owner should know."
+    )
     cancel_requested: bool
     notifications: dict[str, str | None] = Field(description="E-mail and webhook delivery.")
     links: JobLinks

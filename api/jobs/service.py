@@ -134,11 +134,23 @@ class JobService:
             identity,
             config,
             self.queue.requeue,
-            self.notify,
+            self._ended_dead,
             settled=settled,
             metrics=self.metrics,
             runs_here=self.runner.runs,
         )
+
+    def _ended_dead(self, job_id: str) -> None:
+        """A job whose worker died ended (failed or cancelled): its saved state is spent."""
+        self.drop_state(job_id)
+        self.notify(job_id)
+
+    def drop_state(self, job_id: str) -> None:
+        """Remove the job's saved run state (best effort: the store may be what failed)."""
+        try:
+            self.artifacts.remove_state(job_id)
+        except Exception:
+            log.warning("job %s: cannot remove its saved run state", job_id, exc_info=True)
 
     def recover_queue(self) -> list[str]:
         """At start: enqueue every queued job the queue lost, whatever its age."""
@@ -230,6 +242,8 @@ class JobService:
             settings=self.public_settings(job),
             public=job.public,
             attempts=job.attempts,
+            resumed_from=job.resumed_from or 0,
+            warning=job.warning,
             cancel_requested=job.cancel_requested,
             notifications={"email": job.email_state, "webhook": job.webhook_state},
             links=job_links(base, job),
@@ -273,6 +287,7 @@ class JobService:
         iteration; `api.routes.jobs` waits for that without holding a thread)."""
         if self.store.cancel_queued(job.id):
             self.metrics.finished("cancelled")  # it ended here, before any worker took it
+            self.drop_state(job.id)  # a handed-back job may have saved one
             self.notify(job.id)
         elif self.store.request_cancel(job.id):
             self.runner.cancel(job.id)

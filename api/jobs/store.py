@@ -92,6 +92,9 @@ class Job(Base):
     webhook_state: Mapped[str | None] = mapped_column(String(200), default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)
     enqueued_at: Mapped[float | None] = mapped_column(Float, default=None)  # last put on the queue
+    # the iteration this attempt continued at from a saved run state (0: a fresh start)
+    resumed_from: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    warning: Mapped[str | None] = mapped_column(Text, default=None)  # did not fail the job
 
     @property
     def prompt(self) -> str:
@@ -273,6 +276,7 @@ class JobStore:
         now = time.time()
         values: dict[str, Any] = {"status": RUNNING, "worker_id": worker_id, "started_at": now}
         values.update(heartbeat_at=now, attempts=Job.attempts + 1, iteration=0, loss=None)
+        values.update(resumed_from=0)
         if not self._update(job_id, [Job.status == QUEUED], **values):
             return None
         return self.get(job_id)

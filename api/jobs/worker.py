@@ -7,6 +7,12 @@ throttled progress writes, a preview PNG every few iterations and a cancel flag 
 
 The dead-worker policy (`api.jobs.policy`) decides what becomes of a job whose worker died.
 
+Resume: every `checkpoint_seconds` (and when a shutdown stops it) the worker saves the run's
+state in the artifact store (`states/{id}.safetensors`); whichever worker claims the job next
+continues from it (`resumed_from` in the record says where), so a kill -9 costs at most
+`checkpoint_seconds` of work. A state that cannot be read or does not fit the run is a warning in
+the job's record and a fresh start, never a failure. The state is removed when the job ends.
+
 Outages: progress and heartbeat writes that fail are skipped (the run goes on); the claim, the
 final state and a hand-back are retried with backoff (`api.jobs.outage.retry`) for up to
 `db_retry_seconds`, so a job that finished during a database restart records its end once the
@@ -30,10 +36,20 @@ from api.jobs.store import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 from api.metrics import Metrics
 from api.runner import failure_message, run_engine
 from api.storage import ArtifactStore
-from engine import ModelCache, ResolvedSettings, Step
-from engine.errors import Cancelled, SettingsError, one_line
+from engine import (
+    ModelCache,
+    ResolvedSettings,
+    Result,
+    RunState,
+    Step,
+    decode_state,
+    encode_state,
+)
+from engine.errors import Cancelled, SettingsError, StateError, one_line
 
 log = logging.getLogger(__name__)
+
+WARNING_CHARS = 500  # a job record's warning is cut here
 
 
 # -- running a job -------------------------------------------------------------------------
@@ -43,10 +59,15 @@ class _Progress:
     def __init__(self, runner: JobRunner, job_id: str, cancel: threading.Event):
         self.runner, self.job_id, self.cancel = runner, job_id, cancel
         self._last = 0.0
+        self._first = True
 
     def __call__(self, step: Step) -> None:
         config = self.runner.config
         values: dict[str, Any] = {}
+        if self._first:  # the run really started: where from (a resume is counted once here)
+            self._first = False
+            values["resumed_from"] = step.iteration - 1
+            self.runner.note_resumed(self.job_id, step.iteration - 1)
         if step.iteration % config.preview_every == 0 and step.iteration < step.total:
             try:
                 self.runner.artifacts.save_preview(self.job_id, step.image())
@@ -67,6 +88,22 @@ class _Progress:
             return  # skipped: the next write catches up
         if not owned:
             self.cancel.set()  # deleted, or no longer ours: stop working for nobody
+
+
+class _Checkpoints:
+    """`engine.Checkpoint` of a running job: its state into the artifact store every
+    `checkpoint_seconds` (a save that fails is logged; the run goes on)."""
+
+    def __init__(self, runner: JobRunner, job_id: str):
+        self.runner, self.job_id = runner, job_id
+        self._last = time.monotonic()
+
+    def due(self, iteration: int) -> bool:
+        return time.monotonic() - self._last >= self.runner.config.checkpoint_seconds
+
+    def save(self, state: RunState) -> None:
+        self.runner.save_state(self.job_id, state)
+        self._last = time.monotonic()
 
 
 class _Watch:
@@ -161,6 +198,51 @@ class JobRunner:
         with self._guard:
             return job_id in self._cancels
 
+    # -- run states ------------------------------------------------------------------------
+    def save_state(self, job_id: str, state: RunState) -> bool:
+        """Keep the job's run state in the artifact store; False (logged) when that failed."""
+        started = time.monotonic()
+        try:
+            self.artifacts.save_state(job_id, encode_state(state))
+        except Exception as exc:  # the run goes on; the previous state (if any) stays
+            log.warning("job %s: cannot save its run state: %s", job_id, one_line(exc))
+            return False
+        log.info("job %s: saved its state at iteration %d of %d in %.2f s", job_id,
+                 state.iteration, state.total, time.monotonic() - started)  # fmt: skip
+        return True
+
+    def note_resumed(self, job_id: str, iteration: int) -> None:
+        """The job's run continued at `iteration` (0: it started afresh)."""
+        if iteration > 0:
+            log.info("job %s: resumed at iteration %d", job_id, iteration)
+            if self.metrics is not None:
+                self.metrics.resumed(iteration)
+
+    def _saved_state(self, job_id: str) -> RunState | None:
+        """The state a stopped run of the job saved, or None (a warning when unusable)."""
+        try:
+            data = self.artifacts.read_state(job_id)
+            return decode_state(data, "the saved state") if data is not None else None
+        except (StateError, StorageError) as exc:
+            self._warn(job_id, f"{exc}; the run started afresh")
+            return None
+
+    def _warn(self, job_id: str, text: str) -> None:
+        """A warning in the job's record (it did not fail the job)."""
+        log.warning("job %s: %s", job_id, text)
+        try:
+            self.store.progress(job_id, str(self.identity), warning=text[:WARNING_CHARS])
+        except Exception as exc:
+            if self.outages.note(exc) is None:
+                raise
+
+    def _drop_state(self, job_id: str) -> None:
+        """The job ended: its saved state is spent (best effort; the store may be down)."""
+        try:
+            self.artifacts.remove_state(job_id)
+        except Exception as exc:
+            log.warning("job %s: cannot remove its run state: %s", job_id, one_line(exc))
+
     def _retry(self, call: Callable[[], Any], what: str) -> Any:
         """`call()`, retried while the database or queue is down (see `outage.retry`)."""
         return retry(call, what, self.outages, self.config.db_retry_seconds)
@@ -212,19 +294,10 @@ class JobRunner:
             values = {**job.settings, "device": self.config.device}
             settings = ResolvedSettings.create(**values)
             settings = self.artifacts.localize(settings, job.id)  # its uploads, on this node
-            result = run_engine(
-                settings,
-                gpu=self.gpu,
-                models=self.models,
-                limits=self.config.limits(),
-                cancel=cancel,
-                bounded=False,  # the queue bounds the waiting
-                on_step=_Progress(self, job.id, cancel),
-                video_path=self.artifacts.video_path(job.id) if settings.make_video else None,
-            )
+            result = self._run(job.id, settings, cancel)
             outputs = self.artifacts.save_result(result, job.id)
-        except Cancelled:
-            return self._stopped(job.id)
+        except Cancelled as exc:
+            return self._stopped(job.id, exc)
         except (SettingsError, RunFailed, StorageError) as exc:  # run_engine logged a failed run
             return self._finish(job.id, FAILED, error=failure_message(exc))
         except Exception as exc:  # saving the result failed (a full disk, ...)
@@ -241,10 +314,38 @@ class JobRunner:
         values = {"outputs": outputs, "run_seconds": result.elapsed, "error": None}
         return self._finish(job.id, SUCCEEDED, iteration=len(result.losses), **values)
 
-    def _stopped(self, job_id: str) -> bool:
-        """After `Cancelled`: a cancel request ends it; a shutdown hands it back to the queue."""
+    def _run(self, job_id: str, settings: ResolvedSettings, cancel: threading.Event) -> Result:
+        """The engine's run of the job, continued from its saved state when there is one that
+        fits (else afresh, with a warning)."""
+        state = self._saved_state(job_id)
+        every = self.config.checkpoint_seconds
+        while True:
+            try:
+                return run_engine(
+                    settings,
+                    gpu=self.gpu,
+                    models=self.models,
+                    limits=self.config.limits(),
+                    cancel=cancel,
+                    bounded=False,  # the queue bounds the waiting
+                    on_step=_Progress(self, job_id, cancel),
+                    video_path=self.artifacts.video_path(job_id) if settings.make_video else None,
+                    resume=state,
+                    checkpoint=_Checkpoints(self, job_id) if every > 0 else None,
+                )
+            except StateError as exc:
+                if state is None:
+                    raise
+                self._warn(job_id, f"the saved state does not fit: {exc}; the run started afresh")
+                state = None
+
+    def _stopped(self, job_id: str, stop: Cancelled) -> bool:
+        """After `Cancelled`: a cancel request ends it; a shutdown saves the run's state (when
+        states are kept) and hands the job back to the queue."""
         job = self._retry(lambda: self.store.get(job_id), "read the job")
         if job is not None and not job.cancel_requested and self._stopping.is_set():
+            if stop.state is not None and self.config.checkpoint_seconds > 0:
+                self.save_state(job_id, stop.state())
             return self._give_back(job_id, "shutdown")
         return self._finish(job_id, CANCELLED)
 
@@ -252,7 +353,7 @@ class JobRunner:
         """running -> queued without spending an attempt (a shutdown or an outage stopped it)."""
         me = str(self.identity)
         if self._retry(lambda: self.store.release(job_id, me), "hand the job back"):
-            self._discard(job_id)  # its preview; the next run starts afresh
+            self._discard(job_id)  # its preview; the next run continues from the saved state
             log.info("job %s: interrupted by %s; queued again", job_id, reason)
             if self.metrics is not None:
                 self.metrics.requeued(reason)
@@ -263,6 +364,7 @@ class JobRunner:
         """Record the final state; clean up after a job deleted meanwhile."""
         me = str(self.identity)
         if self._retry(lambda: self.store.finish(job_id, me, status, **values), "record the end"):
+            self._drop_state(job_id)
             if status != SUCCEEDED:
                 self._discard(job_id)  # a failed or cancelled run leaves nothing behind
             log.info("job %s: %s", job_id, status)

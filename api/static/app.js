@@ -434,9 +434,10 @@ class JobView {
     if (FINAL.has(this.job.status)) this.finish();
   }
 
-  onProgress({ iteration, total, fraction, eta_seconds }) {
+  onProgress({ iteration, total, fraction, eta_seconds, resumed_from }) {
     const status = FINAL.has(this.job.status) ? this.job.status : "running";
-    this.merge({ status, position: null, progress: { iteration, total, fraction }, eta_seconds });
+    const progress = { iteration, total, fraction };
+    this.merge({ status, position: null, progress, eta_seconds, resumed_from: resumed_from ?? 0 });
   }
 
   merge(data) {
@@ -645,6 +646,8 @@ class JobView {
     const p = job.progress || {};
     const parts = [];
     if (p.total) parts.push(`iteration ${p.iteration ?? 0} of ${p.total}`);
+    // A worker died or stopped and this attempt continued from the state the last one saved.
+    if (job.resumed_from > 0) parts.push(`resumed at iteration ${job.resumed_from}`);
     const eta = job.eta_seconds ?? this.estimateEta(p);
     if (eta !== null && eta !== undefined) parts.push(`about ${formatDuration(eta)} left`);
     else parts.push("estimating time left…");
