@@ -369,6 +369,7 @@ TIMING = {  # second-scale policy, as the workers read it from the environment
     "max_requeues": 1,
     "db_retry_seconds": 60.0,
     "shutdown_timeout": 15.0,
+    "checkpoint_seconds": 0.3,  # a killed worker's job continues from at most 0.3 s back
 }
 
 

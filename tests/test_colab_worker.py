@@ -44,7 +44,7 @@ from servers import RedisServer, free_port
 from api.app import create_app
 from api.config import ServiceConfig
 from api.jobs.store import FINAL, RUNNING, SUCCEEDED, Job, JobStore
-from engine import ModelCache
+from engine import ModelCache, decode_state
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -283,22 +283,35 @@ def test_a_recycled_colab_worker_s_job_is_finished_by_the_next_notebook(
 
         job_id = submit(site, iterations=ITERATIONS, seed=1)["id"]
         timeline = Timeline(store, job_id)
+        s3, state_key = s3_client(endpoint), f"{PREFIX}/states/{job_id}.safetensors"
         running = wait_for(
-            lambda: (j := timeline.poll()).status == RUNNING and j.iteration >= 5 and j,
-            60, "the job running on notebook #1",
+            lambda: (j := timeline.poll()).status == RUNNING and j.iteration >= 20
+            and state_key in keys(s3, bucket) and j,
+            60, "the job running on notebook #1 with a saved state",
         )  # fmt: skip
         assert running.worker_id == first.identity and first.identity.startswith("colab-1:")
         first.stop(signal.SIGKILL)  # Colab recycles the runtime: no clean stop
-        timeline.note(f"notebook #1 killed (SIGKILL) at iteration {job(store, job_id).iteration}")
+        saved = decode_state(s3.get_object(Bucket=bucket, Key=state_key)["Body"].read())
+        timeline.note(f"notebook #1 killed (SIGKILL) at iteration {job(store, job_id).iteration}"
+                      f"; its last state in the bucket: iteration {saved.iteration}")  # fmt: skip
         second = launch_notebook(tmp_path / "colab-2", secrets, notebooks)
         final = wait_for(lambda: finished(timeline, second), 120, "the job")
+        timeline.note(f"ended on notebook #2, resumed_from={final.resumed_from}")
         print("\n" + timeline.show(final))
 
         assert final.status == SUCCEEDED and final.attempts == 2, final.error
         assert final.worker_id == second.identity and first.identity in timeline.workers
         assert f"its worker {first.identity} died; queued again" in second.output()
+        # Continued on another machine, through the bucket, to the uninterrupted bytes.
+        assert final.resumed_from == saved.iteration > 0
+        assert f"resumed at iteration {saved.iteration}" in second.output()
         png = site.get(f"/outputs/{job_id}.png")
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
+        reference = submit(site, iterations=ITERATIONS, seed=1)["id"]
+        (again,) = ended(store, [reference], timeout=120)
+        assert again.status == SUCCEEDED and again.resumed_from == 0
+        assert site.get(f"/outputs/{reference}.png").content == png.content
+    assert state_key not in keys(s3, bucket)  # the job ended: its state is gone
     assert f"{PREFIX}/{job_id}.png" in keys(s3_client(endpoint), bucket)
     local = [p.relative_to(site_out) for p in site_out.rglob("*") if p.is_file()]
     assert all(p.parts[0] == "staging" for p in local), local  # the results live in the bucket
