@@ -9,16 +9,37 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from helpers import ROOT, job_state, jobs_config, parse_sse, serving, submit, wait_for
+from helpers import (
+    ROOT,
+    job_state,
+    jobs_config,
+    parse_sse,
+    serving,
+    submit,
+    tiny_settings,
+    wait_for,
+)
 from servers import free_port
 
+from api.jobs.resume import Checkpoints
 from api.jobs.store import QUEUED, RUNNING, SUCCEEDED, JobStore
-from engine import Cancelled, ModelCache, ResolvedSettings, encode_state, generate, read_state
+from api.storage_local import LocalArtifactStore
+from engine import (
+    Cancelled,
+    ModelCache,
+    ResolvedSettings,
+    decode_state,
+    encode_state,
+    generate,
+    read_state,
+    resolve,
+)
 
 FIELDS = {"iterations": 150, "seed": 3}  # seconds of work on the tiny CLIP
 
@@ -206,3 +227,48 @@ def test_kill_9_of_the_server_mid_job_resumes_after_restart(tmp_path: Path) -> N
         print(f"\nkill -9 at iteration >= {saved.iteration}; resumed at {body['resumed_from']}")
     finally:
         server.stop()
+
+
+# -- the background upload ------------------------------------------------------------------------
+class SlowStore(LocalArtifactStore):
+    """A directory whose state writes wait for `release` (a slow bucket)."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.writes: list[int] = []
+
+    def save_state(self, job_id: str, data: bytes) -> None:
+        self.started.set()
+        assert self.release.wait(30)
+        self.writes.append(decode_state(data).iteration)
+        super().save_state(job_id, data)
+
+
+def test_uploads_never_hold_the_loop_and_only_the_newest_waits(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    store = SlowStore(tmp_path)
+    store.prepare()
+    s = resolve(tiny_settings(iterations=8))
+    states = []
+
+    class Keep:
+        def due(self, iteration: int) -> bool:
+            return True
+
+        def save(self, state: Any) -> None:
+            states.append(state)
+
+    generate(s, models=models, checkpoint=Keep())  # states before iterations 1..7
+    with Checkpoints(store, "a" * 32, every=60) as checkpoints:
+        checkpoints.save(states[0])  # its upload starts and hangs on the slow store
+        assert store.started.wait(30)
+        for state in states[1:]:
+            checkpoints.save(state)  # returns at once: each overtakes the one before
+        store.release.set()
+    # Leaving the block waited for the newest: the first (under way) and the last were stored.
+    assert store.writes == [1, 7] and checkpoints.uploaded == 2
+    data = store.read_state("a" * 32)
+    assert data is not None and decode_state(data).iteration == 7

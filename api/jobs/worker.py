@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from api.config import ServiceConfig
@@ -32,6 +33,7 @@ from api.errors import RunFailed, StorageError
 from api.gpu import GpuLock
 from api.jobs.outage import REASON_CHARS, Outages, retry, unavailable_service
 from api.jobs.policy import WorkerIdentity, ended
+from api.jobs.resume import Checkpoints, save_state
 from api.jobs.store import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 from api.metrics import Metrics
 from api.runner import failure_message, run_engine
@@ -43,7 +45,6 @@ from engine import (
     RunState,
     Step,
     decode_state,
-    encode_state,
 )
 from engine.errors import Cancelled, SettingsError, StateError, one_line
 
@@ -88,22 +89,6 @@ class _Progress:
             return  # skipped: the next write catches up
         if not owned:
             self.cancel.set()  # deleted, or no longer ours: stop working for nobody
-
-
-class _Checkpoints:
-    """`engine.Checkpoint` of a running job: its state into the artifact store every
-    `checkpoint_seconds` (a save that fails is logged; the run goes on)."""
-
-    def __init__(self, runner: JobRunner, job_id: str):
-        self.runner, self.job_id = runner, job_id
-        self._last = time.monotonic()
-
-    def due(self, iteration: int) -> bool:
-        return time.monotonic() - self._last >= self.runner.config.checkpoint_seconds
-
-    def save(self, state: RunState) -> None:
-        self.runner.save_state(self.job_id, state)
-        self._last = time.monotonic()
 
 
 class _Watch:
@@ -199,18 +184,6 @@ class JobRunner:
             return job_id in self._cancels
 
     # -- run states ------------------------------------------------------------------------
-    def save_state(self, job_id: str, state: RunState) -> bool:
-        """Keep the job's run state in the artifact store; False (logged) when that failed."""
-        started = time.monotonic()
-        try:
-            self.artifacts.save_state(job_id, encode_state(state))
-        except Exception as exc:  # the run goes on; the previous state (if any) stays
-            log.warning("job %s: cannot save its run state: %s", job_id, one_line(exc))
-            return False
-        log.info("job %s: saved its state at iteration %d of %d in %.2f s", job_id,
-                 state.iteration, state.total, time.monotonic() - started)  # fmt: skip
-        return True
-
     def note_resumed(self, job_id: str, iteration: int) -> None:
         """The job's run continued at `iteration` (0: it started afresh)."""
         if iteration > 0:
@@ -321,23 +294,27 @@ class JobRunner:
         every = self.config.checkpoint_seconds
         while True:
             try:
-                return run_engine(
-                    settings,
-                    gpu=self.gpu,
-                    models=self.models,
-                    limits=self.config.limits(),
-                    cancel=cancel,
-                    bounded=False,  # the queue bounds the waiting
-                    on_step=_Progress(self, job_id, cancel),
-                    video_path=self.artifacts.video_path(job_id) if settings.make_video else None,
-                    resume=state,
-                    checkpoint=_Checkpoints(self, job_id) if every > 0 else None,
-                )
+                with Checkpoints(self.artifacts, job_id, every) as checkpoints:
+                    return run_engine(
+                        settings,
+                        gpu=self.gpu,
+                        models=self.models,
+                        limits=self.config.limits(),
+                        cancel=cancel,
+                        bounded=False,  # the queue bounds the waiting
+                        on_step=_Progress(self, job_id, cancel),
+                        video_path=self._video(job_id, settings),
+                        resume=state,
+                        checkpoint=checkpoints if every > 0 else None,
+                    )
             except StateError as exc:
                 if state is None:
                     raise
                 self._warn(job_id, f"the saved state does not fit: {exc}; the run started afresh")
                 state = None
+
+    def _video(self, job_id: str, settings: ResolvedSettings) -> Path | None:
+        return self.artifacts.video_path(job_id) if settings.make_video else None
 
     def _stopped(self, job_id: str, stop: Cancelled) -> bool:
         """After `Cancelled`: a cancel request ends it; a shutdown saves the run's state (when
@@ -345,7 +322,7 @@ class JobRunner:
         job = self._retry(lambda: self.store.get(job_id), "read the job")
         if job is not None and not job.cancel_requested and self._stopping.is_set():
             if stop.state is not None and self.config.checkpoint_seconds > 0:
-                self.save_state(job_id, stop.state())
+                save_state(self.artifacts, job_id, stop.state())
             return self._give_back(job_id, "shutdown")
         return self._finish(job_id, CANCELLED)
 
