@@ -307,3 +307,26 @@ def test_the_state_carries_what_the_run_needs_by_name(stopped: tuple[Any, bytes]
     assert state.settings["iterations"] == 6 and "device" not in state.settings
     digest = hashlib.sha256(data).hexdigest()
     assert hashlib.sha256(encode_state(decode_state(data))).hexdigest() == digest
+
+
+def test_an_interrupted_state_write_leaves_the_previous_state(
+    stopped: tuple[Any, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second Ctrl-C while the state is written: the file on disk is the old one, whole."""
+    _, data = stopped
+    path = tmp_path / "a.resume.safetensors"
+    write_state(path, decode_state(data))
+    newer = decode_state(data)
+    newer.iteration = 4  # any other content
+    real_write = Path.write_bytes
+
+    def half_then_ctrl_c(self: Path, content: bytes) -> int:
+        real_write(self, content[: len(content) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        write_state(path, newer)
+    monkeypatch.undo()
+    assert path.read_bytes() == data and read_state(path).iteration == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["a.resume.safetensors"]  # no half file

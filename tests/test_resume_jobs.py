@@ -90,6 +90,23 @@ def test_a_stopped_service_saves_the_job_and_the_next_start_resumes_it(
     assert not (tmp_path / "states").exists() or not any((tmp_path / "states").iterdir())
 
 
+def test_a_handed_back_job_cancelled_in_the_queue_leaves_no_state(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    config = jobs_config(tmp_path, checkpoint_seconds=0.3)
+    with serving(config, models) as client:
+        created = submit(client, **FIELDS)
+        job_id = created["id"]
+        wait_for(lambda: (j := job_state(client, job_id, RUNNING)) and j["progress"]["iteration"],
+                 60, "the job running")  # fmt: skip
+    assert state_file(tmp_path, job_id).is_file()  # handed back with its state
+    with serving(config, models, paused=True) as client:  # nobody takes it
+        token = {"X-Delete-Token": created["delete_token"]}
+        answer = client.post(f"/jobs/{job_id}/cancel", headers=token)
+        assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    assert not state_file(tmp_path, job_id).exists()
+
+
 def _queued_job(tmp_path: Path, models: ModelCache) -> tuple[Any, str, dict[str, Any]]:
     """A queued job (nobody runs it yet): the config that will, its id and its settings."""
     with serving(jobs_config(tmp_path, run_worker_in_process=False), models) as client:

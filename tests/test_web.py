@@ -277,6 +277,32 @@ def test_cancel_while_running_and_while_queued(page: Any) -> None:
     page.screenshot(path=str(SHOTS / "cancelled-running.png"))
 
 
+def test_a_resumed_job_says_where_it_continued(page: Any) -> None:
+    """The API says a job continued from a saved state (`resumed_from`): the card says so."""
+
+    def no_stream(route: Any) -> None:
+        route.fulfill(status=204)  # the stream closed for good: the page polls the job
+
+    def resumed(route: Any) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        response = route.fetch()
+        body = response.json()
+        body["resumed_from"] = 40  # as a worker that continued the job would have recorded
+        route.fulfill(response=response, json=body)
+
+    page.route("**/jobs/*/events", no_stream)
+    page.route("**/jobs/*", resumed)
+    fill_form(page, "a lighthouse in a storm", iterations=3000)
+    page.get_by_role("button", name="Create art").click()
+    wait_for_text(page, "#progress-text", r"resumed at iteration 40")
+    assert re.search(r"iteration \d+ of 3000 · resumed at iteration 40", page.locator(
+        "#progress-text").inner_text())  # fmt: skip
+    page.get_by_role("button", name="Cancel").click()
+    wait_for_text(page, "#job-badge", "^Cancelled$")
+
+
 def test_a_card_the_server_does_not_list_is_disabled(browser: Any, base_url: str) -> None:
     """/info lists every style but the first (the default): its card is disabled and the next
     one is chosen instead."""
