@@ -130,7 +130,8 @@ def _run_generate(ctx: click.Context, prompt: str | None, out: str, **params: An
     """Generate an image from a prompt (writes PNG, plus SVG for painting and MP4 with --video)."""
     from engine import Settings, SettingsError, resolve
 
-    resume = params.pop("resume")
+    resume, save_frames = params.pop("resume"), params.pop("save_frames")
+    frames_dir = Path(save_frames) if save_frames else None
     if resume:
         from api.cli_resume import default_output, load_resume
 
@@ -139,14 +140,14 @@ def _run_generate(ctx: click.Context, prompt: str | None, out: str, **params: An
         state, settings = load_resume(resume, prompt, given, flags)
         out_given = ctx.get_parameter_source("out") == click.core.ParameterSource.COMMANDLINE
         out_path = Path(out) if out_given else default_output(Path(resume))
-        _generate_with_progress(settings, out_path, state, Path(resume))
+        _generate_with_progress(settings, out_path, state, Path(resume), frames_dir)
         return
     values = _collect(ctx, prompt, params)
     try:
         settings = resolve(Settings.create(**values))
     except SettingsError as exc:
         fail(str(exc))
-    _generate_with_progress(settings, Path(out))
+    _generate_with_progress(settings, Path(out), frames_dir=frames_dir)
 
 
 def _given(ctx: click.Context, name: str, value: Any) -> bool:
@@ -156,30 +157,31 @@ def _given(ctx: click.Context, name: str, value: Any) -> bool:
 
 
 def _generate_with_progress(
-    settings: Any, out_path: Path, state: Any = None, state_file: Path | None = None
+    settings: Any,
+    out_path: Path,
+    state: Any = None,
+    state_file: Path | None = None,
+    frames_dir: Path | None = None,
 ) -> None:
     """Run the loop with a progress bar, then write the outputs and print where they are.
 
     Ctrl-C stops it between two iterations and saves the run beside the output (`state`, read
-    from `state_file`, continues such a run)."""
+    from `state_file`, continues such a run); `frames_dir` gets an animation's every frame."""
     from tqdm import tqdm
 
     from api.cli_resume import StopOnSignal, finish_resumed, save_stopped
-    from api.cli_run import fetch_weights, load_models
-    from engine import Cancelled, SettingsError, generate, pick_device
+    from engine import Cancelled, SettingsError, generate
     from engine.errors import one_line
 
-    device = pick_device(settings.device)
-    if device.type == "cpu":
-        click.echo(
-            "note: no CUDA GPU found, running on the CPU (slow for full-size models)", err=True
-        )
-    fetch_weights(settings)  # every missing file at once, before the bar
-    models = load_models(settings, device)
-    video = out_path.with_suffix(".mp4") if settings.make_video else None
+    device, models = _prepare(settings)
+    video = out_path.with_suffix(".mp4") if settings.wants_video else None
     first = state.iteration if state is not None else 0
     bar = tqdm(
-        total=settings.iterations, initial=first, unit="it", dynamic_ncols=True, file=sys.stderr
+        total=settings.total_iterations,
+        initial=first,
+        unit="it",
+        dynamic_ncols=True,
+        file=sys.stderr,
     )
     on_step = _progress(bar, device)
 
@@ -192,6 +194,7 @@ def _generate_with_progress(
                 video_path=video,
                 models=models,
                 resume=state,
+                on_frame=_frame_writer(frames_dir),
             )
     except Cancelled as exc:
         bar.close()
@@ -212,6 +215,33 @@ def _generate_with_progress(
         fail(f"cannot write {out_path}: {exc.strerror or exc}", code=1)
     if state_file is not None:
         finish_resumed(state_file)
+
+
+def _prepare(settings: Any) -> tuple[Any, Any]:
+    """The device, and the run's models loaded (every missing file fetched first, at once)."""
+    from api.cli_run import fetch_weights, load_models
+    from engine import pick_device
+
+    device = pick_device(settings.device)
+    if device.type == "cpu":
+        click.echo(
+            "note: no CUDA GPU found, running on the CPU (slow for full-size models)", err=True
+        )
+    fetch_weights(settings)  # every missing file at once, before the bar
+    return device, load_models(settings, device)
+
+
+def _frame_writer(directory: Path | None) -> Any:
+    """`on_frame` that writes DIRECTORY/frame-0001.png, ... (None without a directory)."""
+    if directory is None:
+        return None
+    from engine import atomic_write
+
+    def write(index: int, picture: Any) -> None:
+        path = directory / f"frame-{index + 1:04d}.png"
+        atomic_write(path, lambda part: picture.save(part, format="PNG"))
+
+    return write
 
 
 def _progress(bar: Any, device: Any) -> Any:
@@ -257,6 +287,8 @@ def _generate_command() -> click.Command:
                      help="Output PNG (the SVG and MP4 go beside it)."),
         click.Option(["--from", "from_png"], default=None, metavar="PNG",
                      help="Reproduce the image whose PNG metadata holds its settings."),
+        click.Option(["--save-frames", "save_frames"], default=None, metavar="DIR",
+                     help="Also write every frame of an animation as DIR/frame-0001.png, ..."),
         click.Option(["--resume", "resume"], default=None, metavar="STATE",
                      help="Continue a run stopped with Ctrl-C from the state it saved "
                           "(NAME.resume.safetensors beside its output)."),

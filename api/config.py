@@ -131,6 +131,7 @@ class ApiConfig(BaseSettings):
     max_strokes: int = _limit("max_strokes")
     max_scale: float = _limit("max_scale")
     max_variations: int = _limit("max_variations")
+    max_frames: int = _limit("max_frames")
 
     _split = field_validator(
         "cors_origins", "api_keys", "clip_models", "trusted_proxies", mode="before"

@@ -32,6 +32,7 @@ from engine.errors import SettingsError
 FORM_FIELDS = (
     "prompts", "seed", "iterations", "quality", "aspect", "scale", "style", "make_video", "size",
     "init_image", "image_prompts", "variations",
+    "frames", "frame_iterations", "zoom", "angle", "translate_x", "translate_y", "fps",
 )  # fmt: skip
 UPLOADS = ("init_image", "image_prompts")
 # How a field travels in a form when not as its `Settings` type: uploads are files, a size is
@@ -43,7 +44,9 @@ _FORM_TYPES: dict[str, Any] = {
     "image_prompts": list[UploadFile] | None,
 }
 _EXAMPLES: dict[str, list[Any]] = {
-    "seed": [42], "make_video": [False], "size": ["256x256"], "variations": [1],
+    "seed": [42], "make_video": [False], "size": ["256x256"], "variations": [1], "frames": [0],
+    "frame_iterations": [20], "zoom": ["1"], "angle": ["0"], "translate_x": ["0"],
+    "translate_y": ["0"], "fps": [12],
 }  # fmt: skip
 # The card's defaults where they differ from the engine's (the engine lets the quality decide);
 # they are resolution defaults: a value the client or the chosen model gives wins.

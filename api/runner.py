@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from api.errors import RunFailed, StorageError
 from api.gpu import GpuLock
@@ -50,19 +51,22 @@ def run_engine(
     video_path: Path | None = None,
     resume: RunState | None = None,
     checkpoint: Checkpoint | None = None,
+    on_frame: Callable[[int, Image.Image], None] | None = None,
     engine: EngineFn | None = None,
 ) -> Result:
     """Run `engine` (default `engine.generate`) in `gpu.slot(cancel, bounded=...)`; blocking.
 
     Raises `GpuBusy` when a bounded caller finds the queue full, `Cancelled`, `SettingsError`,
-    `StateError`, or `RunFailed` for any other failure of the run. `resume` and `checkpoint`
-    go to the engine only when given (a caller's engine need not know them).
+    `StateError`, or `RunFailed` for any other failure of the run. `resume`, `checkpoint` and
+    `on_frame` go to the engine only when given (a caller's engine need not know them).
     """
     cancel = cancel or threading.Event()
     run = engine or generate  # looked up per call, so a test may replace `generate`
     extra: dict[str, Any] = {"resume": resume} if resume is not None else {}
     if checkpoint is not None:
         extra["checkpoint"] = checkpoint
+    if on_frame is not None:
+        extra["on_frame"] = on_frame
     with gpu.slot(cancel, bounded=bounded):
         try:
             return run(

@@ -13,10 +13,12 @@ and from `engine.errors` only (`scripts.check_rules` holds it to that). What it 
 - models and weights: the catalog (`known_clip_models`, `VQGAN_MODELS`, `list_models`,
   `bundled_models`, `model_files`) and the cache (`cache_dir`, `ensure_file`);
 - presets: `QUALITY`, `ASPECT`, `base_size`;
+- animation: `frame_progress` (which frame a run is at);
 - resuming: `RunState` (a stopped run), `encode_state` / `decode_state`, `write_state` /
   `read_state`, `state_path` (where the CLI keeps one), `run_identity`, `Checkpoint`.
 """
 
+from engine.animation import frame_progress
 from engine.catalog import VQGAN_MODELS, bundled_models, known_clip_models, list_models, model_files
 from engine.drawers import drawer_class, list_drawers, normalise_style
 from engine.errors import (
@@ -80,6 +82,7 @@ __all__ = [
     "drawer_class",
     "encode_state",
     "ensure_file",
+    "frame_progress",
     "generate",
     "known_clip_models",
     "list_drawers",

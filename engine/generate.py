@@ -23,13 +23,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine.cutouts import Cutouts
+from engine.animation import Timeline
+from engine.camera import camera_at
 from engine.drawers import DrawerContext, create_drawer, drawer_class
 from engine.errors import Cancelled, StateError
 from engine.images import fit_cover, open_rgb
 from engine.models import ModelCache
-from engine.perceptor import ClipModel, Targets, build_targets
-from engine.prompts import parse_prompts
+from engine.objective import Objective
 from engine.resolve import ResolvedSettings, as_resolved
 from engine.runstate import (
     Checkpoint,
@@ -47,13 +47,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Step:
-    """Progress after one iteration (1-based)."""
+    """Progress after one iteration (1-based, of every iteration of the run: an animation's
+    `total` counts all its frames')."""
 
     iteration: int
     total: int
     _loss: Callable[[], float] = field(repr=False)
     elapsed: float
     _image: Callable[[], Image.Image] = field(repr=False)
+    frame: int = 0  # an animation's frame (1-based) this iteration works on; 0: a still
+    frames: int = 0  # the animation's frames; 0: a still
 
     @property
     def loss(self) -> float:
@@ -127,62 +130,6 @@ def load_image_tensor(path: str, size: tuple[int, int], device: torch.device) ->
     return pil_to_tensor(img).float().div(255).unsqueeze(0).to(device)
 
 
-def _open_image_prompts(paths: list[str]) -> list[Image.Image]:
-    return [open_rgb(p, "image_prompts") for p in paths]
-
-
-def _views_key(clip: ClipModel) -> tuple[int, bool, float]:
-    """Models that take the same views share one batch of cutouts."""
-    return clip.input_size, clip.zoom_views, clip.view_strength
-
-
-class _Objective:
-    """Everything the loss needs: CLIP models with their targets and cutouts, extra penalties."""
-
-    def __init__(self, s: ResolvedSettings, clips: list[ClipModel], init: torch.Tensor | None):
-        prompts = parse_prompts(s.prompts)
-        images = _open_image_prompts(s.image_prompts)
-        self.clips = clips
-        self.targets: list[Targets] = [build_targets(c, prompts, images) for c in clips]
-        self.cutouts = {
-            _views_key(c): Cutouts(c.input_size, s.cutouts, zoom=c.zoom_views, wide=c.view_strength)
-            for c in clips
-        }
-        self.settings, self.init = s, init
-
-    def __call__(self, images: list[torch.Tensor], gens: list[torch.Generator]) -> torch.Tensor:
-        """The loss of each picture: (N,).  images: N x (1, 3, H, W), each with its generator.
-
-        Every picture's views go through each CLIP model in one batch; each generator is drawn
-        from in the same order as in a solo run (view kinds in order), so picture i sees the
-        views the solo run with its seed would.
-        """
-        views = {
-            key: torch.cat([cut(image, g) for image, g in zip(images, gens, strict=True)])
-            for key, cut in self.cutouts.items()
-        }  # (N*n, 3, S, S) each
-        losses = [image.new_zeros(()) for image in images]
-        for clip, targets in zip(self.clips, self.targets, strict=True):
-            embeds = clip.encode_image(views[_views_key(clip)]).chunk(len(images))
-            losses = [loss + targets.loss(e) for loss, e in zip(losses, embeds, strict=True)]
-        pairs = zip(images, losses, strict=True)
-        return torch.stack([self._penalties(image, loss) for image, loss in pairs])
-
-    def _penalties(self, image: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-        """`loss` plus the optional init, smoothness and saturation terms of one picture."""
-        s = self.settings
-        if s.init_weight and self.init is not None:
-            loss = loss + s.init_weight * (image - self.init).pow(2).mean()
-        if s.smoothness_weight:
-            dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
-            dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
-            loss = loss + s.smoothness_weight * (dx + dy)
-        if s.saturation_weight:
-            spread = image.amax(dim=1) - image.amin(dim=1)  # (1, H, W)
-            loss = loss + s.saturation_weight * spread.pow(2).mean()
-        return loss
-
-
 def generate(
     settings: Settings,
     *,
@@ -193,11 +140,14 @@ def generate(
     video_path: str | Path | None = None,
     resume: RunState | None = None,
     checkpoint: Checkpoint | None = None,
+    on_frame: Callable[[int, Image.Image], None] | None = None,
 ) -> Result:
     """Optimise the style's drawer until CLIP finds the prompts in the image (VQGAN+CLIP loop).
 
     `settings` are resolved here unless they are `ResolvedSettings` already (the CLI and the
     service resolve once); either way they are checked against `limits` (default `Limits()`).
+    An animation (`frames` > 0) is frame after frame of that loop, the camera moving the picture
+    between two; `on_frame(index, picture)` sees each finished frame (0-based).
 
     A stopped run continues: the `Cancelled` that `should_stop()` causes carries the run's
     state, `checkpoint` is offered it whenever due, and `resume=state` continues from it to the
@@ -219,13 +169,10 @@ def generate(
             create_drawer(s.style, DrawerContext(solo(s, seed), device, g, init, models))
             for seed, g in zip(seeds, gens, strict=True)
         ]
-        loop = _Loop(s, drawers, _Objective(s, clips, init), gens, recorder, device)
+        loop = _Loop(s, drawers, Objective(s, clips, init), gens, recorder, device)
         loop.restore(resume)
-        losses = loop.run(on_step, should_stop, checkpoint)
-        with torch.no_grad():
-            finals = [drawer.render() for drawer in drawers]
-        if recorder is not None:
-            recorder.close(finals[0])
+        losses = loop.run(on_step, should_stop, checkpoint, on_frame)
+        finals = loop.finish(on_frame)
     except BaseException:
         if recorder is not None:
             recorder.abort()
@@ -246,19 +193,28 @@ def generate(
 
 
 def _start_video(s: ResolvedSettings, video_path: str | Path | None) -> Any:
-    """A streaming recorder when a video was asked for; fails early if H.264 is missing."""
-    if not s.make_video or video_path is None:
+    """A streaming recorder when the run makes a video (asked for, or an animation); fails
+    early if H.264 is missing."""
+    if not s.wants_video or video_path is None:
         return None
-    from engine.video import VideoRecorder, check_h264, plan_video
+    from engine.video import VideoRecorder, check_h264
 
     check_h264()
-    plan = plan_video(s.iterations)
     pixelated = drawer_class(s.style).pixelated
-    return VideoRecorder(Path(video_path), s.size, plan, pixelated=pixelated)
+    return VideoRecorder(Path(video_path), s.size, Timeline(s).video_plan(), pixelated=pixelated)
+
+
+# An animation's later frames refine a picture that is already formed: their optimiser runs at
+# this fraction of the learning rate. A fresh Adam moves every value by about its learning rate
+# per step whatever the gradient's size, and at the full rate a few steps pull the picture back
+# to where it was before the camera moved (measured with the shapes models: at 1.0 most frames
+# end closer to the unmoved previous frame than to the moved one; at 0.3 every one follows).
+FRAME_LR_SCALE = 0.3
 
 
 class _Loop:
-    """The loop: render -> cutouts -> CLIP -> loss -> Adam step -> clamp -> progress.
+    """The loop: render -> cutouts -> CLIP -> loss -> Adam step -> clamp -> progress; an
+    animation moves the camera and starts a new optimiser at each frame's first iteration.
 
     The losses go into a device tensor: nothing in the loop waits for the device unless a
     progress reader asks for `Step.loss` or `Step.image()`. The video (if any) follows the
@@ -269,16 +225,23 @@ class _Loop:
         self,
         s: ResolvedSettings,
         drawers: list[Any],
-        objective: _Objective,
+        objective: Objective,
         gens: list[torch.Generator],
         recorder: Any,
         device: torch.device,
     ):
         self.s, self.drawers, self.objective, self.gens = s, drawers, objective, gens
-        self.recorder = recorder
-        self.opt = torch.optim.Adam([group for drawer in drawers for group in drawer.parameters()])
-        self.history = torch.empty((s.iterations, len(drawers)), device=device)  # on the device
+        self.recorder, self.timeline = recorder, Timeline(s)
+        self.opt = self._optimiser()
+        n = len(drawers)
+        self.history = torch.empty((self.timeline.total, n), device=device)  # on the device
         self.first = 0  # the iteration this run starts at (> 0 when it resumes)
+
+    def _optimiser(self, scale: float = 1.0) -> torch.optim.Optimizer:
+        groups = [group for drawer in self.drawers for group in drawer.parameters()]
+        if scale != 1.0:
+            groups = [{**group, "lr": group["lr"] * scale} for group in groups]
+        return torch.optim.Adam(groups)
 
     def restore(self, state: RunState | None) -> None:
         """Continue from `state` (None: start afresh): parameters, optimiser, generators,
@@ -287,7 +250,12 @@ class _Loop:
             return
         restore(state, self.drawers, self.opt, self.gens, self.history)
         if self.recorder is not None:
-            expected = frames_before(state.iteration, self.recorder.plan.every)
+            t = self.timeline
+            expected = (
+                t.frames_done(state.iteration)
+                if t.animated
+                else frames_before(state.iteration, self.recorder.plan.every)
+            )
             if len(state.frames) != expected:
                 raise StateError(
                     f"the state has {len(state.frames)} video frames; iteration "
@@ -307,39 +275,78 @@ class _Loop:
         on_step: Callable[[Step], None] | None,
         should_stop: Callable[[], bool] | None,
         checkpoint: Checkpoint | None,
+        on_frame: Callable[[int, Image.Image], None] | None = None,
     ) -> list[float]:
         """Iterations `first` .. the last; returns every iteration's mean loss."""
-        s, start = self.s, time.perf_counter()
-        for i in range(self.first, s.iterations):
+        t, start = self.timeline, time.perf_counter()
+        for i in range(self.first, t.total):
             if checkpoint is not None and i > self.first and checkpoint.due(i):
                 checkpoint.save(self.snapshot(i))
             if should_stop is not None and should_stop():
                 raise Cancelled(
-                    f"cancelled at iteration {i} of {s.iterations}", partial(self.snapshot, i)
+                    f"cancelled at iteration {i} of {t.total}", partial(self.snapshot, i)
                 )
-            images = self._step(i)
+            frame = t.frame_start(i)
+            if frame is not None:
+                self._next_frame(frame, on_frame)
+            images = self._step(i, t.scene_of(i))
             if on_step is not None:
                 elapsed = time.perf_counter() - start
                 loss = partial(_mean_loss, self.history, i)
                 picture = (
                     partial(to_pil, images[0]) if len(images) == 1 else partial(_sheet_now, images)
                 )
-                on_step(Step(i + 1, s.iterations, loss, elapsed, picture))
+                shown = t.frame_of(i) + 1 if t.animated else 0
+                on_step(Step(i + 1, t.total, loss, elapsed, picture, shown, t.frames))
         return [float(v) for v in self.history.mean(dim=1).tolist()]  # one read, at the end
 
-    def _step(self, i: int) -> list[torch.Tensor]:
+    def _step(self, i: int, scene: int) -> list[torch.Tensor]:
         """One iteration; returns the pictures it rendered (before its step)."""
         self.opt.zero_grad(set_to_none=True)
         images = [drawer.render() for drawer in self.drawers]  # N x (1, 3, H, W)
         if self.recorder is not None:
             self.recorder.maybe_add(i, images[0].detach)
-        losses = self.objective(images, self.gens)  # (N,)
+        losses = self.objective(images, self.gens, scene)  # (N,)
         losses.sum().backward()
         self.opt.step()
         for drawer in self.drawers:
             drawer.clamp_()
         self.history[i] = losses.detach()
         return images
+
+    def _next_frame(self, frame: int, on_frame: Callable[[int, Image.Image], None] | None) -> None:
+        """Frame `frame - 1` is finished: into the video; the camera moves; a new optimiser."""
+        self._finished(frame - 1, on_frame)
+        camera = camera_at(self.s, frame)
+        if not camera.still:
+            for drawer in self.drawers:
+                drawer.warp(camera)
+        self.opt = self._optimiser(FRAME_LR_SCALE)
+
+    @torch.no_grad()
+    def _finished(
+        self, index: int, on_frame: Callable[[int, Image.Image], None] | None
+    ) -> list[torch.Tensor]:
+        """The pictures as they stand: into the video (an animation's frame) and `on_frame`."""
+        pictures = [drawer.render() for drawer in self.drawers]
+        if self.recorder is not None and self.timeline.animated:
+            self.recorder.add(pictures[0])
+        if on_frame is not None and self.timeline.animated:
+            on_frame(index, _sheet_now(pictures))
+        return pictures
+
+    def finish(self, on_frame: Callable[[int, Image.Image], None] | None) -> list[torch.Tensor]:
+        """The final pictures; the video closed on the first (an animation's last frame)."""
+        if self.timeline.animated:
+            finals = self._finished(self.timeline.frames - 1, on_frame)
+            if self.recorder is not None:
+                self.recorder.close()
+            return finals
+        with torch.no_grad():
+            finals = [drawer.render() for drawer in self.drawers]
+        if self.recorder is not None:
+            self.recorder.close(finals[0])
+        return finals
 
 
 def _mean_loss(history: torch.Tensor, i: int) -> float:

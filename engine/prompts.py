@@ -1,4 +1,5 @@
-"""Prompt strings: "a | b:0.5 | c:-1:0.2" -> weighted prompts with optional stop values."""
+"""Prompt strings: "a | b:0.5 | c:-1:0.2" -> weighted prompts with optional stop values, and
+story mode: "a forest ^ a fire ^ ashes" -> scenes, each such a string."""
 
 from __future__ import annotations
 
@@ -44,6 +45,17 @@ def _bounded(text: str, what: str, bound: float) -> float:
     if not math.isfinite(value) or abs(value) > bound:
         raise ValueError(f"a prompt's {what} must be between {-bound:g} and {bound:g}, not {text}")
     return value
+
+
+SCENE_SEPARATOR = "^"
+
+
+def split_scenes(text: str) -> list[str]:
+    """Story mode: '^' separates scenes, each a prompt string of its own (one scene without)."""
+    scenes = [scene.strip() for scene in text.split(SCENE_SEPARATOR)]
+    if len(scenes) > 1 and not all(scenes):
+        raise ValueError("a scene is empty; write a prompt on each side of every '^'")
+    return scenes
 
 
 def parse_prompts(text: str) -> list[Prompt]:

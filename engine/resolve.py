@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from engine import catalog, presets
 from engine.drawers import DRAWERS, drawer_class
 from engine.errors import SettingsError
-from engine.prompts import parse_prompts
+from engine.prompts import parse_prompts, split_scenes
 from engine.settings import MAX_SEED, Limits, ResolvedSettings, Settings, settings_error
 
 
@@ -114,10 +114,19 @@ def check_limits(s: ResolvedSettings, limits: Limits) -> None:
     ):
         if value > most:
             raise SettingsError(field, f"must be between 1 and {most}, got {value}")
+    if s.frames > limits.max_frames:
+        raise SettingsError("frames", f"must be between 0 and {limits.max_frames}, got {s.frames}")
+    if s.total_iterations > limits.max_iterations:
+        raise SettingsError(
+            "frame_iterations",
+            f"the animation would run {s.total_iterations} iterations (iterations + (frames - 1) "
+            f"x frame_iterations); at most {limits.max_iterations}: lower frames or "
+            "frame_iterations",
+        )
     if len(s.prompts) > limits.max_prompt_chars:
         raise SettingsError(
             "prompts", f"is {len(s.prompts)} characters; at most {limits.max_prompt_chars}"
         )
-    n = len(parse_prompts(s.prompts)) + len(s.image_prompts)
+    n = max(len(parse_prompts(scene)) for scene in split_scenes(s.prompts)) + len(s.image_prompts)
     if n > limits.max_prompts:
         raise SettingsError("prompts", f"{n} prompts given; at most {limits.max_prompts}")

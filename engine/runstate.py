@@ -153,7 +153,7 @@ def capture(
         tensors[f"rng.{p}"] = g.get_state().clone()
     tensors["losses"] = _cpu(history[:iteration].float())
     settings = s.model_dump(mode="json", exclude=_MACHINE_FIELDS)
-    return RunState(iteration, s.iterations, settings, run_identity(s), tensors, list(frames))
+    return RunState(iteration, s.total_iterations, settings, run_identity(s), tensors, list(frames))
 
 
 def restore(

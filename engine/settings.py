@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from engine import presets
+from engine.camera import CAMERA_FIELDS, canonical, parse_schedule
 from engine.drawers import DEFAULT_STYLE, describe_styles, list_drawers, normalise_style
 from engine.errors import SettingsError
-from engine.prompts import parse_prompts
+from engine.prompts import parse_prompts, split_scenes
 
 QUALITIES = tuple(presets.QUALITY)
 ASPECTS = tuple(presets.ASPECT)
@@ -48,6 +49,7 @@ class Limits(BaseModel):
         le=MAX_VARIATIONS,
         description="Most pictures in one batch (memory grows with each).",
     )
+    max_frames: int = Field(240, ge=1, description="Most frames of an animation.")
 
 
 def parse_size(value: Any) -> tuple[int, int] | None:
@@ -124,6 +126,33 @@ class Settings(BaseModel):
         "(each reproducible on its own with its seed).",
     )
     make_video: bool = Field(False, description="Also make an MP4 of the generation.")
+    # -- animation (engine.camera): 0 frames is a still picture --------------------------------
+    frames: int = Field(
+        0,
+        ge=0,
+        description="Frames of an animation (0: a still picture); the video has one per frame.",
+    )
+    frame_iterations: int = Field(
+        20, ge=1, description="Iterations of each frame after the first (which gets iterations)."
+    )
+    zoom: str = Field(
+        "1",
+        description="Scale per frame (1: none, 1.04: zoom in), or keyframes like "
+        "'0:(1.0), 30:(1.04), 60:(1.0)'.",
+        examples=["1.04"],
+    )
+    angle: str = Field(
+        "0",
+        description="Degrees turned per frame, counter-clockwise, or keyframes.",
+        examples=["0"],
+    )
+    translate_x: str = Field(
+        "0", description="Pixels moved right per frame, or keyframes.", examples=["0"]
+    )
+    translate_y: str = Field(
+        "0", description="Pixels moved down per frame, or keyframes.", examples=["0"]
+    )
+    fps: int = Field(12, ge=1, le=60, description="Frames per second of an animation's video.")
     cutouts: int | None = Field(
         None, ge=1, description="Augmented crops per step seen by CLIP (default 40)."
     )
@@ -188,8 +217,17 @@ class Settings(BaseModel):
     @field_validator("prompts")
     @classmethod
     def _prompts(cls, v: str) -> str:
-        parse_prompts(v)  # raises ValueError with the reason
+        for scene in split_scenes(v):
+            parse_prompts(scene)  # raises ValueError with the reason
         return v
+
+    @field_validator(*CAMERA_FIELDS, mode="before")
+    @classmethod
+    def _schedule(cls, v: Any, info: ValidationInfo) -> str:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return "1" if info.field_name == "zoom" else "0"
+        parse_schedule(v, str(info.field_name))  # raises ValueError saying where
+        return canonical(v)
 
     @field_validator("clip_models", mode="before")
     @classmethod
@@ -220,6 +258,17 @@ class Settings(BaseModel):
     def to_json_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dict (tuples become lists)."""
         return self.model_dump(mode="json")
+
+    @property
+    def total_iterations(self) -> int:
+        """Every iteration of the run: an animation's first frame gets `iterations`, each
+        later frame `frame_iterations` (0 iterations while the presets have not decided)."""
+        return (self.iterations or 0) + max(0, self.frames - 1) * self.frame_iterations
+
+    @property
+    def wants_video(self) -> bool:
+        """Whether the run makes an MP4: asked for, or an animation (which is one)."""
+        return self.make_video or self.frames > 0
 
 
 class ResolvedSettings(Settings):

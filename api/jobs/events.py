@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.jobs.schemas import JobPublic, job_links
 from api.jobs.store import FINAL, QUEUED, Job, JobStore
+from engine import frame_progress
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ def changes(jobs: JobViews, snapshot: Snapshot, base: str, sent: dict[str, Any])
         fraction = job.iteration / job.total if job.total else 0.0
         data: dict[str, Any] = {"iteration": job.iteration, "total": job.total}
         data.update(fraction=fraction, resumed_from=job.resumed_from or 0)
+        data["frame"], data["frames"] = frame_progress(job.settings, job.iteration)
         data.update(loss=finite(job.loss), eta_seconds=finite(jobs.eta(job, position)))
         out.append(sse("progress", data, vid))
     if job.preview_iteration and job.preview_iteration != sent.get("preview"):

@@ -18,6 +18,8 @@ class Progress(BaseModel):
     iteration: int = Field(description="Iterations done.")
     total: int = Field(description="Iterations in all.")
     fraction: float = Field(description="iteration / total, 0 to 1.")
+    frame: int = Field(0, description="An animation's frame (1-based) being made; 0: a still.")
+    frames: int = Field(0, description="An animation's frames; 0: a still picture.")
 
 
 class VariationLink(BaseModel):

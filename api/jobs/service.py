@@ -40,7 +40,7 @@ from api.jobs.upkeep import Chore, Upkeep, reconcile, worker_row
 from api.jobs.worker import JobRunner
 from api.metrics import Metrics
 from api.storage import ArtifactStore
-from engine import ModelCache, Settings
+from engine import ModelCache, Settings, frame_progress
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class JobService:
             delete_token_hash=hash_token(token),
             client_id=client_id,
             created_at=time.time(),
-            total=settings.iterations or 0,
+            total=settings.total_iterations,
             iteration=0,
             attempts=0,
             outputs=[],
@@ -229,11 +229,18 @@ class JobService:
         """The public view of a job, with links under `base`."""
         position = self.store.position(job)
         fraction = job.iteration / job.total if job.total else 0.0
+        frame, frames = frame_progress(job.settings, job.iteration)
         return JobPublic(
             id=job.id,
             status=job.status,
             position=position,
-            progress=Progress(iteration=job.iteration, total=job.total, fraction=fraction),
+            progress=Progress(
+                iteration=job.iteration,
+                total=job.total,
+                fraction=fraction,
+                frame=frame,
+                frames=frames,
+            ),  # fmt: skip
             eta_seconds=self.eta(job, position),
             created_at=iso(job.created_at) or "",
             started_at=iso(job.started_at),

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from api.config import ServiceConfig
 from api.errors import RunFailed, StorageError
 from api.gpu import GpuLock
@@ -55,12 +57,22 @@ WARNING_CHARS = 500  # a job record's warning is cut here
 
 # -- running a job -------------------------------------------------------------------------
 class _Progress:
-    """`on_step`: throttled progress writes and a preview every `preview_every` iterations."""
+    """`on_step`: throttled progress writes and a preview every `preview_every` iterations (an
+    animation's preview is its latest finished frame: `frame_done`)."""
 
     def __init__(self, runner: JobRunner, job_id: str, cancel: threading.Event):
         self.runner, self.job_id, self.cancel = runner, job_id, cancel
         self._last = 0.0
         self._first = True
+        self._new_frame = False
+
+    def frame_done(self, index: int, picture: Image.Image) -> None:
+        """`on_frame`: an animation's frame is finished; it becomes the preview."""
+        try:
+            self.runner.artifacts.save_preview(self.job_id, picture)
+            self._new_frame = True
+        except Exception:  # a preview is a nicety: the run goes on without it
+            log.warning("job %s: cannot save a preview", self.job_id, exc_info=True)
 
     def __call__(self, step: Step) -> None:
         config = self.runner.config
@@ -69,7 +81,13 @@ class _Progress:
             self._first = False
             values["resumed_from"] = step.iteration - 1
             self.runner.note_resumed(self.job_id, step.iteration - 1)
-        if step.iteration % config.preview_every == 0 and step.iteration < step.total:
+        if self._new_frame:
+            self._new_frame = False
+            values["preview_iteration"] = step.iteration
+        elif (
+            not step.frames
+            and step.iteration % config.preview_every == 0 < step.total - step.iteration
+        ):
             try:
                 self.runner.artifacts.save_preview(self.job_id, step.image())
                 values["preview_iteration"] = step.iteration
@@ -294,6 +312,7 @@ class JobRunner:
         every = self.config.checkpoint_seconds
         while True:
             try:
+                progress = _Progress(self, job_id, cancel)
                 with Checkpoints(self.artifacts, job_id, every) as checkpoints:
                     return run_engine(
                         settings,
@@ -302,7 +321,8 @@ class JobRunner:
                         limits=self.config.limits(),
                         cancel=cancel,
                         bounded=False,  # the queue bounds the waiting
-                        on_step=_Progress(self, job_id, cancel),
+                        on_step=progress,
+                        on_frame=progress.frame_done,
                         video_path=self._video(job_id, settings),
                         resume=state,
                         checkpoint=checkpoints if every > 0 else None,
@@ -314,7 +334,7 @@ class JobRunner:
                 state = None
 
     def _video(self, job_id: str, settings: ResolvedSettings) -> Path | None:
-        return self.artifacts.video_path(job_id) if settings.make_video else None
+        return self.artifacts.video_path(job_id) if settings.wants_video else None
 
     def _stopped(self, job_id: str, stop: Cancelled) -> bool:
         """After `Cancelled`: a cancel request ends it; a shutdown saves the run's state (when

@@ -94,7 +94,7 @@ async def generate_image(
         raise GpuBusy(gpu.waiting, gpu.max_waiting)
     job_id = new_job_id()
     settings = await build_settings(form, config, artifacts.upload_dir(job_id))
-    video = artifacts.video_path(job_id) if settings.make_video else None
+    video = artifacts.video_path(job_id) if settings.wants_video else None
     limits = config.limits()
 
     def work(cancel: threading.Event) -> Result:

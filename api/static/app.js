@@ -65,6 +65,8 @@ function syncChips() {
   }
 }
 
+const ANIMATION_FIELDS = ["frames", "frame_iterations", "fps", "zoom", "angle", "translate_x", "translate_y"];
+
 /** The request body: empty optional fields are left out so the server's defaults apply. */
 function formData() {
   const data = new FormData();
@@ -78,6 +80,10 @@ function formData() {
   if (variations > 1) data.set("variations", String(variations));
   for (const name of ["seed", "iterations", "scale"]) {
     if (value(name) !== "") data.set(name, value(name));
+  }
+  // An animation's fields only with frames, so a server that predates animation takes stills.
+  if (Number(value("frames")) > 0) {
+    for (const name of ANIMATION_FIELDS) if (value(name) !== "") data.set(name, value(name));
   }
   data.set("make_video", String($("#make_video").checked));
   data.set("public", String($("#public").checked));
@@ -106,6 +112,9 @@ function fillForm(s) {
   $("#scale").value = s.scale ?? "";
   if (s.make_video !== undefined) $("#make_video").checked = Boolean(s.make_video);
   if (s.seed !== undefined || s.iterations || s.scale) $("#advanced").open = true;
+  const animated = Number(s.frames || 0) > 0;
+  for (const name of ANIMATION_FIELDS) $(`#${name}`).value = animated ? s[name] ?? "" : "";
+  $("#animation").open = animated;
   syncChips();
   updateHints();
 }
@@ -434,9 +443,9 @@ class JobView {
     if (FINAL.has(this.job.status)) this.finish();
   }
 
-  onProgress({ iteration, total, fraction, eta_seconds, resumed_from }) {
+  onProgress({ iteration, total, fraction, eta_seconds, resumed_from, frame, frames }) {
     const status = FINAL.has(this.job.status) ? this.job.status : "running";
-    const progress = { iteration, total, fraction };
+    const progress = { iteration, total, fraction, frame, frames };
     this.merge({ status, position: null, progress, eta_seconds, resumed_from: resumed_from ?? 0 });
   }
 
@@ -645,6 +654,7 @@ class JobView {
   progressDetail(job) {
     const p = job.progress || {};
     const parts = [];
+    if (p.frames) parts.push(`frame ${Math.max(1, p.frame || 0)} of ${p.frames}`);
     if (p.total) parts.push(`iteration ${p.iteration ?? 0} of ${p.total}`);
     // A worker died or stopped and this attempt continued from the state the last one saved.
     if (job.resumed_from > 0) parts.push(`resumed at iteration ${job.resumed_from}`);
@@ -682,6 +692,15 @@ class JobView {
     const video = $("#result-video");
     const videoUrl = links.video || links.mp4;
     video.hidden = !videoUrl;
+    // An animation is its video: shown first, in the picture's place (the last frame as poster).
+    const animated = Number(s.frames || 0) > 0 && Boolean(videoUrl);
+    if (animated) {
+      $("#canvas").append(video);
+      image.hidden = true;
+      video.autoplay = true;
+    } else if (video.parentElement.id === "canvas") {
+      $("#result").prepend(video);
+    }
     // The finished picture, not the first frame (noise), until the video is played.
     if (imageUrl) video.poster = imageUrl;
     if (videoUrl && video.getAttribute("src") !== videoUrl) video.src = videoUrl;
@@ -872,6 +891,11 @@ async function loadInfo() {
 
 function wire() {
   form.addEventListener("submit", submit);
+  $("#schedule-example").addEventListener("click", (event) => {
+    $("#zoom").value = event.currentTarget.dataset.schedule; // the helper fills in the zoom
+    if (!$("#frames").value) $("#frames").value = "60";
+    $("#zoom").focus();
+  });
   for (const chip of document.querySelectorAll(".chip")) {
     chip.addEventListener("click", () => toggleKeyword(chip.dataset.keyword));
   }

@@ -10,6 +10,7 @@ import torch
 from engine import presets
 
 if TYPE_CHECKING:
+    from engine.camera import Camera
     from engine.models import ModelCache
 
 
@@ -129,3 +130,9 @@ class Drawer:
     def to_svg(self) -> str | None:
         """A vector original of the current image, for styles that have one."""
         return None
+
+    def warp(self, camera: Camera) -> None:
+        """Move the picture by an animation's camera between two frames (`engine.camera`):
+        what the move uncovers is filled, never left black. Random numbers come from the
+        context's generator only."""
+        raise NotImplementedError(f"the {self.name} style cannot animate")

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from engine import presets
+from engine.camera import Camera
 from engine.catalog import vqgan_factor
 from engine.drawers.base import AskedSettings, Drawer, DrawerContext
 from engine.errors import SettingsError
@@ -111,3 +112,10 @@ class ImageDrawer(Drawer):
     @torch.no_grad()
     def clamp_(self) -> None:
         self.z.copy_(torch.maximum(torch.minimum(self.z, self.z_max), self.z_min))
+
+    @torch.no_grad()
+    def warp(self, camera: Camera) -> None:
+        """Decode, move the picture, encode it back into the latent (as the peers do)."""
+        moved = camera.warp(self.render())
+        self.z.copy_(self.vqgan.encode(moved * 2 - 1))
+        self.clamp_()

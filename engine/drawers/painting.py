@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from engine.camera import Camera
 from engine.drawers.base import Drawer, DrawerContext
 from engine.raster import render_strokes, strokes_to_svg
 
@@ -31,6 +32,13 @@ def random_strokes(
     segments = torch.randint(1, MAX_SEGMENTS + 1, (n,), generator=generator)
     colours = torch.rand(n, 4, generator=generator)
     return points, segments, colours
+
+
+def _on_canvas(points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(n,) bool: whether any control point of each stroke lies on the canvas."""
+    w, h = size
+    x, y = points[..., 0], points[..., 1]
+    return ((x >= 0) & (x <= w) & (y >= 0) & (y <= h)).any(dim=1)
 
 
 class PaintingDrawer(Drawer):
@@ -82,6 +90,29 @@ class PaintingDrawer(Drawer):
     def clamp_(self) -> None:
         self.widths.clamp_(1.0, self.max_width)
         self.colours.clamp_(0.0, 1.0)
+
+    @torch.no_grad()
+    def warp(self, camera: Camera) -> None:
+        """Move every control point by the camera (exact: nothing is resampled); strokes are
+        thicker or thinner with the zoom. Where the move uncovers the canvas, the least visible
+        strokes (off the canvas first, then the most transparent) start again there."""
+        size = (self.width, self.height)
+        self.points.copy_(camera.map_points(self.points, size))
+        self.widths.mul_(camera.zoom).clamp_(1.0, self.max_width)
+        holes = camera.uncovered(size).nonzero()  # (K, 2) as (y, x)
+        n = round(len(holes) / (self.width * self.height) * len(self.points))
+        if n == 0:
+            return
+        g = self.ctx.generator
+        fresh, _, colours = random_strokes(n, size, g)
+        where = holes[torch.randint(len(holes), (n,), generator=g)].flip(-1) + 0.5  # (x, y)
+        fresh = fresh - fresh[:, :1] + where[:, None].to(fresh.dtype)
+        inside = _on_canvas(self.points, size).float().cpu()
+        order = torch.argsort(inside * 2 + self.colours[:, 3].cpu(), stable=True)[:n]
+        idx = order.to(self.points.device)
+        self.points[idx] = fresh.to(self.points)
+        self.colours[idx] = colours.to(self.colours)
+        self.widths[idx] = START_WIDTH
 
     def to_svg(self) -> str:
         bg = self.background if self.background is not None else (1.0, 1.0, 1.0)

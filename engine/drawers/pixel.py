@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from engine.camera import Camera
 from engine.drawers.base import AskedSettings, Drawer, DrawerContext
 from engine.presets import parse_palette
 
@@ -100,3 +101,9 @@ class PixelDrawer(Drawer):
     @torch.no_grad()
     def clamp_(self) -> None:
         self.cells.clamp_(0.0, 1.0)
+
+    @torch.no_grad()
+    def warp(self, camera: Camera) -> None:
+        """Move the colour grid (a translation in pixels is one in cells of that size)."""
+        cell = self.width / self.cols
+        self.cells.copy_(camera.warp(self.cells, scale=1 / cell).clamp(0.0, 1.0))

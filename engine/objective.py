@@ -1,0 +1,75 @@
+"""What a run optimises: the CLIP loss of each picture against its prompts (a story's current
+scene), over augmented cutouts, plus the optional init, smoothness and saturation penalties."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from engine.cutouts import Cutouts
+from engine.images import open_rgb
+from engine.perceptor import ClipModel, Targets, build_targets
+from engine.prompts import parse_prompts, split_scenes
+from engine.resolve import ResolvedSettings
+
+
+def _open_image_prompts(paths: list[str]) -> list[Image.Image]:
+    return [open_rgb(p, "image_prompts") for p in paths]
+
+
+def _views_key(clip: ClipModel) -> tuple[int, bool, float]:
+    """Models that take the same views share one batch of cutouts."""
+    return clip.input_size, clip.zoom_views, clip.view_strength
+
+
+class Objective:
+    """Everything the loss needs: CLIP models with their targets and cutouts, extra penalties."""
+
+    def __init__(self, s: ResolvedSettings, clips: list[ClipModel], init: torch.Tensor | None):
+        images = _open_image_prompts(s.image_prompts)  # every scene's
+        self.clips = clips
+        # targets[scene][model]: a story's scenes each have their own (one scene without '^').
+        self.targets: list[list[Targets]] = [
+            [build_targets(c, parse_prompts(scene), images) for c in clips]
+            for scene in split_scenes(s.prompts)
+        ]
+        self.cutouts = {
+            _views_key(c): Cutouts(c.input_size, s.cutouts, zoom=c.zoom_views, wide=c.view_strength)
+            for c in clips
+        }
+        self.settings, self.init = s, init
+
+    def __call__(
+        self, images: list[torch.Tensor], gens: list[torch.Generator], scene: int = 0
+    ) -> torch.Tensor:
+        """The loss of each picture: (N,).  images: N x (1, 3, H, W), each with its generator;
+        `scene`: the story scene whose prompts are the targets.
+
+        Every picture's views go through each CLIP model in one batch; each generator is drawn
+        from in the same order as in a solo run (view kinds in order), so picture i sees the
+        views the solo run with its seed would.
+        """
+        views = {
+            key: torch.cat([cut(image, g) for image, g in zip(images, gens, strict=True)])
+            for key, cut in self.cutouts.items()
+        }  # (N*n, 3, S, S) each
+        losses = [image.new_zeros(()) for image in images]
+        for clip, targets in zip(self.clips, self.targets[scene], strict=True):
+            embeds = clip.encode_image(views[_views_key(clip)]).chunk(len(images))
+            losses = [loss + targets.loss(e) for loss, e in zip(losses, embeds, strict=True)]
+        pairs = zip(images, losses, strict=True)
+        return torch.stack([self._penalties(image, loss) for image, loss in pairs])
+
+    def _penalties(self, image: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        """`loss` plus the optional init, smoothness and saturation terms of one picture."""
+        s = self.settings
+        if s.init_weight and self.init is not None:
+            loss = loss + s.init_weight * (image - self.init).pow(2).mean()
+        if s.smoothness_weight:
+            dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
+            dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+            loss = loss + s.smoothness_weight * (dx + dy)
+        if s.saturation_weight:
+            spread = image.amax(dim=1) - image.amin(dim=1)  # (1, H, W)
+            loss = loss + s.saturation_weight * spread.pow(2).mean()
+        return loss
