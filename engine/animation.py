@@ -3,8 +3,8 @@
 A still picture (`frames=0`) is one frame of `iterations`. An animation's first frame gets
 `iterations`, each later one `frame_iterations`; between two frames the camera moves the picture
 (`engine.camera`) and the optimiser starts afresh, as the peers' animations do. In story mode
-('^' between prompts) the scenes share the iterations of a still picture evenly, in order, and the
-frames of an animation.
+('^' between prompts) the scenes share the iterations of a still picture evenly, in order (the
+optimiser starting afresh at each), and the frames of an animation.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class Timeline:
         if self.animated:
             return self.frame_of(i) * self.scenes // self.frames
         return i * self.scenes // self.iterations
+
+    def scene_start(self, i: int) -> bool:
+        """Whether a still picture's iteration `i` is the first of a new scene (the optimiser
+        starts afresh there: its moments still push toward the last scene's picture)."""
+        return not self.animated and i > 0 and self.scene_of(i) != self.scene_of(i - 1)
 
     def video_plan(self) -> VideoPlan:
         """A still's video samples the iterations (`plan_video`); an animation's has one video

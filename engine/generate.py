@@ -289,6 +289,8 @@ class _Loop:
             frame = t.frame_start(i)
             if frame is not None:
                 self._next_frame(frame, on_frame)
+            elif t.scene_start(i):
+                self.opt = self._optimiser()
             images = self._step(i, t.scene_of(i))
             if on_step is not None:
                 elapsed = time.perf_counter() - start

@@ -69,6 +69,8 @@ def test_the_timeline_counts_every_frame_s_iterations_and_scenes() -> None:
     assert [t.scene_of(i) for i in (0, 10, 13, 16)] == [0, 0, 1, 1]
     still = Timeline(resolve(tiny_settings(iterations=10, prompts="a ^ b ^ c")))
     assert [still.scene_of(i) for i in range(10)] == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [i for i in range(10) if still.scene_start(i)] == [4, 7]
+    assert not any(t.scene_start(i) for i in range(t.total))  # an animation's frames do it
 
 
 def test_too_many_iterations_in_an_animation_are_refused() -> None:
@@ -159,12 +161,12 @@ def test_painting_strokes_move_exactly_and_fill_what_a_zoom_out_uncovers(
 def test_a_story_changes_its_picture_scene_by_scene(models: ModelCache, tmp_path: Path) -> None:
     s = Settings.create(
         prompts="a red circle on a blue background ^ a blue circle on a red background",
-        style="pixel art", clip_models=["shapes"], seed=3, iterations=120, make_video=True,
+        style="pixel art", clip_models=["shapes"], seed=3, iterations=200, make_video=True,
         device="cpu",
     )  # fmt: skip
     result = generate(s, models=models, video_path=tmp_path / "s.mp4")
     frames = video_frames(tmp_path / "s.mp4")
-    mid_first = frames[len(frames) * 2 // 5]  # iteration ~48 of 120: still the first scene
+    mid_first = frames[len(frames) * 2 // 5]  # iteration ~86 of 200: still the first scene
 
     def centre_and_corner(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         h, w, _ = rgb.shape

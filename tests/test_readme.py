@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from helpers import ROOT
 
-from scripts import make_docs_images
+from scripts import make_animation_images, make_docs_images
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -23,6 +23,15 @@ def test_the_shapes_picture_is_made_by_the_commands_the_readme_shows() -> None:
     assert shown == [" ".join(c.split()) for c in make_docs_images.COMMANDS]
     assert "python -m scripts.make_docs_images" in README
     assert README.index(block) < README.index("(docs/shapes.png)")
+
+
+def test_the_animation_picture_is_made_by_the_commands_the_readme_shows() -> None:
+    block = next(b for b in bash_blocks(README) if "--frames" in b)
+    shown = [ln for ln in block.splitlines() if ln.startswith("text2art generate")]
+    assert shown == [" ".join(c.split()) for c in make_animation_images.COMMANDS]
+    assert "python -m scripts.make_animation_images" in README
+    assert README.index(block) < README.index("(docs/animation.png)")
+    assert (ROOT / "docs" / "animation.png").is_file()
 
 
 def test_the_script_moves_each_output_into_its_folder(tmp_path: Path) -> None:

@@ -303,6 +303,27 @@ def test_a_resumed_job_says_where_it_continued(page: Any) -> None:
     wait_for_text(page, "#job-badge", "^Cancelled$")
 
 
+def test_an_animation_from_its_section_plays_in_the_picture_s_place(page: Any) -> None:
+    fill_form(page, "a lighthouse ^ a storm", iterations=2)
+    page.locator("#animation summary").click()
+    page.get_by_label("Frames", exact=True).fill("3")
+    page.get_by_label("Iterations per frame").fill("1")
+    page.get_by_role("button", name="Use 0:(1.0), 30:(1.04), 60:(1.0) as the zoom").click()
+    assert page.get_by_label("Zoom", exact=True).input_value() == "0:(1.0), 30:(1.04), 60:(1.0)"
+    with page.expect_request("**/jobs") as sent:
+        page.get_by_role("button", name="Create art").click()
+    body = sent.value.post_data or ""
+    for field, value in [("frames", "3"), ("frame_iterations", "1"),
+                         ("zoom", "0:(1.0), 30:(1.04), 60:(1.0)")]:  # fmt: skip
+        assert re.search(rf'name="{field}"\r\n\r\n{re.escape(value)}\r\n', body), field
+    wait_for_text(page, "#job-badge", "^Done$")
+    video = page.locator("#canvas #result-video")  # the video first, where the picture was
+    video.wait_for(state="visible")
+    assert page.locator("#result-image").is_hidden()
+    assert (video.get_attribute("src") or "").endswith(".mp4")
+    page.screenshot(path=str(SHOTS / "animation.png"))
+
+
 def test_a_card_the_server_does_not_list_is_disabled(browser: Any, base_url: str) -> None:
     """/info lists every style but the first (the default): its card is disabled and the next
     one is chosen instead."""
