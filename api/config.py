@@ -186,6 +186,12 @@ class JobsConfig(BaseSettings):
         10, ge=0, description="Submissions per client per RATE_LIMIT_WINDOW seconds (0: off)."
     )
     rate_limit_window: int = Field(60, ge=1, description="Window of the rate limit, in seconds.")
+    max_jobs_per_client: int = Field(
+        10,
+        ge=0,
+        description="Jobs one client (API key or address) may have queued or running at once; "
+        "one more gets 429 (0: no cap).",
+    )
     # -- progress, cancel and the dead-worker policy -------------------------------------
     preview_every: int = Field(
         10, ge=1, description="Iterations between two preview images of a running job."

@@ -190,6 +190,7 @@ def jobs_config(out: Path, **overrides: Any) -> ServiceConfig:
         "heartbeat_seconds": 0.5,
         "preview_every": 5,
         "rate_limit": 0,
+        "max_jobs_per_client": 0,
         "notify_backoff": 0.05,
     }
     values.update(overrides)

@@ -24,7 +24,7 @@ from typing import Any
 
 from api.config import ServiceConfig
 from api.gpu import GpuLock
-from api.jobs.admission import admit
+from api.jobs import admission
 from api.jobs.errors import QueueUnavailable
 from api.jobs.events import JobFeeds, job_events
 from api.jobs.gallery import gallery_page
@@ -165,9 +165,15 @@ class JobService:
         return lost
 
     # -- submission --------------------------------------------------------------------------
+    def check_admission(self, client_id: str) -> None:
+        """Raise the refusal (`QueueFull`, `RateLimited`, `ClientBusy`) one more submission
+        would get now; records nothing (`submit` decides, atomically)."""
+        admission.check(self.store, self.config, client_id)
+
     def admit(self, client_id: str) -> None:
-        """Raise `QueueFull` or `RateLimited` when one more submission must be refused."""
-        admit(self.store, self.config, client_id)
+        """Admit and record a submission that runs here without a job (`POST /generate`),
+        under the same limits as a job, atomically; raises the refusal otherwise."""
+        admission.admit(self.store, self.config, client_id)
 
     def submit(
         self,
@@ -181,7 +187,8 @@ class JobService:
         public: bool = False,
         webhook_url: str | None = None,
     ) -> tuple[Job, str]:
-        """Record and enqueue a job; returns it with its secret delete token."""
+        """Admit (atomically: see `api.jobs.admission`), record and enqueue a job; returns it
+        with its secret delete token."""
         token = new_token()
         self.artifacts.commit_uploads(job_id)  # a worker elsewhere reads them from the store
         job = Job(
@@ -204,12 +211,13 @@ class JobService:
             version=1,
             enqueued_at=time.time(),
         )
-        self.store.add(job)
+        admission.admit(self.store, self.config, client_id, job)  # or a Refusal
         try:
             self.queue.enqueue(job_id)
         except QueueUnavailable:
             log.warning("cannot enqueue job %s: the queue is down; not recorded", job_id)
             self.store.delete(job_id)
+            admission.forget(self.store, job_id)
             self.artifacts.delete(job_id)  # its uploads
             self.outages.failed("queue")
             raise

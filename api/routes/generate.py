@@ -65,6 +65,7 @@ router = APIRouter(tags=["generate"])
         **BODY_ERRORS,
         401: {"description": "API keys are on and none (or a wrong one) was sent."},
         422: {"description": "A field is invalid; `detail[0].loc` names it."},
+        429: {"description": "Too many submissions from this client; see Retry-After."},
         499: {"description": "The client went away; the run was cancelled."},
         500: {"description": "The engine failed (e.g. GPU out of memory); JSON `error`."},
         503: {
@@ -92,6 +93,8 @@ async def generate_image(
         return await generate_by_queue(request, form, jobs)
     if gpu.full():
         raise GpuBusy(gpu.waiting, gpu.max_waiting)
+    if jobs is not None:  # the limits of a job, decided and recorded atomically
+        await run_in_threadpool(jobs.admit, submitter(request, config).client_id)
     job_id = new_job_id()
     settings = await build_settings(form, config, artifacts.upload_dir(job_id))
     video = artifacts.video_path(job_id) if settings.make_video else None
