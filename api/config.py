@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
@@ -249,8 +250,9 @@ class JobsConfig(BaseSettings):
     # -- links ---------------------------------------------------------------------------
     public_url: str | None = Field(
         None,
-        description="Base URL of links in e-mails and webhooks, e.g. 'https://art.example.org' "
-        "(default: the URL the job was submitted to).",
+        description="The service's public URL, e.g. 'https://art.example.org': the base of "
+        "every absolute link (Location, job links, e-mails, webhooks); e-mail needs it "
+        "(default: none, links are relative, never taken from a request's Host header).",
     )
     # -- e-mail --------------------------------------------------------------------------
     smtp_host: str | None = Field(None, description="SMTP server; e-mail is off without one.")
@@ -285,6 +287,16 @@ class JobsConfig(BaseSettings):
         False,
         description="Allow webhooks to loopback/private addresses (off: no SSRF into your LAN).",
     )
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+            raise ValueError("expected an http:// or https:// URL with a host and no user:pass@")
+        return value.rstrip("/")
 
     def resolved_database_url(self, output_dir: Path) -> str:
         """The job database's URL: the configured one or a SQLite file in `output_dir`.

@@ -122,8 +122,14 @@ def client_id(request: Request, api_keys: list[str]) -> str:
 
 
 def base_url(request: Request) -> str:
-    """The URL this service was reached at, without a trailing slash."""
-    return str(request.base_url).rstrip("/")
+    """The base of every link the service writes, without a trailing slash: T2A_PUBLIC_URL,
+    else the path the app is mounted at, so links are relative ("/jobs/ID"). Never the request's
+    Host header: a client could make the service write its own host into Location, the links
+    and the e-mails (host header poisoning)."""
+    public: str | None = getattr(request.app.state.config, "public_url", None)
+    if public:
+        return public.rstrip("/")
+    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 def submitter(request: Request, config: ApiConfig) -> Submitter:

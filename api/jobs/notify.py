@@ -205,6 +205,11 @@ def check_webhook_url(value: str | None, allow_private: bool = True) -> str | No
         raise SettingsError(
             "webhook_url", f"expected an http:// or https:// URL of at most {MAX_URL_CHARS} chars"
         )
+    if "@" in parts.netloc:  # a password would be kept in the job's record and its errors
+        raise SettingsError(
+            "webhook_url", "a user name or password in the URL (user:pass@host) is not "
+            "allowed; sign webhooks with the server's T2A_WEBHOOK_SECRET instead",
+        )  # fmt: skip
     if not allow_private and not public_host(host):
         raise SettingsError(
             "webhook_url", "webhooks to loopback, private or local addresses are not allowed"

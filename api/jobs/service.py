@@ -29,7 +29,7 @@ from api.jobs.errors import QueueUnavailable
 from api.jobs.events import JobFeeds, job_events
 from api.jobs.gallery import gallery_page
 from api.jobs.identity import check_storage_identity
-from api.jobs.notices import JobNotices
+from api.jobs.notices import JobNotices, email_enabled, email_off
 from api.jobs.outage import Outages
 from api.jobs.policy import reap_dead
 from api.jobs.probe import Probe
@@ -78,6 +78,8 @@ class JobService:
         """Open the database and the queue, check the artifact store; then recover the queue
         and run jobs here when `run_worker` (default: run_worker_in_process)."""
         run_worker = self.config.run_worker_in_process if run_worker is None else run_worker
+        if self.config.smtp_host and not email_enabled(self.config):
+            log.warning("e-mail is off: %s", email_off(self.config))
         self.store.open()  # SchemaOutdated: refuse
         self.queue.open()
         self.artifacts.prepare()

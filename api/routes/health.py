@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from api.deps import ConfigDep, GpuDep, JobsDep, ModelsDep, ReadinessDep
+from api.deps import ConfigDep, GpuDep, JobsDep, ModelsDep, ReadinessDep, base_url
 from api.forms import default_of, server_overrides, style_details
+from api.jobs.notices import email_enabled
 from engine import ASPECT, QUALITY, __version__, base_size, list_drawers, pick_device
 
 router = APIRouter(tags=["health"])
@@ -91,11 +92,11 @@ def info(request: Request, config: ConfigDep, models: ModelsDep, gpu: GpuDep) ->
 def _email_enabled(request: Request) -> bool:
     """Whether jobs can e-mail results (an SMTP server is configured for the jobs service)."""
     jobs = getattr(request.app.state, "jobs", None)
-    return bool(jobs is not None and getattr(jobs.config, "smtp_host", None))
+    return bool(jobs is not None and email_enabled(jobs.config))
 
 
 def _links(request: Request) -> dict[str, str]:
-    base = str(request.base_url).rstrip("/")
+    base = base_url(request)
     paths = {"docs": "/docs", "openapi": "/openapi.json", "generate": "/generate"}
     paths.update({"healthz": "/healthz", "readyz": "/readyz", "metrics": "/metrics"})
     return {name: base + path for name, path in paths.items()}
