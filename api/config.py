@@ -118,6 +118,21 @@ class ApiConfig(BaseSettings):
         description="Largest request body, in bytes (all uploads and fields together); a larger "
         "one gets 413 before it is read.",
     )
+    read_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a client may take to send a request's headers, and to send each "
+        "part of its body (a slower body gets 408); the connection is closed after.",
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="Seconds an idle kept-alive connection stays open."
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Connections and requests `text2art serve` holds at once; one more request "
+        "gets 503.",
+    )
     trusted_proxies: CommaList = Field(
         default_factory=list,
         description="Addresses of reverse proxies whose X-Forwarded-For/-Proto are believed, "

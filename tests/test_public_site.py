@@ -4,11 +4,27 @@ server (the app's lifespan through TestClient, or uvicorn on a free port)."""
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from helpers import FORM, Inbox, error_of, jobs_config, serving, smtp_config, wait_for
+from helpers import (
+    FORM,
+    Inbox,
+    error_of,
+    jobs_config,
+    serving,
+    serving_in_thread,
+    smtp_config,
+    wait_for,
+)
+from servers import free_port
 
+from api.config import ServiceConfig
+from api.connections import HeaderDeadline, server_options
+from api.serve import serve
 from engine import ModelCache
 
 FAST = {**FORM, "iterations": "1"}
@@ -90,3 +106,118 @@ def test_the_e_mail_links_come_from_the_public_url_not_the_host(
         assert body is not None
         text = body.get_content()
         assert "https://art.example.org/jobs/" in text and "evil.example" not in text
+
+
+# -- 6: connections: closed after a refusal, read deadlines, a cap ---------------------------
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, models: ModelCache) -> Iterator[str]:
+    """`text2art serve`'s own uvicorn (its options) with a key, a small body limit, a 1 s read
+    timeout and at most 4 connections."""
+    config = jobs_config(tmp_path_factory.mktemp("served"), host="127.0.0.1", port=free_port(),
+                         api_keys=["k1"], max_request_bytes=100_000, read_timeout=1.0,
+                         max_connections=4, run_worker_in_process=False)  # fmt: skip
+    with serving_in_thread(serve, config=config):
+        yield f"127.0.0.1:{config.port}"
+
+
+def chunked_head(key: str | None) -> bytes:
+    lines = ["POST /jobs HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked",
+             "Content-Type: multipart/form-data; boundary=zz"]  # fmt: skip
+    lines += [f"Authorization: Bearer {key}"] if key else []
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def feed_until_closed(conn: socket.socket, chunk: bytes, most: int) -> tuple[bytes, int]:
+    """Send `chunk` (framed) up to `most` times, reading what comes back; (answer, bytes sent)
+    once the server closed the connection. Fails if it is still open after `most` chunks."""
+    framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    answer, sent = b"", 0
+    conn.setblocking(False)
+    for _ in range(most):
+        try:
+            conn.sendall(framed)
+            sent += len(framed)
+        except BlockingIOError:
+            pass  # the server reads no more: its window is full
+        except OSError:  # reset: closed
+            return answer, sent
+        try:
+            data = conn.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return answer, sent
+        if not data:  # EOF: closed
+            return answer, sent
+        answer += data
+    raise AssertionError(f"still open after {sent} bytes; answered {answer[:200]!r}")
+
+
+@pytest.mark.parametrize(("key", "status"), [(None, b" 401 "), ("k1", b" 413 ")])
+def test_a_refused_chunked_body_closes_the_connection(
+    served: str, key: str | None, status: bytes
+) -> None:
+    host, port = served.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        part = (
+            b'--zz\r\nContent-Disposition: form-data; name="init_image"; filename="a.png"\r\n\r\n'
+        )
+        first = part + b"x" * 120_000  # over the limit of 100000 bytes (413 with the key)
+        conn.sendall(chunked_head(key) + f"{len(first):x}\r\n".encode() + first + b"\r\n")
+        answer = conn.recv(65536)  # the refusal, while the client still has body to send
+        _, sent = feed_until_closed(conn, b"x" * 16384, most=100_000)  # up to 1.6 GB more
+    assert status in answer.split(b"\r\n")[0] + b" " and b"connection: close" in answer.lower()
+    assert sent < 50_000_000  # the server stopped reading long before
+
+
+def closed_by_server(conn: socket.socket) -> bool:
+    """Whether the server closes the connection (EOF) before the socket's own timeout."""
+    try:
+        return conn.recv(65536) == b"" or conn.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_slow_headers_are_cut_off(served: str) -> None:
+    host, port = served.split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never the blank line
+        assert closed_by_server(conn)
+
+
+def test_a_stalled_body_is_408_and_closed(served: str) -> None:
+    host, port = served.split(":")
+    head = (
+        "POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer k1\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(head.encode() + b"prompts=a")  # 9 of 100 bytes, then nothing
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 408 ") and b"T2A_READ_TIMEOUT" in data
+
+
+def test_connections_over_the_cap_get_503(served: str) -> None:
+    host, port = served.split(":")
+    held = [socket.create_connection((host, int(port)), timeout=20) for _ in range(4)]
+    try:
+        for conn in held:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\n")  # open, headers unfinished
+        answer = httpx.get(f"http://{served}/healthz")
+        assert answer.status_code == 503
+    finally:
+        for conn in held:
+            conn.close()
+    wait_for(lambda: httpx.get(f"http://{served}/healthz").status_code == 200, what="room again")
+
+
+def test_serve_sets_the_timeouts_and_the_cap(tmp_path: Path) -> None:
+    config = ServiceConfig(output_dir=tmp_path, preload=False, read_timeout=7,
+                           keep_alive_timeout=3, max_connections=50)  # fmt: skip
+    options = server_options(config)
+    assert options["timeout_keep_alive"] == 3 and options["limit_concurrency"] == 50
+    assert issubclass(options["http"], HeaderDeadline) and options["http"].header_timeout == 7
