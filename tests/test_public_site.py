@@ -22,6 +22,7 @@ from helpers import (
 )
 from servers import free_port
 
+from api.addresses import client_address
 from api.config import ServiceConfig
 from api.connections import HeaderDeadline, server_options
 from api.serve import serve
@@ -221,3 +222,36 @@ def test_serve_sets_the_timeouts_and_the_cap(tmp_path: Path) -> None:
     options = server_options(config)
     assert options["timeout_keep_alive"] == 3 and options["limit_concurrency"] == 50
     assert issubclass(options["http"], HeaderDeadline) and options["http"].header_timeout == 7
+
+
+# -- 7: client ids from X-Forwarded-For ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        ["203.0.113.7", "::ffff:203.0.113.7", "0xcb.0.113.7", "203.0.113.007", "3405803783"],
+        ["2001:db8:1:2::5", "2001:DB8:1:2:0:0:0:5", "2001:0db8:0001:0002::5", "2001:db8:1:2::9"],
+        ["garbage", "more-garbage", "1.2.3.4.5"],
+    ],
+    ids=["ipv4", "ipv6-by-64", "garbage"],
+)
+def test_every_spelling_of_one_forwarded_address_is_one_client(
+    tmp_path: Path, models: ModelCache, spellings: list[str]
+) -> None:
+    config = jobs_config(tmp_path, host="127.0.0.1", port=free_port(), rate_limit=1,
+                         trusted_proxies=["127.0.0.1"], run_worker_in_process=False)  # fmt: skip
+    with serving_in_thread(serve, config=config), httpx.Client() as http:
+        url = f"http://127.0.0.1:{config.port}/jobs"
+        statuses = [
+            http.post(url, data=FORM, headers={"X-Forwarded-For": spelling}).status_code
+            for spelling in spellings
+        ]
+        other = http.post(url, data=FORM, headers={"X-Forwarded-For": "2001:db8:1:3::5"})
+    assert statuses == [202] + [429] * (len(spellings) - 1)
+    assert other.status_code == 202  # another /64 is another client
+
+
+def test_client_addresses_are_canonical() -> None:
+    assert client_address("::ffff:203.0.113.7") == client_address("203.0.113.007")
+    assert client_address("2001:db8:1:2::5") == "2001:db8:1:2::/64"
+    assert client_address("[fe80::1%eth0]") == "fe80::/64"
+    assert client_address("garbage") == client_address(None) == "unknown"
