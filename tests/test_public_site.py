@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +28,7 @@ from servers import free_port
 from api.addresses import client_address
 from api.config import ServiceConfig
 from api.connections import HeaderDeadline, server_options
+from api.jobs.notify import PermanentError, post_webhook, resolve_public, webhook_request
 from api.serve import serve
 from engine import ModelCache
 
@@ -255,3 +259,83 @@ def test_client_addresses_are_canonical() -> None:
     assert client_address("2001:db8:1:2::5") == "2001:db8:1:2::/64"
     assert client_address("[fe80::1%eth0]") == "fe80::/64"
     assert client_address("garbage") == client_address(None) == "unknown"
+
+
+# -- 8: SSRF: NAT64, multicast, reserved, IDN digits; no rebinding window ---------------------
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[64:ff9b::7f00:1]/",  # NAT64 of 127.0.0.1
+        "http://[64:ff9b::808:808]/",  # NAT64 of a public address: still a translator's choice
+        "http://[64:ff9b:1::a00:1]/",  # local-use NAT64
+        "http://224.0.0.1/",  # multicast
+        "http://[ff02::1]/",
+        "http://240.0.0.1/",  # reserved
+        "http://255.255.255.255/",
+        "http://１２７.０.０.１/",  # fullwidth digits: IDNA makes them 127.0.0.1
+        "http://127。0。0。1/",  # ideographic full stops
+        "http://１０.0.0.1:8080/hook",
+    ],
+)
+def test_more_non_public_webhook_urls_are_422(tmp_path: Path, models: ModelCache, url: str) -> None:
+    with serving(jobs_config(tmp_path), models, paused=True) as client:
+        field, message = error_of(client.post("/jobs", data={**FORM, "webhook_url": url}))
+    assert field == "webhook_url" and "NAT64" in message
+
+
+@pytest.mark.parametrize(
+    "address", ["64:ff9b::7f00:1", "224.0.0.1", "ff02::1", "240.0.0.1", "::ffff:224.0.0.1"]
+)
+def test_delivery_refuses_a_name_resolving_to_them(
+    address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    answer = [(family, socket.SOCK_STREAM, 6, "", (address, 0))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: answer)
+    with pytest.raises(PermanentError, match="non-public address"):
+        resolve_public("https://hooks.example.org/x")
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Counts POSTs (a service on the operator's loopback that a webhook must never reach)."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.posts += 1  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_delivery_connects_to_the_address_it_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that resolves to a public address for the check and to 127.0.0.1 a moment later
+    (DNS rebinding): the POST goes to the checked address, never to the loopback service."""
+    inside = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    inside.posts = 0  # type: ignore[attr-defined]
+    threading.Thread(target=inside.serve_forever, daemon=True).start()
+    real, looked_up, connected = socket.getaddrinfo, [], []
+    answers = iter(["93.184.216.34", "127.0.0.1", "127.0.0.1"])  # the check, then a rebind
+
+    def rebinding(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.example":
+            return real(host, *args, **kwargs)
+        looked_up.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), 0))]
+
+    def connect(address: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
+        connected.append(address)
+        raise ConnectionRefusedError("no route in the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(socket, "create_connection", connect)
+    url = f"http://rebind.example:{inside.server_address[1]}/hook"
+    try:
+        with pytest.raises(OSError):
+            post_webhook(webhook_request(url, {"event": "job.finished"}, None), 2, False)
+    finally:
+        inside.shutdown()
+    assert looked_up == ["rebind.example"]  # resolved once
+    assert connected == [("93.184.216.34", inside.server_address[1])]
+    assert inside.posts == 0  # type: ignore[attr-defined]
