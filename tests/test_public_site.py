@@ -3,6 +3,7 @@ server (the app's lifespan through TestClient, or uvicorn on a free port)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import threading
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from helpers import (
     FORM,
     Inbox,
@@ -23,6 +25,7 @@ from helpers import (
     smtp_config,
     wait_for,
 )
+from PIL import Image
 from servers import free_port
 
 from api.addresses import client_address
@@ -339,3 +342,40 @@ def test_delivery_connects_to_the_address_it_checked(monkeypatch: pytest.MonkeyP
     assert looked_up == ["rebind.example"]  # resolved once
     assert connected == [("93.184.216.34", inside.server_address[1])]
     assert inside.posts == 0  # type: ignore[attr-defined]
+
+
+# -- 9: uploads: PNG, JPEG, WebP and GIF's first frame, nothing else ---------------------------
+def image_file(fmt: str, frames: int = 1) -> bytes:
+    """A 16x16 RGB picture in `fmt` (skips the test when this Pillow cannot write it)."""
+    pictures = [Image.new("RGB", (16, 16), (40 * i, 90, 200)) for i in range(frames)]
+    data = io.BytesIO()
+    try:
+        extra = {"save_all": True, "append_images": pictures[1:]} if frames > 1 else {}
+        pictures[0].save(data, format=fmt, **extra)
+    except (KeyError, OSError, ValueError) as exc:
+        pytest.skip(f"this Pillow cannot write {fmt}: {exc}")
+    return data.getvalue()
+
+
+REFUSED = ["TIFF", "BMP", "ICO", "PCX", "PPM", "TGA", "SGI", "IM", "DDS", "JPEG2000", "AVIF", "QOI"]
+
+
+@pytest.fixture(scope="module")
+def uploads(tmp_path_factory: pytest.TempPathFactory, models: ModelCache) -> Iterator[TestClient]:
+    with serving(jobs_config(tmp_path_factory.mktemp("uploads")), models, paused=True) as c:
+        yield c
+
+
+@pytest.mark.parametrize("fmt", REFUSED)
+@pytest.mark.parametrize("field", ["init_image", "image_prompts"])
+def test_other_upload_formats_are_422(uploads: TestClient, fmt: str, field: str) -> None:
+    files = {field: (f"a.{fmt.lower()}", image_file(fmt), "application/octet-stream")}
+    name, message = error_of(uploads.post("/jobs", data=FORM, files=files))
+    assert name == field and "PNG, JPEG, WebP or GIF" in message
+
+
+@pytest.mark.parametrize(("fmt", "frames"), [("PNG", 1), ("JPEG", 1), ("WEBP", 1), ("GIF", 3)])
+def test_png_jpeg_webp_and_gif_are_accepted(uploads: TestClient, fmt: str, frames: int) -> None:
+    files = {"init_image": (f"a.{fmt.lower()}", image_file(fmt, frames), "image/x")}
+    answer = uploads.post("/jobs", data=FORM, files=files)
+    assert answer.status_code == 202, answer.text
