@@ -21,6 +21,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api.allow import AllowHeader
 from api.config import ServiceConfig
 from api.deps import Readiness
 from api.errors import RunFailed, install_error_handlers
@@ -28,6 +29,7 @@ from api.forms import server_overrides
 from api.guard import RequestGuard
 from api.jobs.errors import install_refusal_handlers
 from api.jobs.outage import install_outage_handlers
+from api.openapi import install_openapi
 from api.routes import docs, gallery, generate, health, jobs, outputs, web
 from api.runner import run_engine
 from api.services import build_services
@@ -66,6 +68,7 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
     )
     app.state.config = config
     app.state.models = models
+    app.add_middleware(AllowHeader)  # inside CORS (preflights are its): Allow on 405, OPTIONS
     app.add_middleware(
         CORSMiddleware,
         allow_origins=config.cors_origins,
@@ -85,6 +88,7 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
     app.include_router(gallery.router)
     web.mount_web(app)  # "/" is the web page, "/static/..." its assets
     docs.mount_docs(app)  # "/docs" and "/redoc", their assets in the package
+    install_openapi(app, config)  # the schema states this server's limits
     return app
 
 

@@ -53,6 +53,7 @@ class StorageError(OSError):
 # Answers of a form route before its fields are read (`api.guard` and the form parser).
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The body is not valid multipart or urlencoded form data."},
+    408: {"description": "No part of the body came for T2A_READ_TIMEOUT s; JSON `error`: timeout."},
     413: {"description": "The body is over T2A_MAX_REQUEST_BYTES; JSON `error`: too_large."},
 }
 

@@ -4,6 +4,7 @@ server (the app's lifespan through TestClient, or uvicorn on a free port)."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import socket
 import threading
@@ -379,3 +380,46 @@ def test_png_jpeg_webp_and_gif_are_accepted(uploads: TestClient, fmt: str, frame
     files = {"init_image": (f"a.{fmt.lower()}", image_file(fmt, frames), "image/x")}
     answer = uploads.post("/jobs", data=FORM, files=files)
     assert answer.status_code == 202, answer.text
+
+
+# -- 10: the published schema states the limits; Allow; a low T2A_MAX_ITERATIONS ----------------
+def test_the_openapi_schema_states_this_servers_limits(tmp_path: Path, models: ModelCache) -> None:
+    config = jobs_config(tmp_path, max_iterations=300, max_variations=3, max_scale=4.0,
+                         max_pixels=128 * 128, max_upload_bytes=5000)  # fmt: skip
+    with serving(config, models, paused=True) as client:
+        schema = client.get("/openapi.json").json()
+    for path in ("/generate", "/jobs"):
+        body = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]
+        name = body["schema"]["$ref"].rsplit("/", 1)[-1]
+        form = schema["components"]["schemas"][name]["properties"]
+        assert {"minimum": 1, "maximum": 300}.items() <= form["iterations"]["anyOf"][0].items()
+        assert form["variations"]["minimum"] == 1 and form["variations"]["maximum"] == 3
+        assert form["scale"]["maximum"] == 4.0 and form["scale"]["exclusiveMinimum"] == 0
+        assert (
+            "pattern" in form["size"]["anyOf"][0] and "16384 pixels" in form["size"]["description"]
+        )
+        assert form["seed"]["anyOf"][0]["minimum"] == 0
+        assert form["init_image"]["anyOf"][0]["contentMediaType"] == "image/*"
+        assert "5000 bytes" in form["image_prompts"]["description"]
+        types = body["encoding"]["init_image"]["contentType"]
+        assert types == "image/png, image/jpeg, image/webp, image/gif"
+
+
+def test_allow_names_every_method_of_a_job(client: TestClient) -> None:
+    options = client.options(f"/jobs/{'7' * 32}")
+    assert options.status_code == 204 and options.headers["allow"] == "DELETE, GET, OPTIONS"
+    wrong = client.put(f"/jobs/{'7' * 32}")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "DELETE, GET, OPTIONS"
+    assert client.get("/generate").headers["allow"] == "OPTIONS, POST"
+
+
+def test_a_low_max_iterations_cuts_the_default_and_refuses_more(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    without = {k: v for k, v in FORM.items() if k != "iterations"}
+    with serving(jobs_config(tmp_path, max_iterations=2), models, paused=True) as client:
+        made = client.post("/generate", data=without)
+        assert made.status_code == 200, made.text
+        assert json.loads(made.headers["x-settings"])["iterations"] == 2  # the draft's 200, cut
+        field, message = error_of(client.post("/generate", data={**without, "iterations": "3"}))
+        assert field == "iterations" and "between 1 and 2" in message
