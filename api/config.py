@@ -260,7 +260,16 @@ class JobsConfig(BaseSettings):
         "(none: no health server).",
     )
     health_host: str = Field(
-        "127.0.0.1", description="Address of the worker's health server (0.0.0.0: every one)."
+        "127.0.0.1",
+        description="Address of the worker's health server and of `serve`'s metrics port "
+        "(0.0.0.0: every one).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="`text2art serve` answers /metrics only on this port (bound to HEALTH_HOST), "
+        "not on the public one (none: on the public port, behind the API key when keys are on).",
     )
     # -- links ---------------------------------------------------------------------------
     public_url: str | None = Field(

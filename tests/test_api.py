@@ -252,7 +252,7 @@ def test_root_is_the_web_page_and_every_field_is_documented(client: TestClient) 
     props = spec["components"]["schemas"][ref]["properties"]
     assert sorted(props) == sorted(CARD_FIELDS)
     for name, prop in props.items():
-        assert prop["description"] == describe(name) and prop["description"], name
+        assert prop["description"].startswith(describe(name)) and describe(name), name
         if name not in ("init_image", "image_prompts"):
             assert prop.get("examples"), name
     assert props["scale"]["default"] == 2.5 and props["prompts"]["default"] == "Underwater City"
@@ -324,7 +324,9 @@ def test_busy_gpu_gives_503_with_retry_after(tmp_path: Path, models: ModelCache)
         after = c.post("/generate", data=FAST)
     assert busy.status_code == 503 and busy.headers["retry-after"] == "7"
     assert busy.json()["error"] == "busy"
-    assert ready.status_code == 503 and ready.json()["busy"] is True
+    # a busy node stays ready (a load balancer must not drop it for working); it says so
+    assert ready.status_code == 200 and ready.json()["busy"] is True
+    assert ready.json()["full"] is True
     assert after.status_code == 200
 
 

@@ -21,6 +21,7 @@ from helpers import (
     Inbox,
     error_of,
     jobs_config,
+    running,
     serving,
     serving_in_thread,
     smtp_config,
@@ -30,6 +31,7 @@ from PIL import Image
 from servers import free_port
 
 from api.addresses import client_address
+from api.app import create_app
 from api.config import ServiceConfig
 from api.connections import HeaderDeadline, server_options
 from api.jobs.notify import PermanentError, post_webhook, resolve_public, webhook_request
@@ -423,3 +425,34 @@ def test_a_low_max_iterations_cuts_the_default_and_refuses_more(
         assert json.loads(made.headers["x-settings"])["iterations"] == 2  # the draft's 200, cut
         field, message = error_of(client.post("/generate", data={**without, "iterations": "3"}))
         assert field == "iterations" and "between 1 and 2" in message
+
+
+# -- 11: a busy node stays ready; /metrics off the public port or behind the key ----------------
+def test_a_node_whose_gpu_line_is_full_stays_ready(tmp_path: Path, models: ModelCache) -> None:
+    app = create_app(jobs_config(tmp_path, max_waiting=0), models=models)
+    with running(app) as url:
+        with app.state.gpu.slot():  # a run holds the GPU and nobody may wait
+            ready = httpx.get(f"{url}/readyz")
+            refused = httpx.post(f"{url}/generate", data=FAST)
+        assert ready.status_code == 200
+        assert ready.json()["ready"] is True and ready.json()["busy"] is True
+        assert ready.json()["full"] is True and refused.status_code == 503
+
+
+def test_metrics_move_to_their_own_port(tmp_path: Path, models: ModelCache) -> None:
+    config = jobs_config(tmp_path, metrics_port=free_port())
+    with running(create_app(config, models=models)) as url:
+        public = httpx.get(f"{url}/metrics")
+        private = httpx.get(f"http://127.0.0.1:{config.metrics_port}/metrics")
+        ready = httpx.get(f"http://127.0.0.1:{config.metrics_port}/readyz")
+    assert public.status_code == 404 and "T2A_METRICS_PORT" in public.text
+    assert private.status_code == 200 and "text2art_" in private.text
+    assert ready.status_code == 200
+
+
+def test_metrics_need_the_key_when_keys_are_on(tmp_path: Path, models: ModelCache) -> None:
+    with running(create_app(jobs_config(tmp_path, api_keys=["k1"]), models=models)) as url:
+        anonymous = httpx.get(f"{url}/metrics")
+        keyed = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer k1"})
+    assert anonymous.status_code == 401
+    assert keyed.status_code == 200 and "text2art_" in keyed.text
