@@ -138,6 +138,13 @@ class ApiConfig(BaseSettings):
         description="Addresses of reverse proxies whose X-Forwarded-For/-Proto are believed, "
         "comma-separated (e.g. '127.0.0.1' behind a local nginx or ngrok; default: none).",
     )
+    max_cost: float | None = Field(
+        None,
+        gt=0,
+        description="Ceiling of a request's estimated run time in seconds (api.cost); a "
+        "costlier one gets 422 with the estimate and the fields to lower (default: 14400 on "
+        "a CPU, 3600 on a GPU).",
+    )
     # Limits of every request (engine.Limits), e.g. T2A_MAX_PIXELS.
     max_pixels: int = _limit("max_pixels")
     max_iterations: int = _limit("max_iterations")

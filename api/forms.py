@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from api.config import ApiConfig
+from api.cost import check_cost
 from engine import ResolvedSettings, Settings, drawer_class, list_drawers, publish, resolve
 from engine.errors import SettingsError
 
@@ -189,9 +190,16 @@ async def with_uploads(
         raise
 
 
-def resolve_settings(settings: Settings, config: ApiConfig) -> ResolvedSettings:
-    """Resolve with the server's limits; the card's defaults fill what nobody gave."""
-    return resolve(settings, config.limits(), defaults=CARD_DEFAULTS)
+def resolve_settings(
+    settings: Settings, config: ApiConfig, *, priced: bool = True
+) -> ResolvedSettings:
+    """Resolve with the server's limits; the card's defaults fill what nobody gave. With
+    `priced`, a request whose estimated run time is over the ceiling is `TooCostly` (a 422,
+    `api.cost`)."""
+    resolved = resolve(settings, config.limits(), defaults=CARD_DEFAULTS)
+    if priced:
+        check_cost(resolved, config.max_cost, config.device)
+    return resolved
 
 
 def server_overrides(config: ApiConfig) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from api.config import ServiceConfig
+from api.cost import estimate
 from api.gpu import GpuLock
 from api.jobs import admission
 from api.jobs.errors import QueueUnavailable
@@ -40,7 +41,7 @@ from api.jobs.upkeep import Chore, Upkeep, reconcile, worker_row
 from api.jobs.worker import JobRunner
 from api.metrics import Metrics
 from api.storage import ArtifactStore
-from engine import ModelCache, Settings
+from engine import ModelCache, ResolvedSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ class JobService:
             cancel_requested=False,
             version=1,
             enqueued_at=time.time(),
+            estimate_seconds=self.estimate(settings),
         )
         admission.admit(self.store, self.config, client_id, job)  # or a Refusal
         try:
@@ -225,6 +227,12 @@ class JobService:
             raise
         self.metrics.submitted()
         return job, token
+
+    def estimate(self, settings: Settings) -> float | None:
+        """The cost model's run time of resolved settings on this server (`api.cost`)."""
+        if not isinstance(settings, ResolvedSettings):
+            return None
+        return estimate(settings, self.config.device)
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
@@ -245,6 +253,7 @@ class JobService:
             position=position,
             progress=Progress(iteration=job.iteration, total=job.total, fraction=fraction),
             eta_seconds=self.eta(job, position),
+            estimate_seconds=job.estimate_seconds,
             created_at=iso(job.created_at) or "",
             started_at=iso(job.started_at),
             finished_at=iso(job.finished_at),

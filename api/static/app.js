@@ -14,6 +14,7 @@ import {
   variationCount,
 } from "./format.js";
 import { Gallery } from "./gallery.js";
+import { watchEstimate } from "./estimate.js";
 
 const $ = (selector) => document.querySelector(selector);
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
@@ -872,6 +873,7 @@ async function loadInfo() {
 
 function wire() {
   form.addEventListener("submit", submit);
+  watchEstimate(form, formData, $("#estimate"));
   for (const chip of document.querySelectorAll(".chip")) {
     chip.addEventListener("click", () => toggleKeyword(chip.dataset.keyword));
   }
