@@ -16,18 +16,23 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api.allow import AllowHeader
 from api.config import ServiceConfig
 from api.deps import Readiness
 from api.errors import RunFailed, install_error_handlers
 from api.forms import server_overrides
 from api.guard import RequestGuard
+from api.health_server import HealthServer
 from api.jobs.errors import install_refusal_handlers
 from api.jobs.outage import install_outage_handlers
+from api.jobs.service import JobService
+from api.openapi import install_openapi
 from api.routes import docs, gallery, generate, health, jobs, outputs, web
 from api.runner import run_engine
 from api.services import build_services
@@ -66,6 +71,7 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
     )
     app.state.config = config
     app.state.models = models
+    app.add_middleware(AllowHeader)  # inside CORS (preflights are its): Allow on 405, OPTIONS
     app.add_middleware(
         CORSMiddleware,
         allow_origins=config.cors_origins,
@@ -85,6 +91,7 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
     app.include_router(gallery.router)
     web.mount_web(app)  # "/" is the web page, "/static/..." its assets
     docs.mount_docs(app)  # "/docs" and "/redoc", their assets in the package
+    install_openapi(app, config)  # the schema states this server's limits
     return app
 
 
@@ -96,8 +103,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
     state.models, state.gpu, state.artifacts = services.models, services.gpu, services.artifacts
     state.jobs, state.readiness = services.jobs, Readiness()
+    metrics_server = metrics_port_server(config, services.jobs)
     try:
         await anyio.to_thread.run_sync(services.start)  # refuses a broken store or schema
+        if metrics_server is not None:
+            metrics_server.start()  # /metrics off the public port (T2A_METRICS_PORT)
         async with anyio.create_task_group() as tasks:
             if config.preload and config.run_worker_in_process:
                 tasks.start_soon(_preload, app)
@@ -106,7 +116,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
             tasks.cancel_scope.cancel()  # an unfinished warm-up is abandoned, not awaited
     finally:
+        if metrics_server is not None:
+            metrics_server.stop()
         await anyio.to_thread.run_sync(services.stop)  # running jobs go back to the queue
+
+
+def metrics_port_server(config: ServiceConfig, jobs: JobService) -> HealthServer | None:
+    """The server of T2A_METRICS_PORT (/metrics, /healthz, /readyz of the queue), if set."""
+    if config.metrics_port is None:
+        return None
+
+    def ready() -> tuple[bool, dict[str, Any]]:
+        health = jobs.probe.check()
+        return health.ok, {"ready": health.ok, **health.report()}
+
+    return HealthServer(config.health_host, config.metrics_port, ready, jobs.metrics)
 
 
 async def _preload(app: FastAPI) -> None:

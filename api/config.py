@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
@@ -117,10 +118,32 @@ class ApiConfig(BaseSettings):
         description="Largest request body, in bytes (all uploads and fields together); a larger "
         "one gets 413 before it is read.",
     )
+    read_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a client may take to send a request's headers, and to send each "
+        "part of its body (a slower body gets 408); the connection is closed after.",
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="Seconds an idle kept-alive connection stays open."
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Connections and requests `text2art serve` holds at once; one more request "
+        "gets 503.",
+    )
     trusted_proxies: CommaList = Field(
         default_factory=list,
         description="Addresses of reverse proxies whose X-Forwarded-For/-Proto are believed, "
         "comma-separated (e.g. '127.0.0.1' behind a local nginx or ngrok; default: none).",
+    )
+    max_cost: float | None = Field(
+        None,
+        gt=0,
+        description="Ceiling of a request's estimated run time in seconds (api.cost); a "
+        "costlier one gets 422 with the estimate and the fields to lower (default: 14400 on "
+        "a CPU, 3600 on a GPU).",
     )
     # Limits of every request (engine.Limits), e.g. T2A_MAX_PIXELS.
     max_pixels: int = _limit("max_pixels")
@@ -187,6 +210,12 @@ class JobsConfig(BaseSettings):
         10, ge=0, description="Submissions per client per RATE_LIMIT_WINDOW seconds (0: off)."
     )
     rate_limit_window: int = Field(60, ge=1, description="Window of the rate limit, in seconds.")
+    max_jobs_per_client: int = Field(
+        10,
+        ge=0,
+        description="Jobs one client (API key or address) may have queued or running at once; "
+        "one more gets 429 (0: no cap).",
+    )
     # -- progress, cancel and the dead-worker policy -------------------------------------
     preview_every: int = Field(
         10, ge=1, description="Iterations between two preview images of a running job."
@@ -239,13 +268,23 @@ class JobsConfig(BaseSettings):
         "(none: no health server).",
     )
     health_host: str = Field(
-        "127.0.0.1", description="Address of the worker's health server (0.0.0.0: every one)."
+        "127.0.0.1",
+        description="Address of the worker's health server and of `serve`'s metrics port "
+        "(0.0.0.0: every one).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="`text2art serve` answers /metrics only on this port (bound to HEALTH_HOST), "
+        "not on the public one (none: on the public port, behind the API key when keys are on).",
     )
     # -- links ---------------------------------------------------------------------------
     public_url: str | None = Field(
         None,
-        description="Base URL of links in e-mails and webhooks, e.g. 'https://art.example.org' "
-        "(default: the URL the job was submitted to).",
+        description="The service's public URL, e.g. 'https://art.example.org': the base of "
+        "every absolute link (Location, job links, e-mails, webhooks); e-mail needs it "
+        "(default: none, links are relative, never taken from a request's Host header).",
     )
     # -- e-mail --------------------------------------------------------------------------
     smtp_host: str | None = Field(None, description="SMTP server; e-mail is off without one.")
@@ -280,6 +319,16 @@ class JobsConfig(BaseSettings):
         False,
         description="Allow webhooks to loopback/private addresses (off: no SSRF into your LAN).",
     )
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+            raise ValueError("expected an http:// or https:// URL with a host and no user:pass@")
+        return value.rstrip("/")
 
     def resolved_database_url(self, output_dir: Path) -> str:
         """The job database's URL: the configured one or a SQLite file in `output_dir`.

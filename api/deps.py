@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.addresses import client_address
 from api.config import ApiConfig, ServiceConfig
 from api.gpu import GpuLock
 from api.jobs.service import JobService
@@ -113,17 +114,29 @@ RequireApiKey = Depends(require_api_key)
 
 def client_id(request: Request, api_keys: list[str]) -> str:
     """Whom the rate limit counts: the API key that matched when keys are on, else the client's
-    address (taken from X-Forwarded-For only when the peer is one of T2A_TRUSTED_PROXIES).
-    Only a hash is stored.
+    address (taken from X-Forwarded-For only when the peer is one of T2A_TRUSTED_PROXIES), in
+    its canonical form (`api.addresses`: every spelling of one address is one client, IPv6 by
+    /64). Only a hash is stored.
     """
     key = matched_key(request.headers.get("authorization"), api_keys) if api_keys else None
-    who = f"key:{key}" if key else f"ip:{request.client.host if request.client else ''}"
+    who = f"key:{key}" if key else f"ip:{peer(request)}"
     return hashlib.sha256(who.encode()).hexdigest()[:32]
 
 
+def peer(request: Request) -> str:
+    """The client's canonical address (`api.addresses.client_address`)."""
+    return client_address(request.client.host if request.client else None)
+
+
 def base_url(request: Request) -> str:
-    """The URL this service was reached at, without a trailing slash."""
-    return str(request.base_url).rstrip("/")
+    """The base of every link the service writes, without a trailing slash: T2A_PUBLIC_URL,
+    else the path the app is mounted at, so links are relative ("/jobs/ID"). Never the request's
+    Host header: a client could make the service write its own host into Location, the links
+    and the e-mails (host header poisoning)."""
+    public: str | None = getattr(request.app.state.config, "public_url", None)
+    if public:
+        return public.rstrip("/")
+    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 def submitter(request: Request, config: ApiConfig) -> Submitter:

@@ -53,19 +53,29 @@ class StorageError(OSError):
 # Answers of a form route before its fields are read (`api.guard` and the form parser).
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The body is not valid multipart or urlencoded form data."},
+    408: {"description": "No part of the body came for T2A_READ_TIMEOUT s; JSON `error`: timeout."},
     413: {"description": "The body is over T2A_MAX_REQUEST_BYTES; JSON `error`: too_large."},
 }
 
 
-def field_error_response(field: str, message: str) -> JSONResponse:
-    """422 naming the field, in the shape of FastAPI's own validation errors."""
-    detail = [{"type": "value_error", "loc": ["body", field], "msg": message}]
+def field_error_response(
+    field: str, message: str, more: list[str] | None = None, ctx: dict[str, Any] | None = None
+) -> JSONResponse:
+    """422 naming the field (and `more` fields, each an entry with the same message), in the
+    shape of FastAPI's own validation errors; `ctx` adds numbers a client may read."""
+    extra = {"ctx": ctx} if ctx else {}
+    detail = [
+        {"type": "value_error", "loc": ["body", name], "msg": message, **extra}
+        for name in dict.fromkeys([field, *(more or [])])
+    ]
     return JSONResponse({"detail": detail}, status_code=422)
 
 
 async def _field_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SettingsError)
-    return field_error_response(exc.field, exc.message)
+    # a SettingsError about several fields (api.cost.TooCostly) names each and its numbers
+    more, context = getattr(exc, "lower", None), getattr(exc, "context", None)
+    return field_error_response(exc.field, exc.message, more, context() if context else None)
 
 
 async def _gpu_busy(request: Request, exc: Exception) -> JSONResponse:

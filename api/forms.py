@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from api.config import ApiConfig
+from api.cost import check_cost
 from engine import ResolvedSettings, Settings, drawer_class, list_drawers, publish, resolve
 from engine.errors import SettingsError
 
@@ -52,6 +53,11 @@ _EXAMPLES: dict[str, list[Any]] = {
 # they are resolution defaults: a value the client or the chosen model gives wins.
 CARD_DEFAULTS: dict[str, Any] = {"scale": 2.5}
 _CHUNK = 1024 * 1024
+# The formats an upload may have: Pillow tries no other decoder on it (TIFF, BMP, ICO, JPEG 2000,
+# AVIF, ... each bring a parser an attacker could aim at). A GIF or animated WebP counts by its
+# first frame.
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+ALLOWED = "PNG, JPEG, WebP or GIF (its first frame)"
 
 
 def style_details() -> list[dict[str, Any]]:
@@ -187,9 +193,16 @@ async def with_uploads(
         raise
 
 
-def resolve_settings(settings: Settings, config: ApiConfig) -> ResolvedSettings:
-    """Resolve with the server's limits; the card's defaults fill what nobody gave."""
-    return resolve(settings, config.limits(), defaults=CARD_DEFAULTS)
+def resolve_settings(
+    settings: Settings, config: ApiConfig, *, priced: bool = True
+) -> ResolvedSettings:
+    """Resolve with the server's limits; the card's defaults fill what nobody gave. With
+    `priced`, a request whose estimated run time is over the ceiling is `TooCostly` (a 422,
+    `api.cost`)."""
+    resolved = resolve(settings, config.limits(), defaults=CARD_DEFAULTS)
+    if priced:
+        check_cost(resolved, config.max_cost, config.device)
+    return resolved
 
 
 def server_overrides(config: ApiConfig) -> dict[str, Any]:
@@ -255,7 +268,7 @@ def _copy_limited(file: IO[bytes], dest: Path, field: str, max_bytes: int) -> No
             out.write(chunk)
     if size == 0:
         dest.unlink(missing_ok=True)
-        raise SettingsError(field, "the file is empty; upload a PNG, JPEG or WebP image")
+        raise SettingsError(field, f"the file is empty; upload a {ALLOWED} image")
 
 
 def _human(n_bytes: int) -> str:
@@ -264,9 +277,10 @@ def _human(n_bytes: int) -> str:
 
 
 def check_image(path: Path, field: str, max_pixels: int) -> str:
-    """The image's format as a file extension; 422 for non-images and decompression bombs."""
+    """The image's format as a file extension; 422 for other formats (`UPLOAD_FORMATS`),
+    non-images and decompression bombs."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=UPLOAD_FORMATS) as img:
             width, height = img.size  # read from the header: nothing decoded yet
             if width * height > max_pixels:
                 raise SettingsError(
@@ -274,6 +288,7 @@ def check_image(path: Path, field: str, max_pixels: int) -> str:
                     f"the image is {width}x{height} = {width * height} pixels; at most "
                     f"{max_pixels} are allowed (decompression bomb guard)",
                 )
+            img.seek(0)
             img.load()  # decode once: a truncated or corrupt file fails here, not in the engine
             fmt = (img.format or "png").lower()
     except Image.DecompressionBombError as exc:
@@ -282,6 +297,7 @@ def check_image(path: Path, field: str, max_pixels: int) -> str:
         if isinstance(exc, SettingsError):
             raise
         raise SettingsError(
-            field, "the file is not an image that can be read (use PNG, JPEG or WebP)"
-        ) from None
+            field, f"the file is not an image that can be read; upload a {ALLOWED} image (no "
+            "other format is accepted)",
+        ) from None  # fmt: skip
     return "jpg" if fmt == "jpeg" else fmt

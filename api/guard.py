@@ -4,13 +4,21 @@
   app first asks for the body (the route is known then, nothing is read yet), so an anonymous
   client cannot make the server read, parse or store a body.
 - `Content-Length` over T2A_MAX_REQUEST_BYTES is 413 at once; a body without one (chunked) is cut
-  off as soon as it passes the limit, with 413. The connection is closed: the rest is never read.
+  off as soon as it passes the limit, with 413.
+- A body whose next part takes over T2A_READ_TIMEOUT seconds is 408 (a slow client holds no
+  connection for long; `api.connections` times the headers).
+
+Every answer of the guard, and any answer the app gives before it read the whole body (a 400,
+a 422), says `Connection: close`, so the server closes the connection once it is sent: the
+rest of the body is never read (without it uvicorn reads and discards a refused
+chunked body to its end, gigabytes after a 401).
 """
 
 from __future__ import annotations
 
 import contextlib
 
+import anyio
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,7 +36,7 @@ class _GuardedBody:
 
     def __init__(self, receive: Receive, scope: Scope, config: ApiConfig):
         self._receive, self.scope, self.config = receive, scope, config
-        self.size, self.first = 0, True
+        self.size, self.first, self.done = 0, True, False
         self.answer: JSONResponse | None = None
 
     async def __call__(self) -> Message:
@@ -37,8 +45,17 @@ class _GuardedBody:
             if _needs_key(self.scope, self.config.api_keys):
                 self.answer = unauthorized()
                 raise Refused
-        message = await self._receive()
+        if self.done:  # after the body, receive waits for a disconnect (SSE): no deadline
+            return await self._receive()
+        with anyio.move_on_after(self.config.read_timeout):
+            message = await self._receive()
+            return self._counted(message)
+        self.answer = timed_out(self.config.read_timeout)
+        raise Refused
+
+    def _counted(self, message: Message) -> Message:
         if message["type"] == "http.request":
+            self.done = not message.get("more_body", False)
             self.size += len(message.get("body", b""))
             if self.size > self.config.max_request_bytes:
                 self.answer = too_large(self.config.max_request_bytes)
@@ -46,15 +63,24 @@ class _GuardedBody:
         return message
 
 
+CLOSE = {"Connection": "close"}  # the server closes the connection after the answer
+
+
 def too_large(limit: int) -> JSONResponse:
     """413 in the service's JSON error shape."""
     detail = f"the request body is over the limit of {limit} bytes (T2A_MAX_REQUEST_BYTES)"
-    return JSONResponse({"error": "too_large", "detail": detail}, status_code=413)
+    return JSONResponse({"error": "too_large", "detail": detail}, status_code=413, headers=CLOSE)
+
+
+def timed_out(seconds: float) -> JSONResponse:
+    """408: the body stalled."""
+    detail = f"no part of the request body came for {seconds:g} s (T2A_READ_TIMEOUT)"
+    return JSONResponse({"error": "timeout", "detail": detail}, status_code=408, headers=CLOSE)
 
 
 def unauthorized() -> JSONResponse:
     """401, as `api.deps.require_api_key` answers."""
-    auth = {"WWW-Authenticate": "Bearer"}
+    auth = {"WWW-Authenticate": "Bearer", **CLOSE}
     return JSONResponse({"detail": API_KEY_MISSING}, status_code=401, headers=auth)
 
 
@@ -68,17 +94,24 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.config.max_request_bytes
-        length = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             return await too_large(limit)(scope, receive, send)
         body = _GuardedBody(receive, scope, self.config)
+        has_body = length not in ("", "0") or "transfer-encoding" in headers
         started = False
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if body.answer is None:  # what the app says about a refused body is dropped
-                started = True
-                await send(message)
+            if body.answer is not None:  # what the app says about a refused body is dropped
+                return
+            if message["type"] == "http.response.start" and has_body and not body.done:
+                # answered before the body was read (a 400, a 422): never read the rest
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"connection", b"close")]}  # fmt: skip
+            started = True
+            await send(message)
 
         with contextlib.suppress(Refused):  # the answer is the guard's, below
             await self.app(scope, body, guarded_send)

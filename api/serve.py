@@ -21,6 +21,7 @@ from api.access_log import access_log_config
 from api.app import create_app
 from api.cli_common import load_config
 from api.config import ServiceConfig
+from api.connections import server_options
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,9 @@ def serve(
             port=port,
             timeout_graceful_shutdown=5,
             log_config=access_log_config(),  # delete tokens never reach the access log
-            # X-Forwarded-For only from T2A_TRUSTED_PROXIES (or, with --share, the local ngrok)
-            **config.proxy_options(local_proxy=share),
+            # X-Forwarded-For only from T2A_TRUSTED_PROXIES (or, with --share, the local
+            # ngrok); read and keep-alive timeouts, the connection cap
+            **server_options(config, local_proxy=share),
         )
     )
     if on_server is not None:

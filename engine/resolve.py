@@ -27,16 +27,20 @@ from engine.settings import MAX_SEED, Limits, ResolvedSettings, Settings, settin
 def resolve(
     settings: Settings, limits: Limits | None = None, defaults: Mapping[str, Any] | None = None
 ) -> ResolvedSettings:
-    """Fill what the model, `defaults` and the presets decide; check the limits."""
+    """Fill what the model, `defaults` and the presets decide; check the limits. Iterations
+    nobody asked for (the quality's or the model's default) are cut to `max_iterations`."""
     limits = limits or Limits()
     s = _with_defaults(settings, defaults or {})
     q = presets.QUALITY[s.quality]
     scale = s.scale if s.scale is not None else q.scale
     if scale > limits.max_scale:
         raise SettingsError("scale", f"must be at most {limits.max_scale:g}, got {scale:g}")
+    iterations = s.iterations or q.iterations
+    if "iterations" not in settings.model_fields_set:  # a default, not asked for: cut to the
+        iterations = min(iterations, limits.max_iterations)  # limit (an asked number is checked)
     values: dict[str, Any] = {
         "scale": scale,
-        "iterations": s.iterations or q.iterations,
+        "iterations": iterations,
         "cutouts": s.cutouts or presets.DEFAULT_CUTOUTS,
         "clip_models": s.clip_models or list(q.clip_models),
         "seed": s.seed if s.seed is not None else random.SystemRandom().randrange(2**32),

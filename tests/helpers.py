@@ -190,6 +190,7 @@ def jobs_config(out: Path, **overrides: Any) -> ServiceConfig:
         "heartbeat_seconds": 0.5,
         "preview_every": 5,
         "rate_limit": 0,
+        "max_jobs_per_client": 0,
         "notify_backoff": 0.05,
     }
     values.update(overrides)
@@ -344,15 +345,14 @@ def smtp_server(handler: Any, smtputf8: bool = True) -> Iterator[int]:
 
 def smtp_config(out: Path, port: int, **overrides: Any) -> Any:
     """`jobs_config` sending e-mail through the SMTP server on `port` (no TLS, no login)."""
-    return jobs_config(
-        out,
-        smtp_host="127.0.0.1",
-        smtp_port=port,
-        smtp_security="none",
-        smtp_sender="text2art <art@example.org>",
-        public_url="https://art.example.org/",
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_security": "none",
+        "smtp_sender": "text2art <art@example.org>",
+        "public_url": "https://art.example.org/",  # e-mail needs it
+    }
+    return jobs_config(out, **{**values, **overrides})
 
 
 # -- workers and the Colab notebook --------------------------------------------------------------

@@ -42,6 +42,7 @@ def tiny_config(tmp_path: Path, **overrides: Any) -> ServiceConfig:
         "preload": False,
         "max_upload_bytes": 50_000,
         "max_upload_pixels": 256 * 256,
+        "rate_limit": 0,  # the module's client makes many calls
     }
     values.update(overrides)
     return ServiceConfig(**values)
@@ -75,7 +76,7 @@ def test_generate_returns_png_with_headers_and_kept_outputs(client: TestClient) 
         assert img.size == tuple(settings["size"]) == (32, 32)
         assert img.text["prompt"] == "underwater city" and img.text["seed"] == "1"
     url = r.headers["x-image-url"]
-    assert url == f"http://testserver/outputs/{job_id}.png"
+    assert url == f"/outputs/{job_id}.png"  # relative: T2A_PUBLIC_URL is unset
     assert r.headers["link"] == f'<{url}>; rel="alternate"; type="image/png"'
     assert "x-video-url" not in r.headers and "x-svg-url" not in r.headers
     kept = client.get(url)
@@ -251,7 +252,7 @@ def test_root_is_the_web_page_and_every_field_is_documented(client: TestClient) 
     props = spec["components"]["schemas"][ref]["properties"]
     assert sorted(props) == sorted(CARD_FIELDS)
     for name, prop in props.items():
-        assert prop["description"] == describe(name) and prop["description"], name
+        assert prop["description"].startswith(describe(name)) and describe(name), name
         if name not in ("init_image", "image_prompts"):
             assert prop.get("examples"), name
     assert props["scale"]["default"] == 2.5 and props["prompts"]["default"] == "Underwater City"
@@ -269,7 +270,7 @@ def test_info_health_and_ready(client: TestClient) -> None:
     assert info["qualities"]["draft"]["clip_models"] == ["ViT-B/32"]
     assert "clip:tiny-random@cpu" in info["models_loaded"]
     assert info["overrides"]["clip_models"] == ["tiny-random"]
-    assert info["links"]["docs"] == "http://testserver/docs"
+    assert info["links"]["docs"] == "/docs"
     assert info["upload"] == {"max_bytes": 50_000, "max_pixels": 256 * 256}
     assert info["email_enabled"] is False  # no SMTP server configured
 
@@ -323,7 +324,9 @@ def test_busy_gpu_gives_503_with_retry_after(tmp_path: Path, models: ModelCache)
         after = c.post("/generate", data=FAST)
     assert busy.status_code == 503 and busy.headers["retry-after"] == "7"
     assert busy.json()["error"] == "busy"
-    assert ready.status_code == 503 and ready.json()["busy"] is True
+    # a busy node stays ready (a load balancer must not drop it for working); it says so
+    assert ready.status_code == 200 and ready.json()["busy"] is True
+    assert ready.json()["full"] is True
     assert after.status_code == 200
 
 

@@ -29,8 +29,9 @@ def server(
 ) -> Iterator[tuple[str, FastAPI]]:
     out = tmp_path_factory.mktemp("server") / "outputs"
     config = ServiceConfig(
-        clip_models=["tiny-random"], cutouts=4, device="cpu", output_dir=out, preload=False
-    )
+        clip_models=["tiny-random"], cutouts=4, device="cpu", output_dir=out, preload=False,
+        rate_limit=0,  # many /generate calls from one client: the GPU line is under test
+    )  # fmt: skip
     models.clip("tiny-random", torch.device("cpu"))  # built once, outside the timings
     app = create_app(config, models=models)
     with running(app) as url:

@@ -135,7 +135,11 @@ INVALID = [
 def test_every_invalid_field_is_422_naming_it(
     tmp_path: Path, models: ModelCache, fields: dict[str, str], field: str, message: str
 ) -> None:
-    smtp = {} if fields.pop("smtp_off", None) else {"smtp_host": "127.0.0.1"}
+    smtp = (
+        {}
+        if fields.pop("smtp_off", None)
+        else {"smtp_host": "127.0.0.1", "public_url": "https://art.example.org"}
+    )
     with serving(jobs_config(tmp_path, run_worker_in_process=False, **smtp), models) as client:
         response = client.post("/jobs", data={**FORM, **fields})
         assert response.status_code == 422, response.text
@@ -199,7 +203,8 @@ def test_gallery_pages_public_succeeded_jobs_newest_first_without_email(
     tmp_path: Path, models: ModelCache
 ) -> None:
     # E-mail to a closed port: delivery fails, the jobs still succeed.
-    config = jobs_config(tmp_path, smtp_host="127.0.0.1", smtp_port=9, smtp_security="none")
+    config = jobs_config(tmp_path, smtp_host="127.0.0.1", smtp_port=9, smtp_security="none",
+                         public_url="https://art.example.org")  # fmt: skip
     with serving(config.model_copy(update={"notify_attempts": 1}), models) as client:
         assert client.get("/info").json()["email_enabled"] is True
         ids = []

@@ -135,7 +135,7 @@ def test_every_route_answers_503_naming_the_database_when_it_is_down(
         def down(*args: Any, **kwargs: Any) -> Any:
             raise DOWN
 
-        for name in ("get", "count", "add", "ping"):
+        for name in ("get", "count", "add", "ping", "session"):  # session: admission
             monkeypatch.setattr(jobs.store, name, down)
         jobs.probe.ttl = 0
         for answer in (

@@ -110,12 +110,11 @@ def test_a_failed_submission_leaves_no_upload_behind(
     tmp_path: Path, models: ModelCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with serving(jobs_config(tmp_path), models, paused=True) as client:
-        jobs = client.app.state.jobs  # type: ignore[attr-defined]
 
-        def database_fails(job: Any) -> Any:
+        def database_fails(*args: Any) -> Any:
             raise OSError("disk full")
 
-        monkeypatch.setattr(jobs.store, "add", database_fails)
+        monkeypatch.setattr("api.jobs.admission.admit", database_fails)  # records the job
         files = {"init_image": ("init.png", io.BytesIO(png_bytes(size=(16, 16))), "image/png")}
         with pytest.raises(OSError, match="disk full"):
             client.post("/jobs", data=FORM, files=files)

@@ -204,7 +204,7 @@ def test_generate_and_the_email_work_with_a_bucket(
     inbox, port = smtp_inbox
     config = s3_config(
         tmp_path / "api", endpoint, bucket, smtp_host="127.0.0.1", smtp_port=port,
-        smtp_security="none", notify_backoff=0.05,
+        smtp_security="none", notify_backoff=0.05, public_url="https://art.example.org",
     )  # fmt: skip
     raw = s3_client(endpoint)
     with serving(config, models) as client:

@@ -601,3 +601,17 @@ def test_counts_above_the_servers_most_are_disabled(limited_page: Any) -> None:
     assert re.search(r"\b2\b", error.inner_text()), "the message says what is allowed"
     field.screenshot(path=str(SHOTS / "variations-refused.png"))
     assert page.locator("#job-badge").is_hidden()  # nothing was submitted
+
+
+def test_the_estimate_shows_before_submitting(browser: Any, tmp_path: Path, models: Any) -> None:
+    """Issue 30: the page says how long the request would take on this server, and when it is
+    over the server's ceiling (T2A_MAX_COST), which fields to lower."""
+    from api.app import create_app
+
+    app = create_app(tiny_service_config(tmp_path, max_cost=0.5), models=models)
+    with running(app) as url, open_page(browser, url) as page:
+        fill_form(page, "a castle", iterations=2)
+        wait_for_text(page, "#estimate", "^This will take about \\d+ s on this server")
+        page.get_by_label("Iterations", exact=True).fill("5000")
+        wait_for_text(page, "#estimate", "^Too large for this server.*Lower ")
+        assert "iterations" in page.locator("#estimate").inner_text()

@@ -45,6 +45,19 @@ class RateLimited(Refusal):
         self.retry_after = retry_after
 
 
+class ClientBusy(Refusal):
+    """The client already has its share of queued and running jobs (429)."""
+
+    status = 429
+    retry_after = 30
+
+    def __init__(self, limit: int):
+        super().__init__(
+            f"at most {limit} jobs of one client may be queued or running at once "
+            "(T2A_MAX_JOBS_PER_CLIENT); wait for one to end or cancel one"
+        )
+
+
 class TooManyListeners(Refusal):
     """The client holds too many open event streams (429)."""
 

@@ -35,6 +35,20 @@ def attached_keys(outputs: list[str]) -> list[str]:
     return images + (["mp4"] if "mp4" in outputs else [])
 
 
+def email_enabled(config: ServiceConfig) -> bool:
+    """Whether jobs may ask for an e-mail: an SMTP server, and T2A_PUBLIC_URL for its links
+    (without it a link could only come from a client's Host header: anyone could make the
+    operator's mail server send their links to any address)."""
+    return bool(config.smtp_host and config.public_url)
+
+
+def email_off(config: ServiceConfig) -> str:
+    """Why e-mail is off (for a 422 and the start-up warning)."""
+    if not config.smtp_host:
+        return "no SMTP server is configured"
+    return "T2A_SMTP_HOST is set but T2A_PUBLIC_URL is not: set it to the service's public URL"
+
+
 class JobNotices:
     """E-mail and webhook of finished jobs; `view` gives the job's public JSON for the webhook."""
 
@@ -52,10 +66,8 @@ class JobNotices:
         """The delivery addresses of a new job, checked: a 422 naming `email` (not an address,
         or this server has no SMTP server) or `webhook_url` (see `notify.check_webhook_url`)."""
         email = check_email(email)
-        if email and not self.config.smtp_host:
-            raise SettingsError(
-                "email", "this server sends no e-mail (no SMTP server is configured)"
-            )
+        if email and not email_enabled(self.config):
+            raise SettingsError("email", f"this server sends no e-mail ({email_off(self.config)})")
         return email, check_webhook_url(webhook_url, self.config.webhook_allow_private)
 
     def notify(self, job_id: str) -> None:
@@ -64,7 +76,7 @@ class JobNotices:
         if job is None or job.status not in FINAL:
             return
         base = (self.config.public_url or job.base_url).rstrip("/")
-        if job.email and self.config.smtp_host and job.status in (SUCCEEDED, FAILED):
+        if job.email and email_enabled(self.config) and job.status in (SUCCEEDED, FAILED):
             self._email(job, job.email, base)
         if job.webhook_url:
             self._webhook(job, job.webhook_url, base)

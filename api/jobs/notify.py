@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
@@ -18,7 +19,6 @@ import smtplib
 import socket
 import ssl
 import threading
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -149,32 +149,59 @@ def webhook_request(
     return urllib.request.Request(url, data=body, headers=headers, method="POST")
 
 
+# NAT64 (RFC 6052 well-known and RFC 8215 local-use): a translator turns them into any IPv4
+# address, internal ones included, so none is a public destination.
+NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
 def public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether a webhook may go to `ip`: global, and so is any IPv4 address it embeds (mapped,
-    IPv4-compatible `::a.b.c.d`, 6to4, Teredo)."""
+    """Whether a webhook may go to `ip`: global unicast, not reserved, not NAT64, and so is any
+    IPv4 address it embeds (mapped, IPv4-compatible `::a.b.c.d`, 6to4, Teredo)."""
     if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in NAT64):
+            return False
         embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
         if int(ip) >> 32 == 0:  # ::a.b.c.d, the deprecated IPv4-compatible form
             embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        if any(v4 is not None and not v4.is_global for v4 in embedded):
+        if any(v4 is not None and not public_ip(v4) for v4 in embedded):
             return False
-    return ip.is_global
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved)
 
 
-def check_public_host(url: str) -> None:
-    """PermanentError when the URL's host resolves to a loopback, private or reserved address."""
+def resolve_public(url: str, allow_private: bool = False) -> str:
+    """The address a webhook to `url` connects to: its host resolved once, every address
+    checked (PermanentError when one is loopback, private, reserved, multicast or NAT64,
+    unless `allow_private`). The delivery connects to this address and no other, so a name
+    that resolves differently a moment later (DNS rebinding) cannot send it elsewhere."""
     try:
-        host = urlsplit(url).hostname or ""
+        host = ascii_host(urlsplit(url).hostname or "")
     except ValueError as exc:
         raise PermanentError(f"not a valid URL ({exc})") from None
     try:
-        infos = socket.getaddrinfo(host, None)
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except OSError as exc:
         raise OSError(f"cannot resolve {host!r} ({exc})") from None
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    for ip in addresses if not allow_private else []:
         if not public_ip(ip):
             raise PermanentError(f"{host} resolves to the non-public address {ip}")
+    if not addresses:
+        raise OSError(f"{host!r} resolves to no address")
+    return str(addresses[0])
+
+
+def check_public_host(url: str) -> None:
+    """PermanentError when the URL's host resolves to a non-public address."""
+    resolve_public(url)
+
+
+def ascii_host(host: str) -> str:
+    """The host as a resolver sees it: IDNA (so `１２７．０．０．１` and `127。0。0。1` are
+    127.0.0.1, as getaddrinfo would read them); ValueError when it has no such form."""
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(f"{host!r} is not a valid host name") from None
 
 
 # -- the addresses a client gives (checked when the job is submitted) --------------------------
@@ -205,16 +232,26 @@ def check_webhook_url(value: str | None, allow_private: bool = True) -> str | No
         raise SettingsError(
             "webhook_url", f"expected an http:// or https:// URL of at most {MAX_URL_CHARS} chars"
         )
+    if "@" in parts.netloc:  # a password would be kept in the job's record and its errors
+        raise SettingsError(
+            "webhook_url", "a user name or password in the URL (user:pass@host) is not "
+            "allowed; sign webhooks with the server's T2A_WEBHOOK_SECRET instead",
+        )  # fmt: skip
     if not allow_private and not public_host(host):
         raise SettingsError(
-            "webhook_url", "webhooks to loopback, private or local addresses are not allowed"
-        )
+            "webhook_url", "webhooks to loopback, private, reserved, multicast, NAT64 or local "
+            "addresses are not allowed",
+        )  # fmt: skip
     return url
 
 
 def public_host(host: str) -> bool:
-    """False for every spelling of a non-public address (checked again when it is resolved)."""
-    host = host.rstrip(".").lower()
+    """False for every spelling of a non-public address (checked again when it is resolved),
+    Unicode digits and dots included, and for a host with no IDNA form."""
+    try:
+        host = ascii_host(host).rstrip(".")
+    except ValueError:
+        return False
     try:
         return public_ip(ipaddress.ip_address(host))
     except ValueError:
@@ -227,25 +264,48 @@ def public_host(host: str) -> bool:
         return True  # a name: checked again when it is resolved at delivery
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect could point the POST at an internal address: treat it as a failure."""
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to one checked address, whatever the name resolves to now."""
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    def __init__(self, host: str, address: str, **kwargs: Any):
+        super().__init__(host, **kwargs)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to one checked address; the certificate is checked against the URL's name."""
+
+    def __init__(self, host: str, address: str, **kwargs: Any):
+        super().__init__(host, context=ssl.create_default_context(), **kwargs)
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
 def post_webhook(req: urllib.request.Request, timeout: float, allow_private: bool) -> None:
-    """POST once; 2xx is success, 4xx (but 408/429) is permanent, anything else is retried."""
-    if not allow_private:
-        check_public_host(req.full_url)
-    opener = urllib.request.build_opener(_NoRedirect)
+    """POST once to the address `resolve_public` checked; 2xx is success, 3xx (never followed)
+    and 4xx (but 408/429) are permanent, anything else is retried."""
+    address = resolve_public(req.full_url, allow_private)
+    parts = urlsplit(req.full_url)
+    pinned = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+    conn = pinned(ascii_host(parts.hostname or ""), address, port=parts.port, timeout=timeout)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    body = req.data if isinstance(req.data, bytes) else b""
     try:
-        with opener.open(req, timeout=timeout) as resp:
-            resp.read()
-    except urllib.error.HTTPError as exc:
-        if 400 <= exc.code < 500 and exc.code not in (408, 429) or 300 <= exc.code < 400:
-            raise PermanentError(f"the webhook answered HTTP {exc.code}") from None
-        raise OSError(f"the webhook answered HTTP {exc.code}") from None
+        headers = {name.title(): value for name, value in req.header_items()}  # as urllib
+        conn.request("POST", target, body=body, headers=headers)
+        code = conn.getresponse().status
+    finally:
+        conn.close()
+    if 400 <= code < 500 and code not in (408, 429) or 300 <= code < 400:
+        raise PermanentError(f"the webhook answered HTTP {code}")
+    if not 200 <= code < 300:
+        raise OSError(f"the webhook answered HTTP {code}")
 
 
 # -- background delivery with retries ------------------------------------------------------

@@ -58,6 +58,11 @@ class JobPublic(BaseModel):
     position: int | None = Field(description="Queued jobs ahead of this one (0: next).")
     progress: Progress
     eta_seconds: float | None = Field(description="Rough seconds until it is done.")
+    estimate_seconds: float | None = Field(
+        None,
+        description="The cost model's estimate of the whole run on this server, in seconds, "
+        "made when it was submitted (checked against T2A_MAX_COST).",
+    )
     created_at: str
     started_at: str | None
     finished_at: str | None

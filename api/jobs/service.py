@@ -23,13 +23,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from api.config import ServiceConfig
+from api.cost import estimate
 from api.gpu import GpuLock
-from api.jobs.admission import admit
+from api.jobs import admission
 from api.jobs.errors import QueueUnavailable
 from api.jobs.events import JobFeeds, job_events
 from api.jobs.gallery import gallery_page
 from api.jobs.identity import check_storage_identity
-from api.jobs.notices import JobNotices
+from api.jobs.notices import JobNotices, email_enabled, email_off
 from api.jobs.outage import Outages
 from api.jobs.policy import reap_dead
 from api.jobs.probe import Probe
@@ -40,7 +41,7 @@ from api.jobs.upkeep import Chore, Upkeep, reconcile, worker_row
 from api.jobs.worker import JobRunner
 from api.metrics import Metrics
 from api.storage import ArtifactStore
-from engine import ModelCache, Settings, frame_progress
+from engine import ModelCache, ResolvedSettings, Settings, frame_progress
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class JobService:
         """Open the database and the queue, check the artifact store; then recover the queue
         and run jobs here when `run_worker` (default: run_worker_in_process)."""
         run_worker = self.config.run_worker_in_process if run_worker is None else run_worker
+        if self.config.smtp_host and not email_enabled(self.config):
+            log.warning("e-mail is off: %s", email_off(self.config))
         self.store.open()  # SchemaOutdated: refuse
         self.queue.open()
         self.artifacts.prepare()
@@ -165,9 +168,15 @@ class JobService:
         return lost
 
     # -- submission --------------------------------------------------------------------------
+    def check_admission(self, client_id: str) -> None:
+        """Raise the refusal (`QueueFull`, `RateLimited`, `ClientBusy`) one more submission
+        would get now; records nothing (`submit` decides, atomically)."""
+        admission.check(self.store, self.config, client_id)
+
     def admit(self, client_id: str) -> None:
-        """Raise `QueueFull` or `RateLimited` when one more submission must be refused."""
-        admit(self.store, self.config, client_id)
+        """Admit and record a submission that runs here without a job (`POST /generate`),
+        under the same limits as a job, atomically; raises the refusal otherwise."""
+        admission.admit(self.store, self.config, client_id)
 
     def submit(
         self,
@@ -181,7 +190,8 @@ class JobService:
         public: bool = False,
         webhook_url: str | None = None,
     ) -> tuple[Job, str]:
-        """Record and enqueue a job; returns it with its secret delete token."""
+        """Admit (atomically: see `api.jobs.admission`), record and enqueue a job; returns it
+        with its secret delete token."""
         token = new_token()
         self.artifacts.commit_uploads(job_id)  # a worker elsewhere reads them from the store
         job = Job(
@@ -203,18 +213,26 @@ class JobService:
             cancel_requested=False,
             version=1,
             enqueued_at=time.time(),
+            estimate_seconds=self.estimate(settings),
         )
-        self.store.add(job)
+        admission.admit(self.store, self.config, client_id, job)  # or a Refusal
         try:
             self.queue.enqueue(job_id)
         except QueueUnavailable:
             log.warning("cannot enqueue job %s: the queue is down; not recorded", job_id)
             self.store.delete(job_id)
+            admission.forget(self.store, job_id)
             self.artifacts.delete(job_id)  # its uploads
             self.outages.failed("queue")
             raise
         self.metrics.submitted()
         return job, token
+
+    def estimate(self, settings: Settings) -> float | None:
+        """The cost model's run time of resolved settings on this server (`api.cost`)."""
+        if not isinstance(settings, ResolvedSettings):
+            return None
+        return estimate(settings, self.config.device)
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
@@ -242,6 +260,7 @@ class JobService:
                 frames=frames,
             ),  # fmt: skip
             eta_seconds=self.eta(job, position),
+            estimate_seconds=job.estimate_seconds,
             created_at=iso(job.created_at) or "",
             started_at=iso(job.started_at),
             finished_at=iso(job.finished_at),

@@ -95,6 +95,7 @@ class Job(Base):
     # the iteration this attempt continued at from a saved run state (0: a fresh start)
     resumed_from: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     warning: Mapped[str | None] = mapped_column(Text, default=None)  # did not fail the job
+    estimate_seconds: Mapped[float | None] = mapped_column(Float, default=None)  # api.cost
 
     @property
     def prompt(self) -> str:
@@ -115,6 +116,21 @@ class Worker(Base):
     started_at: Mapped[float] = mapped_column(Float)
     heartbeat_at: Mapped[float] = mapped_column(Float)
     running: Mapped[int] = mapped_column(Integer, default=0)  # jobs it runs now
+
+
+class Admission(Base):
+    """One admitted submission (`POST /jobs` or `/generate`): what the rate limit counts."""
+
+    __tablename__ = "t2a_admissions"
+    __table_args__ = (
+        Index("ix_t2a_admissions_client", "client_id", "at"),
+        Index("ix_t2a_admissions_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)
+    job_id: Mapped[str | None] = mapped_column(String(32), default=None)
 
 
 def hash_token(token: str) -> str:
@@ -230,14 +246,6 @@ class JobStore:
         """How many jobs have this status."""
         with self.session() as s:
             return int(s.scalar(select(func.count()).where(Job.status == status)) or 0)
-
-    def submissions_since(self, client_id: str, since: float) -> list[float]:
-        """Creation times of the client's jobs since `since`, oldest first (rate limit)."""
-        with self.session() as s:
-            query = select(Job.created_at).where(
-                Job.client_id == client_id, Job.created_at >= since
-            )
-            return sorted(s.scalars(query))
 
     def ids(self, status: str) -> list[str]:
         """Ids of the jobs with this status, in submission order."""

@@ -1,10 +1,10 @@
 """Submitting a job: the one sequence `POST /jobs` and an API-only node's `POST /generate` share.
 
     the form's fields checked (a bad field is a 422 before anything else; no upload read yet)
-    -> admit (the queue's bound, the client's rate; an API-only /generate also needs a live
-       worker)
+    -> a first look at admission (the queue's bound, the client's rate and share; an API-only
+       /generate also needs a live worker), so a refused request stores nothing
     -> the form's uploads stored and its settings resolved (once: the job keeps them resolved)
-    -> the job recorded and enqueued
+    -> admitted and recorded in one transaction (`api.jobs.admission`), then enqueued
     -> on any failure on the way, what was stored for it is removed.
 
 Refusals are raised as the `api.jobs.errors` kinds, which the app answers with their status and
@@ -54,7 +54,8 @@ async def submit_form(
     delete token. `needs_worker`: the caller waits for the result, so refuse when no worker is
     alive."""
     settings = form_settings(form, jobs.config)
-    await run_in_threadpool(jobs.admit, who.client_id)  # QueueFull, RateLimited
+    # A refusal now stores nothing; `jobs.submit` decides again, atomically, as it records.
+    await run_in_threadpool(jobs.check_admission, who.client_id)
     if needs_worker and not jobs.probe.check().live_workers:
         raise NoWorker()
     job_id = new_job_id()

@@ -3,7 +3,8 @@
 The database is the source of truth and the queue only carries job ids, so the queue can lose
 an id (a broker restarted without persistence, a process that died between recording a job and
 enqueuing it) while the job stays `queued` forever. `reconcile` finds queued jobs whose id is not
-in the queue and that were last enqueued over a grace period ago, stamps each with a conditional
+in the queue (beyond the entries of jobs no longer queued, see `api.jobs.fairness`) and that
+were last enqueued over a grace period ago, stamps each with a conditional
 update (exactly one reconciler wins it) and enqueues it again. Every live worker runs it every
 `reconcile_seconds`, so a lost job runs again within about twice that.
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from api.jobs.outage import REASON_CHARS, Outages
 from api.jobs.queue import JobQueue
-from api.jobs.store import JobStore, Worker
+from api.jobs.store import QUEUED, JobStore, Worker
 from engine.errors import one_line
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,17 @@ def reconcile(
     """
     now = time.time() if now is None else now
     pending = queue.pending_ids()
+    # An entry whose job is not queued any more wakes a worker for another queued job (fair
+    # queues, `api.jobs.fairness`): it stands for one queued job that has no entry of its own.
+    spare = len(pending - set(store.ids(QUEUED)))
     lost = []
     for job in store.queued_before(now - grace):
-        if job.id not in pending and store.mark_enqueued(job, now):
+        if job.id in pending:
+            continue
+        if spare:
+            spare -= 1
+            continue
+        if store.mark_enqueued(job, now):
             queue.requeue(job.id)
             lost.append(job.id)
     if lost:

@@ -33,6 +33,7 @@ from PIL import Image
 from api.config import ServiceConfig
 from api.errors import RunFailed, StorageError
 from api.gpu import GpuLock
+from api.jobs.fairness import claim_fair
 from api.jobs.outage import REASON_CHARS, Outages, retry, unavailable_service
 from api.jobs.policy import WorkerIdentity, ended
 from api.jobs.resume import Checkpoints, save_state
@@ -253,13 +254,14 @@ class JobRunner:
             self._hand_back(job_id)
             return
         try:
-            job = self._retry(lambda: self.store.claim(job_id, str(self.identity)), "claim")
+            job = self._retry(lambda: claim_fair(self.store, job_id, str(self.identity)), "claim")
         except Exception:  # still queued in the database: the reconciler enqueues it again
             log.exception("job %s: cannot claim it", job_id)
             return
         if job is None:
             log.info("job %s: not queued any more (cancelled, deleted or taken); skipped", job_id)
             return
+        job_id = job.id  # the fairest queued job (api.jobs.fairness), not always the dequeued
         if self.metrics is not None and job.started_at is not None:
             self.metrics.started(max(0.0, job.started_at - job.created_at))
         cancel = threading.Event()

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobsDep
+from api.deps import JobsDep, base_url
 from api.jobs.schemas import GalleryPage
 
 router = APIRouter(tags=["gallery"])
@@ -29,5 +29,5 @@ async def gallery(
     ] = 20,
 ) -> GalleryPage:
     """Public pictures, newest first: prompt, style, quality, aspect, seed, time and links."""
-    base = str(request.base_url).rstrip("/")
+    base = base_url(request)
     return await run_in_threadpool(jobs.gallery, page, per_page, base)

@@ -16,8 +16,10 @@ from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from api.cost import estimate, max_cost, speeds_of, to_lower
 from api.deps import (
     ArtifactsDep,
     ConfigDep,
@@ -28,7 +30,7 @@ from api.deps import (
     submitter,
 )
 from api.errors import BODY_ERRORS, RunFailed
-from api.forms import GenerateForm, GenerateFormDep, build_settings
+from api.forms import GenerateForm, GenerateFormDep, build_settings, form_settings, resolve_settings
 from api.gpu import GpuBusy
 from api.jobs.service import JobService
 from api.jobs.store import CANCELLED, SUCCEEDED
@@ -65,6 +67,7 @@ router = APIRouter(tags=["generate"])
         **BODY_ERRORS,
         401: {"description": "API keys are on and none (or a wrong one) was sent."},
         422: {"description": "A field is invalid; `detail[0].loc` names it."},
+        429: {"description": "Too many submissions from this client; see Retry-After."},
         499: {"description": "The client went away; the run was cancelled."},
         500: {"description": "The engine failed (e.g. GPU out of memory); JSON `error`."},
         503: {
@@ -92,6 +95,8 @@ async def generate_image(
         return await generate_by_queue(request, form, jobs)
     if gpu.full():
         raise GpuBusy(gpu.waiting, gpu.max_waiting)
+    if jobs is not None:  # the limits of a job, decided and recorded atomically
+        await run_in_threadpool(jobs.admit, submitter(request, config).client_id)
     job_id = new_job_id()
     settings = await build_settings(form, config, artifacts.upload_dir(job_id))
     video = artifacts.video_path(job_id) if settings.wants_video else None
@@ -113,6 +118,33 @@ async def generate_image(
     png = artifacts.path(job_id, "png")
     assert png is not None, "save_result always keeps a PNG"
     return FileResponse(png, media_type="image/png", headers=headers)
+
+
+class Estimate(BaseModel):
+    """What a request would cost on this server (`api.cost`)."""
+
+    estimate_seconds: float = Field(description="Estimated run time on this server, seconds.")
+    max_cost: float = Field(description="The ceiling (T2A_MAX_COST), seconds.")
+    allowed: bool = Field(description="Whether the estimate is within the ceiling.")
+    lower: list[str] = Field(description="The fields that would lower it, costliest first.")
+
+
+@router.post(
+    "/estimate",
+    responses={
+        **BODY_ERRORS,
+        422: {"description": "A field is invalid; `detail[0].loc` names it."},
+    },
+)
+async def estimate_request(form: GenerateFormDep, config: ConfigDep) -> Estimate:
+    """Estimate the run time of a `/generate` or `/jobs` form on this server before sending
+    it (nothing runs; uploads are not read). Over `max_cost`, those routes answer 422."""
+    settings = resolve_settings(form_settings(form, config), config, priced=False)
+    speeds, _ = speeds_of(config.device)
+    seconds, ceiling = estimate(settings, config.device), max_cost(config.max_cost, config.device)
+    lower = to_lower(settings, speeds)
+    return Estimate(estimate_seconds=seconds, max_cost=ceiling, allowed=seconds <= ceiling,
+                    lower=lower)  # fmt: skip
 
 
 async def run_until_disconnect(request: Request, work: Callable[[threading.Event], T]) -> T:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from api.deps import ConfigDep, GpuDep, JobsDep, ModelsDep, ReadinessDep
+from api.deps import ConfigDep, GpuDep, JobsDep, ModelsDep, ReadinessDep, RequireApiKey, base_url
 from api.forms import default_of, server_overrides, style_details
+from api.jobs.notices import email_enabled
 from engine import ASPECT, QUALITY, __version__, base_size, list_drawers, pick_device
 
 router = APIRouter(tags=["health"])
@@ -25,22 +26,26 @@ def healthz() -> dict[str, str]:
     "/readyz",
     responses={
         503: {
-            "description": "Still loading models, warm-up failed, the GPU queue is full, or "
-            "the job database or queue is down (`database.ok`, `queue.ok`)."
+            "description": "Still loading models, warm-up failed, or the job database or "
+            "queue is down (`database.ok`, `queue.ok`). A busy node (`full`: its GPU line is "
+            "full) stays ready: its queue takes jobs, and a load balancer must not drop it "
+            "exactly when it works."
         }
     },
 )
 def readyz(readiness: ReadinessDep, gpu: GpuDep, jobs: JobsDep) -> JSONResponse:
-    """Whether the service can take work now: models warmed up (on a node that runs jobs), GPU
-    queue not full, job database and queue answering (checked at most every 2 s). `workers`
+    """Whether the service can take work now: models warmed up (on a node that runs jobs), job
+    database and queue answering (checked at most every 2 s); `busy` (a run holds the GPU) and
+    `full` (no one more may wait for it: `/generate` gets 503) say how loaded it is. `workers`
     counts live workers and warns when there is none."""
     health = jobs.probe.check()
     runs_jobs = jobs.worker_running
     body: dict[str, Any] = {
-        "ready": readiness.state == "ready" and not (runs_jobs and gpu.full()) and health.ok,
+        "ready": readiness.state == "ready" and health.ok,
         "state": readiness.state,
         "role": "api+worker" if runs_jobs else "api",
         "busy": gpu.busy,
+        "full": runs_jobs and gpu.full(),
         "waiting": gpu.waiting,
         "max_waiting": gpu.max_waiting,
         **health.report(),
@@ -50,9 +55,21 @@ def readyz(readiness: ReadinessDep, gpu: GpuDep, jobs: JobsDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-def metrics(jobs: JobsDep) -> Response:
-    """Prometheus metrics of this process (names start with `text2art_`)."""
+@router.get(
+    "/metrics",
+    response_class=Response,
+    dependencies=[RequireApiKey],
+    responses={
+        200: {"content": {"text/plain": {}}},
+        401: {"description": "API keys are on and none (or a wrong one) was sent."},
+        404: {"description": "T2A_METRICS_PORT is set: the metrics are served there."},
+    },
+)
+def metrics(jobs: JobsDep, config: ConfigDep) -> Response:
+    """Prometheus metrics of this process (names start with `text2art_`); behind the API key
+    when keys are on, and only on T2A_METRICS_PORT when that is set."""
+    if config.metrics_port is not None:
+        raise HTTPException(404, "the metrics are served on T2A_METRICS_PORT, not this port")
     body, content_type = jobs.metrics.render()
     return Response(body, media_type=content_type)
 
@@ -91,11 +108,11 @@ def info(request: Request, config: ConfigDep, models: ModelsDep, gpu: GpuDep) ->
 def _email_enabled(request: Request) -> bool:
     """Whether jobs can e-mail results (an SMTP server is configured for the jobs service)."""
     jobs = getattr(request.app.state, "jobs", None)
-    return bool(jobs is not None and getattr(jobs.config, "smtp_host", None))
+    return bool(jobs is not None and email_enabled(jobs.config))
 
 
 def _links(request: Request) -> dict[str, str]:
-    base = str(request.base_url).rstrip("/")
+    base = base_url(request)
     paths = {"docs": "/docs", "openapi": "/openapi.json", "generate": "/generate"}
     paths.update({"healthz": "/healthz", "readyz": "/readyz", "metrics": "/metrics"})
     return {name: base + path for name, path in paths.items()}

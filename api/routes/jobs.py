@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Form, Header, HTTPException, Query, Requ
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobsDep, RequireApiKey, base_url, submitter
+from api.deps import JobsDep, RequireApiKey, base_url, peer, submitter
 from api.errors import BODY_ERRORS
 from api.forms import GenerateForm, GenerateFormDep
 from api.jobs.errors import TooManyListeners
@@ -164,7 +164,7 @@ async def job_events(
     last = last_event_id if last_event_id is not None else after
     if last is not None and job.status in FINAL and job.version <= last:
         return Response(status_code=204)  # EventSource stops reconnecting on 204
-    client = request.client.host if request.client else ""
+    client = peer(request)  # every spelling of one address is one client
     if jobs.feeds.listening(client) >= jobs.config.max_listeners_per_client:
         raise TooManyListeners(jobs.config.max_listeners_per_client)
     stream = jobs.events(job.id, base_url(request), last, client)

@@ -101,6 +101,7 @@ export async function request(url, options = {}) {
 export const api = {
   info: () => request("/info"),
   submit: (formData) => request("/jobs", { method: "POST", body: formData }),
+  estimate: (formData) => request("/estimate", { method: "POST", body: formData }),
   job: (id) => request(`/jobs/${encodeURIComponent(id)}`),
   cancel: (id, token) =>
     request(`/jobs/${encodeURIComponent(id)}/cancel`, {

@@ -14,6 +14,7 @@ import {
   variationCount,
 } from "./format.js";
 import { Gallery } from "./gallery.js";
+import { watchEstimate } from "./estimate.js";
 
 const $ = (selector) => document.querySelector(selector);
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
@@ -896,6 +897,7 @@ function wire() {
     if (!$("#frames").value) $("#frames").value = "60";
     $("#zoom").focus();
   });
+  watchEstimate(form, formData, $("#estimate"));
   for (const chip of document.querySelectorAll(".chip")) {
     chip.addEventListener("click", () => toggleKeyword(chip.dataset.keyword));
   }
