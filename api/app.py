@@ -114,10 +114,15 @@ async def _preload(app: FastAPI) -> None:
     readiness: Readiness = app.state.readiness
     try:
         await anyio.to_thread.run_sync(warm_up, app, abandon_on_cancel=True)
-    except Exception as exc:  # the service still serves; /readyz says what went wrong
+    except RunFailed as exc:  # the service still serves; /readyz and /info say what is wrong
+        if exc.code != "weights_missing":  # that one is the server's state, said in one line
+            log.exception("warm-up failed")
+        readiness.state, readiness.error = "failed", f"warm-up failed: {exc.detail}"
+        log.warning("%s", readiness.error)
+        return
+    except Exception as exc:
         log.exception("warm-up failed")
-        reason = exc.__cause__ if isinstance(exc, RunFailed) and exc.__cause__ else exc
-        readiness.state, readiness.error = "failed", f"warm-up failed: {reason}"
+        readiness.state, readiness.error = "failed", f"warm-up failed: {exc}"
         return
     readiness.state = "ready"
     log.info("ready; models loaded: %s", ", ".join(app.state.models.loaded()))

@@ -139,10 +139,13 @@ def _generate_with_progress(settings: Any, out_path: Path) -> None:
     from tqdm import tqdm
 
     from api.cli_run import fetch_weights, load_models
-    from engine import SettingsError, generate, pick_device
+    from engine import SettingsError, generate, usable_device
     from engine.errors import one_line
 
-    device = pick_device(settings.device)
+    try:
+        device = usable_device(settings.device)  # a GPU this machine lacks: one line, exit 2
+    except SettingsError as exc:
+        fail(str(exc))
     if device.type == "cpu":
         click.echo(
             "note: no CUDA GPU found, running on the CPU (slow for full-size models)", err=True
@@ -215,6 +218,7 @@ def _generate_command() -> click.Command:
         callback=click.pass_context(_run_generate),
         params=params,
         help="Generate an image from PROMPT, e.g. 'underwater city | artstation:0.5'.",
+        short_help="Generate an image from PROMPT (a PNG; SVG and MP4 beside it).",
     )
 
 
@@ -247,11 +251,20 @@ def build_cli() -> Any:
         share: bool = typer.Option(
             False, "--share", help="Open an ngrok tunnel (needs NGROK_AUTHTOKEN); print its URLs."
         ),
+        clip_model: list[str] = typer.Option(  # noqa: B008 - typer's way to declare it
+            [],
+            "--clip-model",
+            metavar="NAME",
+            help="CLIP model for every request, e.g. shapes (the bundled offline models); "
+            "repeatable (default: $T2A_CLIP_MODELS, else each quality's models).",
+        ),
     ) -> None:
         """Run the HTTP service: POST /generate, Swagger UI at /docs."""
+        from api.cli_common import load_config
         from api.serve import serve as run_service
 
-        run_service(host, port, share)
+        config = load_config(**({"clip_models": clip_model} if clip_model else {}))
+        run_service(host, port, share, config)
 
     from api.cli_worker import register as register_worker
 
@@ -267,22 +280,56 @@ def build_cli() -> Any:
 
 def _print_version(value: bool) -> None:
     if value:
+        click.echo(f"text2art {version()}")
+        raise SystemExit(0)
+
+
+def version() -> str:
+    """The installed text2art's version, read without importing the engine (and so torch)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("text2art")
+    except PackageNotFoundError:  # run from a source tree that was never installed
         from engine import __version__
 
-        click.echo(f"text2art {__version__}")
-        raise SystemExit(0)
+        return __version__
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input is one line on stderr and exit code 2."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args == ["--version"]:  # before building the commands: their flags import torch
+        _print_version(True)
     group = build_cli()
     try:
-        group.main(args=argv, prog_name="text2art", standalone_mode=False)
+        group.main(args=args, prog_name="text2art", standalone_mode=False)
     except Exception as exc:  # noqa: BLE001 - click's and typer's click's exceptions alike
-        _exit_for(exc)
+        _exit_for(exc, args)
 
 
-def _exit_for(exc: Exception) -> typing.NoReturn:
+def _no_such_option(exc: Any, args: list[str]) -> str:
+    """click's "No such option" with a suggestion only for a near spelling (click's own compares
+    the dashes too: '--colour' got '--out'), and the `--` hint for a prompt that starts with '-'."""
+    import difflib
+
+    name = str(exc.option_name)
+    message = f"No such option '{name}'"
+    options = {str(o).lstrip("-"): str(o) for o in exc.possibilities or ()}
+    near = difflib.get_close_matches(name.lstrip("-"), list(options), n=1, cutoff=0.75)
+    if near:
+        message += f"; did you mean '{options[near[0]]}'?"
+    prompt = next((a for a in args if a.startswith(name) and " " in a), None)
+    if prompt is not None or not name.startswith("--"):
+        example = prompt or "-PROMPT"
+        message += (
+            f"; a prompt that starts with '-' goes after '--': text2art generate -- '{example}'"
+        )
+    return message
+
+
+def _exit_for(exc: Exception, args: list[str] | None = None) -> typing.NoReturn:
     """Map a click exception (from click or typer's own copy of it) to one line and an exit code.
 
     The two copies share class names and attributes but not classes, so match by name.
@@ -295,6 +342,8 @@ def _exit_for(exc: Exception) -> typing.NoReturn:
     if "NoArgsIsHelpError" in names:  # a bare group: its help, on stderr, as click does
         exc.show()  # type: ignore[attr-defined]
         raise SystemExit(2) from None
+    if "NoSuchOption" in names:
+        fail(_no_such_option(exc, args or []))
     if "UsageError" in names:
         lines = str(exc.format_message()).splitlines()  # type: ignore[attr-defined]
         fail(lines[0] if lines else "bad usage; see --help")

@@ -15,7 +15,14 @@ and from `engine.errors` only (`scripts.check_rules` holds it to that). What it 
 - presets: `QUALITY`, `ASPECT`, `base_size`.
 """
 
-from engine.catalog import VQGAN_MODELS, bundled_models, known_clip_models, list_models, model_files
+from engine.catalog import (
+    VQGAN_MODELS,
+    bundled_models,
+    known_clip_models,
+    list_models,
+    model_files,
+    prompt_hints,
+)
 from engine.drawers import drawer_class, list_drawers, normalise_style
 from engine.errors import Cancelled, CheckpointError, EngineError, SettingsError, WeightsError
 from engine.files import atomic_write, atomic_write_bytes, publish
@@ -24,7 +31,7 @@ from engine.models import ModelCache
 from engine.output import output_filename, read_png_settings, save_outputs
 from engine.prepare import load_models, missing_weights
 from engine.presets import ASPECT, QUALITY, base_size
-from engine.resolve import ResolvedSettings, resolve
+from engine.resolve import ResolvedSettings, resolve, usable_device, world_canvases
 from engine.settings import MAX_VARIATIONS, Limits, Settings, choices, picture_seed, solo
 from engine.version import __version__
 from engine.weights import cache_dir, ensure_file
@@ -64,10 +71,13 @@ __all__ = [
     "normalise_style",
     "output_filename",
     "pick_device",
+    "prompt_hints",
     "picture_seed",
     "publish",
     "read_png_settings",
     "resolve",
     "save_outputs",
     "solo",
+    "usable_device",
+    "world_canvases",
 ]

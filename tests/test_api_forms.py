@@ -146,5 +146,8 @@ def test_shapes_world_through_the_http_service(tmp_path: Path, models: ModelCach
         assert (shown["size"], shown["pixel_size"], shown["cutouts"]) == ([64, 64], [16, 16], 16)
         assert shown["iterations"] == 2  # what the client sent still wins
         assert Image.open(io.BytesIO(response.content)).size == (64, 64)
-        scaled = client.post("/generate", data={**form, "scale": "1.0"})
-        assert json.loads(scaled.headers["X-Settings"])["size"] != [64, 64]
+        scaled = client.post("/generate", data={**form, "scale": "1.5"})
+        assert json.loads(scaled.headers["X-Settings"])["size"] == [96, 96]  # the world's x1.5
+        # The README's curl example: the world's widescreen canvas, not the presets' 400x224.
+        wide = client.post("/generate", data={**form, "aspect": "widescreen"})
+        assert Image.open(io.BytesIO(wide.content)).size == (64, 36)

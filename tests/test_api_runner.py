@@ -16,7 +16,7 @@ import api.runner as runner
 from api.app import create_app
 from api.errors import RunFailed
 from api.gpu import GpuBusy, GpuLock
-from api.runner import run_engine
+from api.runner import WEIGHTS_FIX, run_engine
 from engine import Limits, ModelCache, Result, Settings, resolve
 from engine.errors import Cancelled, CheckpointError, SettingsError, WeightsError
 
@@ -69,7 +69,7 @@ def test_cancelled_and_settings_errors_pass_through(exc: Exception) -> None:
 
 FAILURES = [
     (WeightsError("CLIP ViT-B/32 weights missing: no network"), "weights_missing",
-     "model weights are not available: CLIP ViT-B/32 weights missing: no network"),
+     f"model weights are not available: CLIP ViT-B/32 weights missing: no network. {WEIGHTS_FIX}"),
     (CheckpointError("vq.ckpt: a TorchScript archive, not a checkpoint"), "checkpoint_invalid",
      "a model file cannot be used: vq.ckpt: a TorchScript archive, not a checkpoint"),
     (RuntimeError("boom\nTraceback details"), "engine_error", "generation failed: boom"),
@@ -85,7 +85,8 @@ def test_other_failures_become_run_failed_with_a_code(
     with pytest.raises(RunFailed) as caught:
         run(raising(exc), gpu)
     failed = caught.value
-    assert (failed.code, failed.detail, failed.status_code) == (code, detail, 500)
+    status = 503 if code == "weights_missing" else 500  # the server's state, not a failure
+    assert (failed.code, failed.detail, failed.status_code) == (code, detail, status)
     assert failed.__cause__ is exc and gpu.busy is False
 
 
@@ -116,11 +117,10 @@ def test_generate_and_jobs_answer_missing_weights_with_its_code(
     form = {"prompts": "a lighthouse", "style": "pixel art", "size": "32x32", "iterations": "2"}
     with TestClient(create_app(jobs_config(tmp_path))) as client:
         r = client.post("/generate", data=form)
-        assert r.status_code == 500 and r.json() == {
-            "error": "weights_missing",
-            "detail": "model weights are not available: VQGAN x checkpoint missing",
-        }
+        detail = f"model weights are not available: VQGAN x checkpoint missing. {WEIGHTS_FIX}"
+        assert r.status_code == 503 and r.json() == {"error": "weights_missing", "detail": detail}
+        assert "text2art models download" in detail and "--clip-model shapes" in detail
         job_id = client.post("/jobs", data=form).json()["id"]
         job = wait_for(lambda: job_state(client, job_id, "failed"), 20, "the job failing")
-    assert job["error"] == "model weights are not available: VQGAN x checkpoint missing"
+    assert job["error"] == detail
     assert not list(tmp_path.glob("*.png")) and not list((tmp_path / "uploads").glob("*"))
