@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 from helpers import jobs_config, png_bytes, running
 
+from engine import ModelCache
+from engine.errors import WeightsError
+
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "web"
 ARGS = [
@@ -73,9 +76,9 @@ def shots() -> Path:
 
 
 @contextmanager
-def open_page(browser: Any, base_url: str) -> Iterator[Any]:
+def open_page(browser: Any, base_url: str, width: int = 1280) -> Iterator[Any]:
     """The page of the service at `base_url`, ready; no JavaScript error may happen on it."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=base_url)
+    context = browser.new_context(viewport={"width": width, "height": 900}, base_url=base_url)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     errors: list[str] = []
@@ -554,3 +557,53 @@ def test_counts_above_the_servers_most_are_disabled(limited_page: Any) -> None:
     assert re.search(r"\b2\b", error.inner_text()), "the message says what is allowed"
     field.screenshot(path=str(SHOTS / "variations-refused.png"))
     assert page.locator("#job-badge").is_hidden()  # nothing was submitted
+
+
+# What a server without its weights answers (one unbreakable URL and path, as offline).
+LONG_ERROR = (
+    "CLIP ViT-B/32 weights missing: could not download ViT-B-32.pt; get it from https://"
+    "openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c452"
+    "6f58eba950af/ViT-B-32.pt and put it at /home/someone/.cache/text2art/clip/ViT-B-32.pt"
+)
+
+
+class _NoWeights(ModelCache):
+    """A model cache on a server whose weights are missing: every run fails with LONG_ERROR."""
+
+    def clip(self, name: str, device: Any) -> Any:
+        raise WeightsError(LONG_ERROR)
+
+
+# Where the page sticks out of the window: the document's extra width, and each element of the
+# job card whose right edge is past the window's.
+OVERFLOW = """() => {
+  const width = window.innerWidth;
+  const out = [...document.querySelectorAll('#job, #job *')]
+    .filter(el => el.getClientRects().length && el.getBoundingClientRect().right > width + 0.5)
+    .map(el => `${el.tagName.toLowerCase()}#${el.id}.${el.className}`);
+  return {extra: document.documentElement.scrollWidth - width, out};
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_a_failed_job_with_a_long_error_stays_inside_the_page(
+    browser: Any, tmp_path: Path, width: int
+) -> None:
+    from api.app import create_app
+
+    app = create_app(tiny_service_config(tmp_path), models=_NoWeights())
+    with running(app) as url, open_page(browser, url, width) as page:
+        fill_form(page, "a red lighthouse", iterations=4)
+        page.get_by_role("button", name="Create art").click()
+        wait_for_text(page, "#job-badge", "^Failed$")
+        wait_for_text(page, "#job-error", "ViT-B-32.pt and put it at")
+        page.screenshot(path=str(SHOTS / f"failed-{width}.png"), full_page=True)
+        overflow = page.evaluate(OVERFLOW)
+        boxes = {sel: page.locator(sel).bounding_box() for sel in ("#job-badge", "#canvas")}
+        error = page.locator("#job-error").bounding_box()
+        card = page.locator("#job").bounding_box()
+    assert overflow == {"extra": 0, "out": []}
+    for box in boxes.values():
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+    assert error is not None and card is not None
+    assert error["x"] + error["width"] <= card["x"] + card["width"]
