@@ -265,8 +265,11 @@ def test_info_health_and_ready(client: TestClient) -> None:
     client.post("/generate", data=FAST)
     info = client.get("/info").json()
     assert info["name"] == "text2art" and "pixel art" in info["styles"]
-    assert info["aspects"]["square"] == {"base_size": [150, 150], "default_size": [375, 375]}
-    assert info["qualities"]["draft"]["clip_models"] == ["ViT-B/32"]
+    # As this server runs the default style: 150x150 x 2.5, trimmed to the tiny VQGAN's f=4.
+    assert info["aspects"]["square"] == {"base_size": [150, 150], "default_size": [372, 372]}
+    assert info["qualities"]["draft"] == {"clip_models": ["tiny-random"], "iterations": 200}
+    assert info["default_scale"] == 2.5 and info["readiness"] == {"state": "ready", "error": None}
+    assert info["prompt_hints"]["example"] == "an underwater city with glowing jellyfish"
     assert "clip:tiny-random@cpu" in info["models_loaded"]
     assert info["overrides"]["clip_models"] == ["tiny-random"]
     assert info["links"]["docs"] == "http://testserver/docs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,18 @@ def test_generate_and_jobs_answer_missing_weights_with_its_code(
         job = wait_for(lambda: job_state(client, job_id, "failed"), 20, "the job failing")
     assert job["error"] == detail
     assert not list(tmp_path.glob("*.png")) and not list((tmp_path / "uploads").glob("*"))
+
+
+def test_a_warm_up_without_weights_is_one_line_and_shown_in_info(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(runner, "generate", raising(WeightsError("CLIP ViT-B/32 weights missing")))
+    caplog.set_level(logging.WARNING)
+    with TestClient(create_app(jobs_config(tmp_path, preload=True))) as client:
+        wait_for(lambda: client.get("/readyz").json()["state"] != "starting", 20, "the warm-up")
+        readiness = client.get("/info").json()["readiness"]
+    why = "model weights are not available: CLIP ViT-B/32 weights missing"
+    error = f"warm-up failed: {why}. {WEIGHTS_FIX}"
+    assert readiness == {"state": "failed", "error": error}
+    assert [r.exc_info for r in caplog.records if r.exc_info] == []  # no traceback in the log
+    assert error in caplog.text

@@ -607,3 +607,69 @@ def test_a_failed_job_with_a_long_error_stays_inside_the_page(
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
     assert error is not None and card is not None
     assert error["x"] + error["width"] <= card["x"] + card["width"]
+
+
+def hints_shown(page: Any) -> dict[str, Any]:
+    """What the form suggests: the prompt's placeholder, the chips, the empty fields' defaults."""
+    return {
+        "example": page.get_attribute("#prompts", "placeholder"),
+        "chips": page.eval_on_selector_all(".chip", "cs => cs.map(c => c.dataset.keyword)"),
+        "iterations": page.get_attribute("#iterations", "placeholder"),
+        "scale": page.get_attribute("#scale", "placeholder"),
+        "size": page.text_content("#size-hint"),
+    }
+
+
+def test_hints_come_from_the_models_the_server_runs(
+    browser: Any, tmp_path: Path, models: Any
+) -> None:
+    """On the bundled shapes models: their world's example, words, 100 iterations, 64 px."""
+    from api.app import create_app
+    from engine.catalog import SHAPES_WORLD
+
+    app = create_app(jobs_config(tmp_path, clip_models=["shapes"]), models=models)
+    with running(app) as url, open_page(browser, url) as page:
+        page.wait_for_function(
+            "document.querySelector('#iterations').placeholder.startsWith('100')"
+        )
+        square = hints_shown(page)
+        page.get_by_role("radio", name=re.compile("Wide")).check()
+        wide = page.text_content("#size-hint")
+        page.get_by_label("Prompt", exact=True).fill("a red circle")
+        page.locator(".chip", has_text="on a blue background").click()
+        prompt = page.get_by_label("Prompt", exact=True).input_value()
+    assert square == {
+        "example": "a yellow star on a purple background",
+        "chips": list(SHAPES_WORLD.hints.keywords),
+        "iterations": "100 (default)",
+        "scale": "1 (default)",
+        "size": " (64 × 64 at 1)",
+    }
+    assert wide == " (64 × 36 at 1)"
+    assert prompt == "a red circle, on a blue background"
+
+
+def test_hints_on_the_real_models_are_the_presets(page: Any) -> None:
+    page.wait_for_function("document.querySelector('#iterations').placeholder.startsWith('200')")
+    assert hints_shown(page) == {
+        "example": "an underwater city with glowing jellyfish",
+        "chips": ["artstation", "unreal engine", "deviantart", "#pixelart", "pencil sketch",
+                  "low poly", "Thomas Kinkade", "James Gurney"],
+        "iterations": "200 (default)",
+        "scale": "2.5 (default)",
+        "size": " (150 × 150 at 1)",
+    }  # fmt: skip
+
+
+def test_a_server_without_weights_says_so_when_the_page_opens(browser: Any, tmp_path: Path) -> None:
+    from api.app import create_app
+
+    app = create_app(tiny_service_config(tmp_path, preload=True), models=_NoWeights())
+    with running(app) as url, open_page(browser, url) as page:
+        wait_for_text(page, "#form-alert", "cannot make pictures")
+        alert = page.text_content("#form-alert")
+    assert alert is not None and alert.startswith(
+        "This server cannot make pictures right now: warm-up failed: model weights are not "
+        "available: CLIP ViT-B/32 weights missing"
+    )
+    assert "text2art serve --clip-model shapes" in alert

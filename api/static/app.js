@@ -28,7 +28,12 @@ const EMPTY_TEXT = {
   cancelled: "No picture: the job was cancelled.",
 };
 
+// While the server warms up, /info is asked again this often, at most this many times.
+const READINESS_POLL_MS = 2000;
+const READINESS_CHECKS = 60;
+
 const page = {
+  readinessChecks: 0,
   uploadLimit: DEFAULT_UPLOAD_LIMIT,
   info: null,
   retryTimer: null,
@@ -57,6 +62,18 @@ function toggleKeyword(word) {
     promptBox.value = text ? `${text.replace(/[,\s]+$/, "")}, ${word}` : word;
   }
   syncChips(); // focus stays on the chip, so a keyboard user can go on to the next one
+}
+
+/** The example prompt and keyword chips of the models this server runs (from /info). */
+function showPromptHints(hints) {
+  if (!hints) return; // a server that predates them: the page's own
+  if (hints.example) promptBox.placeholder = hints.example;
+  if (!Array.isArray(hints.keywords)) return;
+  const chips = hints.keywords.map((word) =>
+    h("button", { type: "button", class: "chip", "data-keyword": word, text: word }),
+  );
+  $(".chips").replaceChildren(...chips);
+  syncChips();
 }
 
 function syncChips() {
@@ -136,8 +153,9 @@ function limitVariations(limits) {
 
 function updateHints() {
   const info = page.info;
+  // What this server runs when the field is empty (its models' world, or the quality's).
   const quality = info?.qualities?.[$("#quality").value];
-  if (quality?.iterations) $("#iterations").placeholder = `${quality.iterations} (quality's default)`;
+  if (quality?.iterations) $("#iterations").placeholder = `${quality.iterations} (default)`;
   if (info?.default_scale) $("#scale").placeholder = `${info.default_scale} (default)`;
   const base = info?.aspects?.[form.elements.aspect.value]?.base_size;
   $("#size-hint").textContent = base ? ` (${formatSize(base)} at 1)` : "";
@@ -840,6 +858,22 @@ const gallery = new Gallery({
   },
 });
 
+/** A server that cannot make pictures says so before anyone waits for one (its warm-up
+ * failed: missing weights, ...); while it warms up, ask again. */
+function showReadiness(readiness) {
+  if (readiness?.state === "failed") {
+    showAlert(`This server cannot make pictures right now: ${readiness.error || "its start-up failed"}`);
+  } else if (readiness?.state === "starting" && page.readinessChecks++ < READINESS_CHECKS) {
+    setTimeout(async () => {
+      try {
+        showReadiness((await api.info()).readiness);
+      } catch {
+        // the page works without it
+      }
+    }, READINESS_POLL_MS);
+  }
+}
+
 async function loadInfo() {
   try {
     const info = await api.info();
@@ -857,6 +891,8 @@ async function loadInfo() {
       if (first) first.checked = true;
     }
     limitVariations(info.limits);
+    showPromptHints(info.prompt_hints);
+    showReadiness(info.readiness);
     if (info.api_key_required) $("#api-key-field").hidden = false;
     // A server without SMTP says so; then the page does not offer e-mail at all.
     if (info.email_enabled === false) $('[data-field="email"]').hidden = true;
@@ -869,9 +905,11 @@ async function loadInfo() {
 
 function wire() {
   form.addEventListener("submit", submit);
-  for (const chip of document.querySelectorAll(".chip")) {
-    chip.addEventListener("click", () => toggleKeyword(chip.dataset.keyword));
-  }
+  // One listener for the chips, which /info may replace.
+  $(".chips").addEventListener("click", (event) => {
+    const chip = event.target.closest(".chip");
+    if (chip) toggleKeyword(chip.dataset.keyword);
+  });
   promptBox.addEventListener("input", syncChips);
   promptBox.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
