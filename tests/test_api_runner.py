@@ -140,3 +140,27 @@ def test_a_warm_up_without_weights_is_one_line_and_shown_in_info(
     assert readiness == {"state": "failed", "error": error}
     assert [r.exc_info for r in caplog.records if r.exc_info] == []  # no traceback in the log
     assert error in caplog.text
+
+
+def test_the_gpu_lock_says_how_many_runs_are_ahead_of_a_waiter() -> None:
+    gpu, done = GpuLock(poll_seconds=0.01), threading.Event()
+    first, second = threading.Event(), threading.Event()
+
+    def wait_then_hold(cancel: threading.Event) -> None:
+        try:
+            with gpu.slot(cancel):
+                done.wait(10)
+        except Cancelled:
+            pass
+
+    with gpu.slot():
+        for event in (first, second):
+            threading.Thread(target=wait_then_hold, args=(event,), daemon=True).start()
+            wait_for(lambda e=event: gpu.position(e) is not None, 10, "a waiter in line")
+        assert (gpu.position(first), gpu.position(second)) == (1, 2)
+        assert gpu.position(threading.Event()) is None  # not waiting
+        second.set()  # cancelled while waiting: out of the line
+        wait_for(lambda: gpu.position(second) is None, 10, "the cancelled waiter gone")
+        assert gpu.position(first) == 1
+    wait_for(lambda: gpu.busy and gpu.position(first) is None, 10, "the first waiter holding it")
+    done.set()

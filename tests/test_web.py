@@ -673,3 +673,28 @@ def test_a_server_without_weights_says_so_when_the_page_opens(browser: Any, tmp_
         "available: CLIP ViT-B/32 weights missing"
     )
     assert "text2art serve --clip-model shapes" in alert
+
+
+def test_a_job_behind_a_generate_shows_it_waits_for_the_gpu(
+    browser: Any, tmp_path: Path, models: Any
+) -> None:
+    """The in-process worker took the job while a POST /generate holds the GPU."""
+    from api.app import create_app
+
+    app = create_app(tiny_service_config(tmp_path), models=models)
+    with running(app) as url, open_page(browser, url) as page:
+        with app.state.gpu.slot():  # what a POST /generate holds while it runs
+            fill_form(page, "a red lighthouse", iterations=4)
+            page.get_by_role("button", name="Create art").click()
+            wait_for_text(page, "#job-status", "^Waiting for the GPU")
+            shown = {
+                "status": page.text_content("#job-status"),
+                "badge": page.text_content("#job-badge"),
+                "detail hidden": page.locator("#progress-text").is_hidden(),
+            }
+        wait_for_text(page, "#job-badge", "^Done$")
+    assert shown == {
+        "status": "Waiting for the GPU: 1 picture is being made before yours.",
+        "badge": "Waiting",
+        "detail hidden": True,  # not "iteration 0 of 4"
+    }

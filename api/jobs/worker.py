@@ -161,6 +161,13 @@ class JobRunner:
         with self._guard:
             return job_id in self._cancels
 
+    def gpu_position(self, job_id: str) -> int | None:
+        """While a job this process runs waits for the GPU (behind a `POST /generate` or another
+        job): the runs ahead of it (0: next); None when it runs, or runs elsewhere."""
+        with self._guard:
+            event = self._cancels.get(job_id)
+        return None if event is None else self.gpu.position(event)
+
     def _retry(self, call: Callable[[], Any], what: str) -> Any:
         """`call()`, retried while the database or queue is down (see `outage.retry`)."""
         return retry(call, what, self.outages, self.config.db_retry_seconds)

@@ -454,7 +454,8 @@ class JobView {
 
   onProgress({ iteration, total, fraction, eta_seconds }) {
     const status = FINAL.has(this.job.status) ? this.job.status : "running";
-    this.merge({ status, position: null, progress: { iteration, total, fraction }, eta_seconds });
+    const progress = { iteration, total, fraction };
+    this.merge({ status, position: null, gpu_position: null, progress, eta_seconds });
   }
 
   merge(data) {
@@ -564,7 +565,7 @@ class JobView {
     // Only the submitter (who holds the job's delete token) may cancel it.
     $("#running-actions").hidden = !job || FINAL.has(state) || !deleteToken(job.id);
     $("#result").hidden = state !== "succeeded";
-    this.renderBadge(state);
+    this.renderBadge(waitsForGpu(job) ? "waiting" : state);
     this.renderCanvas(job);
     this.renderVariations(job);
     if (!job) {
@@ -581,6 +582,7 @@ class JobView {
   renderBadge(state) {
     const labels = {
       queued: "Queued",
+      waiting: "Waiting",
       running: "Running",
       succeeded: "Done",
       failed: "Failed",
@@ -638,10 +640,10 @@ class JobView {
     const fraction = progressFraction(job);
     const pct = Math.floor(fraction * 100);
     bar.hidden = FINAL.has(job.status);
-    bar.classList.toggle("indeterminate", job.status === "queued");
+    bar.classList.toggle("indeterminate", job.status === "queued" || waitsForGpu(job));
     bar.setAttribute("aria-valuenow", String(job.status === "succeeded" ? 100 : pct));
     $("#progress-bar").style.width = `${job.status === "succeeded" ? 100 : pct}%`;
-    detail.hidden = job.status !== "running";
+    detail.hidden = job.status !== "running" || waitsForGpu(job);
     const message = job.status === "failed" ? job.error || "The generation failed." : this.notice;
     error.textContent = message || "";
     error.hidden = !message;
@@ -652,11 +654,12 @@ class JobView {
 
   /** Tell screen readers about a new state and every quarter of the way, not every tick. */
   announce(job, pct) {
-    const step = job.status === "running" ? Math.floor(pct / 25) * 25 : null;
-    const key = `${job.id}:${job.status}:${job.position}:${step}`;
+    const making = job.status === "running" && !waitsForGpu(job);
+    const step = making ? Math.floor(pct / 25) * 25 : null;
+    const key = `${job.id}:${job.status}:${job.position}:${job.gpu_position}:${step}`;
     if (key === this.announced) return;
     this.announced = key;
-    $("#job-announce").textContent = job.status === "running" ? `${step}% done` : statusText(job, pct);
+    $("#job-announce").textContent = making ? `${step}% done` : statusText(job, pct);
   }
 
   progressDetail(job) {
@@ -777,12 +780,26 @@ function progressFraction(job) {
 function statusText(job, pct) {
   const texts = {
     queued: () => queueText(job.position),
-    running: () => (job.cancel_requested ? "Stopping…" : `${makingText(job)}: ${pct}%`),
+    running: () => {
+      if (job.cancel_requested) return "Stopping…";
+      return waitsForGpu(job) ? gpuText(job.gpu_position) : `${makingText(job)}: ${pct}%`;
+    },
     succeeded: () => doneText(job),
     failed: () => "This one did not work out.",
     cancelled: () => "Cancelled. Nothing more will be made for this job.",
   };
   return (texts[job.status] || (() => `Status: ${job.status}`))();
+}
+
+/** A job a worker took that waits for its GPU (behind a picture made at once, or another job). */
+function waitsForGpu(job) {
+  return job?.status === "running" && job.gpu_position !== null && job.gpu_position !== undefined;
+}
+
+function gpuText(ahead) {
+  if (ahead <= 0) return "Waiting for the GPU: yours is next.";
+  if (ahead === 1) return "Waiting for the GPU: 1 picture is being made before yours.";
+  return `Waiting for the GPU: ${ahead} pictures are ahead of yours.`;
 }
 
 function queueText(position) {
