@@ -44,7 +44,7 @@ as `/outputs/{id}-{k}.png` and listed in `X-Variation-Urls` and `X-Variation-See
 
 ```
 curl -F prompts="underwater city" -F style="pixel art" -F seed=1 \\
-     http://127.0.0.1:8000/generate -o a.png
+     {server}/generate -o a.png
 ```
 """
 
@@ -63,6 +63,7 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
         lifespan=lifespan,
         docs_url=None,  # served by routes.docs, without a CDN
         redoc_url=None,
+        openapi_url=None,  # served by routes.docs, with this server's address in the examples
     )
     app.state.config = config
     app.state.models = models

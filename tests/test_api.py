@@ -431,3 +431,20 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("T2A_MAX_WAITING", "-1")
     with pytest.raises(ValueError, match="max_waiting"):
         ServiceConfig()
+
+
+def test_the_api_description_shows_this_servers_address(client: TestClient) -> None:
+    description = client.get("/openapi.json").json()["info"]["description"]
+    assert "http://testserver/generate -o a.png" in description and ":8000" not in description
+    other = client.get("/openapi.json", headers={"Host": "art.example:9000"}).json()
+    assert "http://art.example:9000/generate" in other["info"]["description"]
+
+
+def test_redoc_loads_nothing_from_a_cdn(client: TestClient) -> None:
+    page = client.get("/redoc").text
+    bundle = client.get("/docs-assets/redoc.standalone.js")
+    assert "/docs-assets/redoc.standalone.js" in page and "https://" not in page.split("<body>")[1]
+    assert bundle.status_code == 200 and bundle.headers["content-type"].startswith(
+        "text/javascript"
+    )
+    assert "cdn.redoc.ly" not in bundle.text and "createElement" in bundle.text
