@@ -49,7 +49,7 @@ as `/outputs/{id}-{k}.png` and listed in `X-Variation-Urls` and `X-Variation-See
 
 ```
 curl -F prompts="underwater city" -F style="pixel art" -F seed=1 \\
-     http://127.0.0.1:8000/generate -o a.png
+     {server}/generate -o a.png
 ```
 """
 
@@ -68,6 +68,7 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
         lifespan=lifespan,
         docs_url=None,  # served by routes.docs, without a CDN
         redoc_url=None,
+        openapi_url=None,  # served by routes.docs, with this server's address in the examples
     )
     app.state.config = config
     app.state.models = models
@@ -138,10 +139,15 @@ async def _preload(app: FastAPI) -> None:
     readiness: Readiness = app.state.readiness
     try:
         await anyio.to_thread.run_sync(warm_up, app, abandon_on_cancel=True)
-    except Exception as exc:  # the service still serves; /readyz says what went wrong
+    except RunFailed as exc:  # the service still serves; /readyz and /info say what is wrong
+        if exc.code != "weights_missing":  # that one is the server's state, said in one line
+            log.exception("warm-up failed")
+        readiness.state, readiness.error = "failed", f"warm-up failed: {exc.detail}"
+        log.warning("%s", readiness.error)
+        return
+    except Exception as exc:
         log.exception("warm-up failed")
-        reason = exc.__cause__ if isinstance(exc, RunFailed) and exc.__cause__ else exc
-        readiness.state, readiness.error = "failed", f"warm-up failed: {reason}"
+        readiness.state, readiness.error = "failed", f"warm-up failed: {exc}"
         return
     readiness.state = "ready"
     log.info("ready; models loaded: %s", ", ".join(app.state.models.loaded()))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 import typing
 from pathlib import Path
 from typing import Any
@@ -170,10 +169,11 @@ def _generate_with_progress(
     from tqdm import tqdm
 
     from api.cli_resume import StopOnSignal, finish_resumed, save_stopped
+    from api.cli_run import frame_writer, prepare, progress
     from engine import Cancelled, SettingsError, generate
     from engine.errors import one_line
 
-    device, models = _prepare(settings)
+    device, models = prepare(settings)
     video = out_path.with_suffix(".mp4") if settings.wants_video else None
     first = state.iteration if state is not None else 0
     bar = tqdm(
@@ -183,7 +183,7 @@ def _generate_with_progress(
         dynamic_ncols=True,
         file=sys.stderr,
     )
-    on_step = _progress(bar, device)
+    on_step = progress(bar, device)
 
     try:
         with StopOnSignal() as stop:
@@ -194,7 +194,7 @@ def _generate_with_progress(
                 video_path=video,
                 models=models,
                 resume=state,
-                on_frame=_frame_writer(frames_dir),
+                on_frame=frame_writer(frames_dir),
             )
     except Cancelled as exc:
         bar.close()
@@ -217,53 +217,6 @@ def _generate_with_progress(
         finish_resumed(state_file)
 
 
-def _prepare(settings: Any) -> tuple[Any, Any]:
-    """The device, and the run's models loaded (every missing file fetched first, at once)."""
-    from api.cli_run import fetch_weights, load_models
-    from engine import pick_device
-
-    device = pick_device(settings.device)
-    if device.type == "cpu":
-        click.echo(
-            "note: no CUDA GPU found, running on the CPU (slow for full-size models)", err=True
-        )
-    fetch_weights(settings)  # every missing file at once, before the bar
-    return device, load_models(settings, device)
-
-
-def _frame_writer(directory: Path | None) -> Any:
-    """`on_frame` that writes DIRECTORY/frame-0001.png, ... (None without a directory)."""
-    if directory is None:
-        return None
-    from engine import atomic_write
-
-    def write(index: int, picture: Any) -> None:
-        path = directory / f"frame-{index + 1:04d}.png"
-        atomic_write(path, lambda part: picture.save(part, format="PNG"))
-
-    return write
-
-
-def _progress(bar: Any, device: Any) -> Any:
-    """`on_step` for the bar: the loss twice a second at most, an estimate on the CPU."""
-    stamps: list[float] = []
-    shown = [0.0]
-
-    def on_step(step: Any) -> None:
-        now = time.perf_counter()
-        if now - shown[0] >= LOSS_SHOW_SECONDS or step.iteration == step.total:
-            shown[0] = now  # reading the loss waits for the GPU: twice a second at most
-            bar.set_postfix(loss=f"{step.loss:.3f}", refresh=False)
-        bar.update(1)
-        stamps.append(time.perf_counter())
-        # The first iterations pay for warm-up: estimate from this process's 2nd to 5th.
-        if device.type == "cpu" and len(stamps) == 5 and step.iteration < step.total:
-            left = (stamps[4] - stamps[1]) / 3 * (step.total - step.iteration)
-            bar.write(f"estimated time left on CPU: about {left:.0f} s", file=sys.stderr)
-
-    return on_step
-
-
 def _write_outputs(result: Any, out_path: Path) -> None:
     from engine import save_outputs
 
@@ -275,9 +228,6 @@ def _write_outputs(result: Any, out_path: Path) -> None:
         click.echo(f"seeds {seeds} (the sheet {files['png'].name}, then each picture)")
     else:
         click.echo(f"seed {result.settings.seed}")
-
-
-LOSS_SHOW_SECONDS = 0.5
 
 
 def _generate_command() -> click.Command:
@@ -299,6 +249,7 @@ def _generate_command() -> click.Command:
         callback=click.pass_context(_run_generate),
         params=params,
         help="Generate an image from PROMPT, e.g. 'underwater city | artstation:0.5'.",
+        short_help="Generate an image from PROMPT (a PNG; SVG and MP4 beside it).",
     )
 
 
@@ -331,11 +282,20 @@ def build_cli() -> Any:
         share: bool = typer.Option(
             False, "--share", help="Open an ngrok tunnel (needs NGROK_AUTHTOKEN); print its URLs."
         ),
+        clip_model: list[str] = typer.Option(  # noqa: B008 - typer's way to declare it
+            [],
+            "--clip-model",
+            metavar="NAME",
+            help="CLIP model for every request, e.g. shapes (the bundled offline models); "
+            "repeatable (default: $T2A_CLIP_MODELS, else each quality's models).",
+        ),
     ) -> None:
         """Run the HTTP service: POST /generate, Swagger UI at /docs."""
+        from api.cli_common import load_config
         from api.serve import serve as run_service
 
-        run_service(host, port, share)
+        config = load_config(**({"clip_models": clip_model} if clip_model else {}))
+        run_service(host, port, share, config)
 
     from api.cli_worker import register as register_worker
 
@@ -351,22 +311,56 @@ def build_cli() -> Any:
 
 def _print_version(value: bool) -> None:
     if value:
+        click.echo(f"text2art {version()}")
+        raise SystemExit(0)
+
+
+def version() -> str:
+    """The installed text2art's version, read without importing the engine (and so torch)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("text2art")
+    except PackageNotFoundError:  # run from a source tree that was never installed
         from engine import __version__
 
-        click.echo(f"text2art {__version__}")
-        raise SystemExit(0)
+        return __version__
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input is one line on stderr and exit code 2."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args == ["--version"]:  # before building the commands: their flags import torch
+        _print_version(True)
     group = build_cli()
     try:
-        group.main(args=argv, prog_name="text2art", standalone_mode=False)
+        group.main(args=args, prog_name="text2art", standalone_mode=False)
     except Exception as exc:  # noqa: BLE001 - click's and typer's click's exceptions alike
-        _exit_for(exc)
+        _exit_for(exc, args)
 
 
-def _exit_for(exc: Exception) -> typing.NoReturn:
+def _no_such_option(exc: Any, args: list[str]) -> str:
+    """click's "No such option" with a suggestion only for a near spelling (click's own compares
+    the dashes too: '--colour' got '--out'), and the `--` hint for a prompt that starts with '-'."""
+    import difflib
+
+    name = str(exc.option_name)
+    message = f"No such option '{name}'"
+    options = {str(o).lstrip("-"): str(o) for o in exc.possibilities or ()}
+    near = difflib.get_close_matches(name.lstrip("-"), list(options), n=1, cutoff=0.75)
+    if near:
+        message += f"; did you mean '{options[near[0]]}'?"
+    prompt = next((a for a in args if a.startswith(name) and " " in a), None)
+    if prompt is not None or not name.startswith("--"):
+        example = prompt or "-PROMPT"
+        message += (
+            f"; a prompt that starts with '-' goes after '--': text2art generate -- '{example}'"
+        )
+    return message
+
+
+def _exit_for(exc: Exception, args: list[str] | None = None) -> typing.NoReturn:
     """Map a click exception (from click or typer's own copy of it) to one line and an exit code.
 
     The two copies share class names and attributes but not classes, so match by name.
@@ -379,6 +373,8 @@ def _exit_for(exc: Exception) -> typing.NoReturn:
     if "NoArgsIsHelpError" in names:  # a bare group: its help, on stderr, as click does
         exc.show()  # type: ignore[attr-defined]
         raise SystemExit(2) from None
+    if "NoSuchOption" in names:
+        fail(_no_such_option(exc, args or []))
     if "UsageError" in names:
         lines = str(exc.format_message()).splitlines()  # type: ignore[attr-defined]
         fail(lines[0] if lines else "bad usage; see --help")

@@ -46,14 +46,22 @@ def upgrade(url: UrlOption = None) -> None:
 @db_app.command("current")
 def current(url: UrlOption = None) -> None:
     """Print the job database's revision and the newest one this text2art knows."""
+    from api.cli_common import load_config
     from api.jobs.migrate import current_revision, head_revision
 
+    head = head_revision()
+    config = load_config()
+    default = config.output_dir / "jobs.db"
+    if url is None and config.database_url is None and not default.is_file():
+        # Only looking: no folder, no file (`serve` and `db upgrade` create them).
+        typer.echo(f"no job database at {default} yet; newest revision {head}: `text2art serve` "
+                   "or `text2art db upgrade` creates it")  # fmt: skip
+        return
     engine = _engine(url)
     try:
         revision = current_revision(engine)
     finally:
         engine.dispose()
-    head = head_revision()
     state = "up to date" if revision == head else "run `text2art db upgrade`"
     typer.echo(f"revision {revision or 'none (empty)'}; newest {head}: {state}")
 

@@ -99,6 +99,9 @@ def download(
         files = model_files(name, kind)
     except ValueError as exc:
         fail(_squeezed(exc), 2)
+    if not files:  # tiny-random: random weights built in process
+        typer.echo(f"{name} is built in (random weights), nothing to download")
+        return
     for label, spec, path in files:
         cached = path.is_file()
         bar = DownloadBar(path.name)

@@ -84,11 +84,16 @@ def check_or_exit(services: Services) -> None:
         fail(f"the worker cannot start: {'; '.join(p.line for p in problems)}", 1)
 
 
+def taking_jobs(identity: str, queue_name: str) -> str:
+    """The line a worker prints once it takes jobs (the README quotes it)."""
+    return f"worker {identity} is taking jobs from {queue_name!r}"
+
+
 def run_worker(services: Services, stop: threading.Event) -> None:
     """Take jobs until `stop` is set, then hand the running ones back to the queue."""
     services.start(run_worker=True)
     jobs = services.jobs
-    typer.echo(f"worker {jobs.runner.identity} is taking jobs from {jobs.config.queue_name!r}")
+    typer.echo(taking_jobs(str(jobs.runner.identity), jobs.config.queue_name))
     health = start_health_server(services)
     try:
         while not stop.wait(1.0):  # a timeout keeps the main thread responsive to signals

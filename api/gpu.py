@@ -49,6 +49,15 @@ class GpuLock:
         """How many callers wait for the GPU now."""
         return len(self._queue)
 
+    def position(self, waiter: object) -> int | None:
+        """Runs ahead of `waiter` (the cancel event it waits with): the one holding the GPU and
+        those waiting before it (0: next); None when it does not wait."""
+        with self._cond:
+            for index, ticket in enumerate(self._queue):
+                if ticket is waiter:
+                    return index + (1 if self._busy else 0)
+        return None
+
     def full(self) -> bool:
         """Whether one more bounded caller would be refused."""
         with self._cond:
@@ -74,7 +83,7 @@ class GpuLock:
         with self._cond:
             if bounded and self._refuses():
                 raise GpuBusy(len(self._queue), self.max_waiting)
-            ticket = object()
+            ticket = cancel if cancel is not None else object()  # `position` finds it by it
             self._queue.append(ticket)
             try:
                 while self._busy or self._queue[0] is not ticket:
@@ -83,7 +92,7 @@ class GpuLock:
                 _check(cancel)
                 self._busy = True
             finally:
-                self._queue.remove(ticket)
+                self._queue.remove(ticket)  # by identity: events compare as objects
                 self._cond.notify_all()  # the next ticket may now be first in line
 
 

@@ -6,7 +6,8 @@
   run's state), `engine.errors.SettingsError` (bad input, a 422) and `engine.errors.StateError`
   (a saved state that does not fit the run: the worker starts afresh) pass through unchanged;
 - everything else becomes `RunFailed` with a code: `out_of_memory` (GPU memory is freed so the
-  next run has room), `weights_missing`, `checkpoint_invalid`, `storage_error` (a
+  next run has room), `weights_missing` (a 503: the server's state, its message says the fix),
+  `checkpoint_invalid`, `storage_error` (a
   `StorageError` from a step's callback, with its message), else `engine_error`.
 """
 
@@ -36,7 +37,14 @@ from engine.errors import (
 
 log = logging.getLogger(__name__)
 
-EngineFn = Callable[..., Result]  # `engine.generate`'s signature; tests pass a fake
+EngineFn = Callable[..., Result]
+
+# What the operator of a server without its weights does (the `weights_missing` message).
+WEIGHTS_FIX = (
+    "On the server: `text2art models download NAME` for each model (offline, on another machine, "
+    "then copy the cache), or serve the bundled offline models: `text2art serve --clip-model "
+    "shapes`"
+)  # `engine.generate`'s signature; tests pass a fake
 
 
 def run_engine(
@@ -80,6 +88,10 @@ def run_engine(
             )
         except (Cancelled, SettingsError, StateError):
             raise
+        except WeightsError as exc:  # the server's state, not a bug: one line, no traceback
+            failed = classify(exc)
+            log.warning("generation failed: %s", failed.detail)
+            raise failed from exc
         except Exception as exc:
             log.exception("generation failed")
             raise classify(exc) from exc
@@ -98,8 +110,9 @@ def classify(exc: BaseException) -> RunFailed:
             "the GPU ran out of memory; try a smaller size, a lower quality or fewer cutouts",
         )
     why = one_line(exc, typed=False)
-    if isinstance(exc, WeightsError):
-        return RunFailed("weights_missing", f"model weights are not available: {why}")
+    if isinstance(exc, WeightsError):  # the server's state: 503, with the fix
+        detail = f"model weights are not available: {why.rstrip('.')}. {WEIGHTS_FIX}"
+        return RunFailed("weights_missing", detail, status_code=503)
     if isinstance(exc, CheckpointError):
         return RunFailed("checkpoint_invalid", f"a model file cannot be used: {why}")
     return RunFailed("engine_error", f"generation failed: {why}")

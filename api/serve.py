@@ -19,9 +19,10 @@ import uvicorn
 
 from api.access_log import access_log_config
 from api.app import create_app
-from api.cli_common import load_config
+from api.cli_common import fail, load_config
 from api.config import ServiceConfig
 from api.connections import server_options
+from engine.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def serve(
     host = host or config.host
     port = config.port if port is None else port
     token = find_token(authtoken) if share else ""
+    check_models(config)
     # Open SSE streams must not hold the shutdown (and so the worker's stop) for long.
     server = AnnouncingServer(
         uvicorn.Config(
@@ -99,7 +101,7 @@ def serve(
     )
     if on_server is not None:
         on_server(server)
-    tunnel = tunnel_factory(port, token) if share else None
+    tunnel = open_tunnel(tunnel_factory, port, token) if share else None
     try:
         if tunnel is not None:
             click.echo(f"Public URL: {tunnel.public_url}")
@@ -109,6 +111,33 @@ def serve(
         if tunnel is not None:
             tunnel.close()
             click.echo("Tunnel closed.")
+
+
+def open_tunnel(factory: TunnelFactory, port: int, token: str) -> Tunnel:
+    """The tunnel, or one line and exit 1 when it cannot open (no network, a refused token):
+    a failure outside the user's input."""
+    try:
+        return factory(port, token)
+    except Exception as exc:  # pyngrok's errors, a failed agent download, a timeout
+        fail(f"--share: cannot open the ngrok tunnel: {one_line(exc, 300)}", code=1)
+
+
+def check_models(config: ServiceConfig) -> None:
+    """Before listening: an unknown model (`--clip-model`, T2A_CLIP_MODELS, T2A_VQGAN_MODEL) is
+    one line and exit 2; weights missing from the cache are said in one warning line, with the
+    fix (the warm-up downloads them, which needs the network)."""
+    from api.app import warm_up_settings
+    from api.runner import WEIGHTS_FIX
+    from engine import SettingsError, missing_weights, resolve
+
+    try:
+        settings = resolve(warm_up_settings(config), config.limits())
+    except SettingsError as exc:
+        fail(f"{exc} (from --clip-model, T2A_CLIP_MODELS or T2A_VQGAN_MODEL)")
+    missing = [label for label, _, _ in missing_weights(settings)]
+    if missing:
+        click.echo(f"warning: not in the weights cache yet: {', '.join(missing)}. The warm-up "
+                   f"downloads them (needs the network). {WEIGHTS_FIX}.", err=True)  # fmt: skip
 
 
 class AnnouncingServer(uvicorn.Server):

@@ -19,7 +19,14 @@ and from `engine.errors` only (`scripts.check_rules` holds it to that). What it 
 """
 
 from engine.animation import frame_progress
-from engine.catalog import VQGAN_MODELS, bundled_models, known_clip_models, list_models, model_files
+from engine.catalog import (
+    VQGAN_MODELS,
+    bundled_models,
+    known_clip_models,
+    list_models,
+    model_files,
+    prompt_hints,
+)
 from engine.drawers import drawer_class, list_drawers, normalise_style
 from engine.errors import (
     Cancelled,
@@ -35,7 +42,7 @@ from engine.models import ModelCache
 from engine.output import output_filename, read_png_settings, save_outputs
 from engine.prepare import load_models, missing_weights
 from engine.presets import ASPECT, QUALITY, base_size
-from engine.resolve import ResolvedSettings, resolve
+from engine.resolve import ResolvedSettings, resolve, usable_device, world_canvases
 from engine.runstate import (
     STATE_SUFFIX,
     Checkpoint,
@@ -93,6 +100,7 @@ __all__ = [
     "normalise_style",
     "output_filename",
     "pick_device",
+    "prompt_hints",
     "picture_seed",
     "publish",
     "read_png_settings",
@@ -103,4 +111,6 @@ __all__ = [
     "solo",
     "state_path",
     "write_state",
+    "usable_device",
+    "world_canvases",
 ]

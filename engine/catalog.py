@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -32,16 +32,50 @@ SHAPES = "shapes"
 
 
 @dataclass(frozen=True)
+class PromptHints:
+    """What a person may type for a model: an example prompt and keywords to add to one (the
+    web page's placeholder and chips, from `/info`)."""
+
+    example: str
+    keywords: tuple[str, ...]
+
+
+# OpenAI's CLIP read the web's captions: a scene, then the "style keywords" its users add.
+WEB_HINTS = PromptHints(
+    "an underwater city with glowing jellyfish",
+    ("artstation", "unreal engine", "deviantart", "#pixelart", "pencil sketch", "low poly",
+     "Thomas Kinkade", "James Gurney"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class WorldDefaults:
     """What a model brings to runs guided by it alone; only values a request leaves out are taken.
 
-    A quality above draft keeps its own iterations and size; an aspect other than square, or a
-    scale given, keeps its own size and pixel grid.
+    A world with `canvases` decides the canvas for every aspect: that aspect's base size times
+    the scale (its own `scale` unless one is given), and for pixel art the aspect's `grids`; a
+    quality above draft keeps its own iterations.
     """
 
     values: Mapping[str, Any]  # Settings field -> value
     # Its pictures must form in few iterations: each style takes its `Drawer.fast_lr`.
     fast: bool = False
+    # aspect -> (width, height) at scale 1, and aspect -> pixel-art grid (columns, rows).
+    canvases: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    grids: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    scale: float = 1.0
+    hints: PromptHints = WEB_HINTS
+
+    def canvas(self, aspect: str, scale: float | None) -> dict[str, Any]:
+        """The scale, size and pixel grid of `aspect` in this world ({} without canvases)."""
+        if aspect not in self.canvases:
+            return {}
+        scale = self.scale if scale is None else scale
+        w, h = self.canvases[aspect]
+        values = {"scale": scale, "size": (max(8, int(w * scale)), max(8, int(h * scale)))}
+        if aspect in self.grids:
+            values["pixel_size"] = self.grids[aspect]
+        return values
 
 
 @dataclass(frozen=True)
@@ -133,15 +167,22 @@ def _openai_clip(name: str, sha256: str, size_mb: int, timm_repo: str) -> ClipEn
 # world: pixel cells and stroke points move faster than CLIP's defaults let them (each style's
 # `fast_lr`).
 SHAPES_WORLD = WorldDefaults(
-    values={
-        "size": (64, 64),
-        "iterations": 100,
-        "cutouts": 16,
-        "pixel_size": (16, 16),
-        "strokes": 256,
-        "vqgan_model": SHAPES,
-    },
+    values={"iterations": 100, "cutouts": 16, "strokes": 256, "vqgan_model": SHAPES},
     fast=True,
+    # 64 px on the long side for every aspect, in whole 4-pixel cells (the VQGAN's f and the
+    # pixel grid's cell): 16x9 cells wide, 13x16 portrait, as close to the aspects' 16:9, 4:5.
+    canvases=MappingProxyType({"square": (64, 64), "widescreen": (64, 36), "portrait": (52, 64)}),
+    grids=MappingProxyType({"square": (16, 16), "widescreen": (16, 9), "portrait": (13, 16)}),
+    hints=PromptHints(
+        "a yellow star on a purple background",
+        (
+            "at the left",
+            "at the top right",
+            "on a blue background",
+            "on a black background",
+            "and a green triangle at the right",
+        ),
+    ),
 )
 
 # The test model's world: only its VQGAN (the sizes and steps stay the caller's and the presets').
@@ -436,6 +477,12 @@ def world_defaults(clip_models: list[str] | None) -> WorldDefaults | None:
     return CLIP_MODELS[clip_models[0]].world
 
 
+def prompt_hints(clip_models: list[str] | None) -> PromptHints:
+    """What to suggest typing to the models guiding a run: a world's own, else the web's."""
+    world = world_defaults(clip_models)
+    return world.hints if world is not None else WEB_HINTS
+
+
 # -- files -----------------------------------------------------------------------------------
 
 
@@ -458,7 +505,7 @@ def model_files(name: str, kind: str | None = None) -> list[tuple[str, WeightFil
             (f"VQGAN {name} config", vq.config, weights.cache_path("vqgan", vq.config)),
             (f"VQGAN {name} checkpoint", vq.checkpoint, weights.cache_path("vqgan", vq.checkpoint)),
         ]
-    known = ", ".join(m for m in [*CLIP_MODELS, *VQGAN_MODELS] if m not in (TINY,))
+    known = ", ".join(dict.fromkeys([*CLIP_MODELS, *VQGAN_MODELS]))  # shapes is both kinds
     raise ValueError(f"unknown model {name!r}; choose one of {known}")
 
 

@@ -248,9 +248,11 @@ class _Loop:
         losses and video frames."""
         if state is None:
             return
+        t = self.timeline
+        if state.iteration > 0 and t.frame_of(state.iteration - 1) >= 1:
+            self.opt = self._optimiser(FRAME_LR_SCALE)  # the optimiser of the frame under way
         restore(state, self.drawers, self.opt, self.gens, self.history)
         if self.recorder is not None:
-            t = self.timeline
             expected = (
                 t.frames_done(state.iteration)
                 if t.animated

@@ -15,6 +15,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from pydantic import ValidationError
 
 from engine import catalog, presets
@@ -45,6 +46,7 @@ def resolve(
         "clip_models": s.clip_models or list(q.clip_models),
         "seed": s.seed if s.seed is not None else random.SystemRandom().randrange(2**32),
     }
+    check_models_and_device(values["clip_models"], s.device)
     size = s.size or presets.base_size(s.aspect, scale)
     values.update(drawer_class(s.style).resolve(s, size))
     try:
@@ -70,7 +72,8 @@ def as_resolved(settings: Settings, limits: Limits | None = None) -> ResolvedSet
 def _with_defaults(settings: Settings, defaults: Mapping[str, Any]) -> Settings:
     """The settings with what they leave out taken from the model's world, then `defaults`."""
     update = world_values(settings)
-    given = settings.model_fields_set | set(update)
+    given = {k for k in settings.model_fields_set if getattr(settings, k) is not None}
+    given |= set(update)
     update.update({k: v for k, v in defaults.items() if k not in given})
     if not update:
         return settings
@@ -83,24 +86,70 @@ def _with_defaults(settings: Settings, defaults: Mapping[str, Any]) -> Settings:
 def world_values(s: Settings) -> dict[str, Any]:
     """The values of the guiding model's world that `s` leaves out.
 
-    A quality above draft keeps its iterations and size; an aspect other than square or a scale
-    given keeps its size and grid; what one style decides (a pixel grid) means nothing to the
-    others; in a fast world the style takes its `fast_lr`.
+    The world's canvas holds for every aspect and quality: the aspect's base size times the
+    scale (the world's own unless one is given), and its pixel grid. A quality above draft keeps
+    its iterations; what one style decides (a pixel grid) means nothing to the others; in a fast
+    world the style takes its `fast_lr`.
     """
     world = catalog.world_defaults(s.clip_models)
     if world is None:
         return {}
-    skip = set(s.model_fields_set)
+    given = {name for name in s.model_fields_set if getattr(s, name) is not None}
+    skip = set(given)
     if s.quality != "draft":
-        skip |= {"iterations", "size", "pixel_size"}
-    if s.aspect != "square" or "scale" in s.model_fields_set and s.scale is not None:
-        skip |= {"size", "pixel_size"}
+        skip.add("iterations")
     drawer = drawer_class(s.style)
     skip |= {f for other in DRAWERS.values() if other is not drawer for f in other.decides}
-    values = dict(world.values)
+    values = {**world.values, **world.canvas(s.aspect, s.scale if "scale" in given else None)}
     if world.fast and drawer.fast_lr is not None:
         values["learning_rate"] = drawer.fast_lr
     return {k: v for k, v in values.items() if k not in skip}
+
+
+def check_models_and_device(clip_models: list[str], device: str | None) -> None:
+    """Raise `SettingsError` for an unknown CLIP model or a device name torch does not know."""
+    for name in clip_models:
+        try:
+            catalog.split_clip_name(name)
+        except ValueError as exc:
+            raise SettingsError("clip_models", str(exc)) from None
+    if device:
+        parse_device(device)
+
+
+def parse_device(name: str) -> torch.device:
+    """`name` as a torch device; `SettingsError` when torch knows no such device."""
+    try:
+        return torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SettingsError(
+            "device", f"unknown device {name!r}; use cpu, cuda, cuda:N (a GPU's index) or mps"
+        ) from None
+
+
+def usable_device(name: str | None) -> torch.device:
+    """The device a run on this machine takes: `name`, else CUDA when there is a GPU, else the
+    CPU; `SettingsError` when `name` asks for a GPU this machine does not have."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = parse_device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SettingsError("device", f"{name!r}, but this machine has no CUDA GPU; use cpu")
+        if device.index is not None and device.index >= count:
+            raise SettingsError("device", f"{name!r}, but this machine has {count} CUDA GPUs "
+                                f"(cuda:0 to cuda:{count - 1})")  # fmt: skip
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SettingsError("device", f"{name!r}, but this machine has no Apple GPU; use cpu")
+    return device
+
+
+def world_canvases(clip_models: list[str] | None) -> dict[str, tuple[int, int]]:
+    """aspect -> base size at scale 1 in the world of the models guiding a run alone ({}: the
+    models bring no canvas, the presets' `ASPECT` holds)."""
+    world = catalog.world_defaults(clip_models)
+    return dict(world.canvases) if world is not None else {}
 
 
 def check_limits(s: ResolvedSettings, limits: Limits) -> None:
@@ -128,9 +177,8 @@ def check_limits(s: ResolvedSettings, limits: Limits) -> None:
             "frame_iterations",
         )
     if len(s.prompts) > limits.max_prompt_chars:
-        raise SettingsError(
-            "prompts", f"is {len(s.prompts)} characters; at most {limits.max_prompt_chars}"
-        )
+        raise SettingsError("prompts", f"the text is {len(s.prompts)} characters long; "
+                            f"at most {limits.max_prompt_chars} are allowed")  # fmt: skip
     n = max(len(parse_prompts(scene)) for scene in split_scenes(s.prompts)) + len(s.image_prompts)
     if n > limits.max_prompts:
         raise SettingsError("prompts", f"{n} prompts given; at most {limits.max_prompts}")

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -425,3 +426,15 @@ def ended(store: JobStore, ids: list[str], timeout: float = 90.0) -> list[Job]:
 
     result: list[Job] = wait_for(all_final, timeout, f"jobs {ids} ending")
     return result
+
+
+@contextmanager
+def writing_torchscript() -> Iterator[None]:
+    """Quiet exactly torch's deprecation of `torch.jit.script`/`save`/`load`: the tests must write
+    TorchScript archives, the format of OpenAI's published CLIP weights, which `torch.export`
+    does not write; any other warning still shows (or fails a test that turns them to errors)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", r"`torch\.jit\.\w+` is deprecated", category=FutureWarning
+        )
+        yield

@@ -266,8 +266,11 @@ def test_info_health_and_ready(client: TestClient) -> None:
     client.post("/generate", data=FAST)
     info = client.get("/info").json()
     assert info["name"] == "text2art" and "pixel art" in info["styles"]
-    assert info["aspects"]["square"] == {"base_size": [150, 150], "default_size": [375, 375]}
-    assert info["qualities"]["draft"]["clip_models"] == ["ViT-B/32"]
+    # As this server runs the default style: 150x150 x 2.5, trimmed to the tiny VQGAN's f=4.
+    assert info["aspects"]["square"] == {"base_size": [150, 150], "default_size": [372, 372]}
+    assert info["qualities"]["draft"] == {"clip_models": ["tiny-random"], "iterations": 200}
+    assert info["default_scale"] == 2.5 and info["readiness"] == {"state": "ready", "error": None}
+    assert info["prompt_hints"]["example"] == "an underwater city with glowing jellyfish"
     assert "clip:tiny-random@cpu" in info["models_loaded"]
     assert info["overrides"]["clip_models"] == ["tiny-random"]
     assert info["links"]["docs"] == "/docs"
@@ -431,3 +434,20 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("T2A_MAX_WAITING", "-1")
     with pytest.raises(ValueError, match="max_waiting"):
         ServiceConfig()
+
+
+def test_the_api_description_shows_this_servers_address(client: TestClient) -> None:
+    description = client.get("/openapi.json").json()["info"]["description"]
+    assert "http://testserver/generate -o a.png" in description and ":8000" not in description
+    other = client.get("/openapi.json", headers={"Host": "art.example:9000"}).json()
+    assert "http://art.example:9000/generate" in other["info"]["description"]
+
+
+def test_redoc_loads_nothing_from_a_cdn(client: TestClient) -> None:
+    page = client.get("/redoc").text
+    bundle = client.get("/docs-assets/redoc.standalone.js")
+    assert "/docs-assets/redoc.standalone.js" in page and "https://" not in page.split("<body>")[1]
+    assert bundle.status_code == 200 and bundle.headers["content-type"].startswith(
+        "text/javascript"
+    )
+    assert "cdn.redoc.ly" not in bundle.text and "createElement" in bundle.text

@@ -147,5 +147,23 @@ def test_shapes_world_through_the_http_service(tmp_path: Path, models: ModelCach
         assert (shown["size"], shown["pixel_size"], shown["cutouts"]) == ([64, 64], [16, 16], 16)
         assert shown["iterations"] == 2  # what the client sent still wins
         assert Image.open(io.BytesIO(response.content)).size == (64, 64)
-        scaled = client.post("/generate", data={**form, "scale": "1.0"})
-        assert json.loads(scaled.headers["X-Settings"])["size"] != [64, 64]
+        scaled = client.post("/generate", data={**form, "scale": "1.5"})
+        assert json.loads(scaled.headers["X-Settings"])["size"] == [96, 96]  # the world's x1.5
+        # The README's curl example: the world's widescreen canvas, not the presets' 400x224.
+        wide = client.post("/generate", data={**form, "aspect": "widescreen"})
+        assert Image.open(io.BytesIO(wide.content)).size == (64, 36)
+
+
+def test_info_describes_the_shapes_world_as_the_server_runs_it(tmp_path: Path) -> None:
+    """The page's hints come from /info: on the shapes models, their world's numbers and words."""
+    config = ServiceConfig(clip_models=["shapes"], output_dir=tmp_path, preload=False)
+    with TestClient(create_app(config)) as client:
+        info = client.get("/info").json()
+    assert info["qualities"]["draft"] == {"clip_models": ["shapes"], "iterations": 100}
+    assert info["qualities"]["best"]["iterations"] == 500  # a quality above draft keeps its own
+    assert info["default_scale"] == 1.0
+    assert {name: a["default_size"] for name, a in info["aspects"].items()} == {
+        "widescreen": [64, 36], "portrait": [52, 64], "square": [64, 64]
+    }  # fmt: skip
+    assert info["prompt_hints"]["example"] == "a yellow star on a purple background"
+    assert "on a blue background" in info["prompt_hints"]["keywords"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import api.runner as runner
 from api.app import create_app
 from api.errors import RunFailed
 from api.gpu import GpuBusy, GpuLock
-from api.runner import run_engine
+from api.runner import WEIGHTS_FIX, run_engine
 from engine import Limits, ModelCache, Result, Settings, resolve
 from engine.errors import Cancelled, CheckpointError, SettingsError, WeightsError
 
@@ -69,7 +70,7 @@ def test_cancelled_and_settings_errors_pass_through(exc: Exception) -> None:
 
 FAILURES = [
     (WeightsError("CLIP ViT-B/32 weights missing: no network"), "weights_missing",
-     "model weights are not available: CLIP ViT-B/32 weights missing: no network"),
+     f"model weights are not available: CLIP ViT-B/32 weights missing: no network. {WEIGHTS_FIX}"),
     (CheckpointError("vq.ckpt: a TorchScript archive, not a checkpoint"), "checkpoint_invalid",
      "a model file cannot be used: vq.ckpt: a TorchScript archive, not a checkpoint"),
     (RuntimeError("boom\nTraceback details"), "engine_error", "generation failed: boom"),
@@ -85,7 +86,8 @@ def test_other_failures_become_run_failed_with_a_code(
     with pytest.raises(RunFailed) as caught:
         run(raising(exc), gpu)
     failed = caught.value
-    assert (failed.code, failed.detail, failed.status_code) == (code, detail, 500)
+    status = 503 if code == "weights_missing" else 500  # the server's state, not a failure
+    assert (failed.code, failed.detail, failed.status_code) == (code, detail, status)
     assert failed.__cause__ is exc and gpu.busy is False
 
 
@@ -116,11 +118,49 @@ def test_generate_and_jobs_answer_missing_weights_with_its_code(
     form = {"prompts": "a lighthouse", "style": "pixel art", "size": "32x32", "iterations": "2"}
     with TestClient(create_app(jobs_config(tmp_path))) as client:
         r = client.post("/generate", data=form)
-        assert r.status_code == 500 and r.json() == {
-            "error": "weights_missing",
-            "detail": "model weights are not available: VQGAN x checkpoint missing",
-        }
+        detail = f"model weights are not available: VQGAN x checkpoint missing. {WEIGHTS_FIX}"
+        assert r.status_code == 503 and r.json() == {"error": "weights_missing", "detail": detail}
+        assert "text2art models download" in detail and "--clip-model shapes" in detail
         job_id = client.post("/jobs", data=form).json()["id"]
         job = wait_for(lambda: job_state(client, job_id, "failed"), 20, "the job failing")
-    assert job["error"] == "model weights are not available: VQGAN x checkpoint missing"
+    assert job["error"] == detail
     assert not list(tmp_path.glob("*.png")) and not list((tmp_path / "uploads").glob("*"))
+
+
+def test_a_warm_up_without_weights_is_one_line_and_shown_in_info(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(runner, "generate", raising(WeightsError("CLIP ViT-B/32 weights missing")))
+    caplog.set_level(logging.WARNING)
+    with TestClient(create_app(jobs_config(tmp_path, preload=True))) as client:
+        wait_for(lambda: client.get("/readyz").json()["state"] != "starting", 20, "the warm-up")
+        readiness = client.get("/info").json()["readiness"]
+    why = "model weights are not available: CLIP ViT-B/32 weights missing"
+    error = f"warm-up failed: {why}. {WEIGHTS_FIX}"
+    assert readiness == {"state": "failed", "error": error}
+    assert [r.exc_info for r in caplog.records if r.exc_info] == []  # no traceback in the log
+    assert error in caplog.text
+
+
+def test_the_gpu_lock_says_how_many_runs_are_ahead_of_a_waiter() -> None:
+    gpu, done = GpuLock(poll_seconds=0.01), threading.Event()
+    first, second = threading.Event(), threading.Event()
+
+    def wait_then_hold(cancel: threading.Event) -> None:
+        try:
+            with gpu.slot(cancel):
+                done.wait(10)
+        except Cancelled:
+            pass
+
+    with gpu.slot():
+        for event in (first, second):
+            threading.Thread(target=wait_then_hold, args=(event,), daemon=True).start()
+            wait_for(lambda e=event: gpu.position(e) is not None, 10, "a waiter in line")
+        assert (gpu.position(first), gpu.position(second)) == (1, 2)
+        assert gpu.position(threading.Event()) is None  # not waiting
+        second.set()  # cancelled while waiting: out of the line
+        wait_for(lambda: gpu.position(second) is None, 10, "the cancelled waiter gone")
+        assert gpu.position(first) == 1
+    wait_for(lambda: gpu.busy and gpu.position(first) is None, 10, "the first waiter holding it")
+    done.set()

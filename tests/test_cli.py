@@ -53,8 +53,13 @@ def test_from_png_reproduces(tmp_path: Path, capsys) -> None:
         (["--quality", "ultra"], "error: quality: unknown value 'ultra'"),
         (["--palette", "#12"], "error: palette: '#12' is neither a palette name"),
         (["--bogus", "1"], "error: No such option '--bogus'"),
+        (["--clip-model", "ViT-B/33"],
+         "error: clip_models: unknown CLIP model 'ViT-B/33'; choose one of ViT-B/32, "),
+        (["--clip-model", "RN50:nope"], "error: clip_models: unknown CLIP model 'RN50:nope'"),
+        (["--device", "foo"], "error: device: unknown device 'foo'; use cpu, cuda, cuda:N"),
+        (["--sed", "3"], "error: No such option '--sed'; did you mean '--seed'?"),
     ],
-)
+)  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, capsys) -> None:
     code, _, err = run(["generate", "a cat", "--style", "pixel art", *args], capsys)
     assert code == 2
@@ -66,7 +71,7 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, capsys)
     ("args", "message"),
     [
         (["nosuch"], "error: No such command 'nosuch'"),
-        (["models", "list", "--bogus"], "error: No such option: --bogus"),
+        (["models", "list", "--bogus"], "error: No such option '--bogus'"),
         (["serve", "--port", "x"], "error: Invalid value for '--port'"),
     ],
 )
@@ -75,6 +80,47 @@ def test_usage_errors_of_every_command_are_one_line(args, message, capsys) -> No
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), err
+
+
+def one_error_line(err: str) -> str:
+    """The only line of stderr, which must be there."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_an_unknown_flag_gets_no_far_fetched_suggestion(capsys) -> None:
+    code, _, err = run(["generate", "a cat", "--colour", "red"], capsys)
+    assert code == 2 and one_error_line(err) == "error: No such option '--colour'"  # not --out
+
+
+def test_a_prompt_starting_with_a_dash_is_told_about_double_dash(capsys) -> None:
+    code, _, err = run(["generate", "-a cat in a hat"], capsys)
+    assert code == 2 and one_error_line(err) == (
+        "error: No such option '-a'; a prompt that starts with '-' goes after '--': "
+        "text2art generate -- '-a cat in a hat'"
+    )
+
+
+def test_a_prompt_over_the_limit_says_so_in_words(capsys) -> None:
+    code, _, err = run(["generate", "a" * 1600, *FAST], capsys)
+    assert code == 2 and one_error_line(err) == (
+        "error: prompts: the text is 1600 characters long; at most 1000 are allowed"
+    )
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_a_gpu_this_machine_lacks_is_one_line(
+    device: str, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = ["generate", "a cat", "--clip-model", "tiny-random", "--iterations", "1"]
+    code, _, err = run([*args, "--device", device], capsys)
+    assert code == 2 and one_error_line(err) == (
+        f"error: device: '{device}', but this machine has no CUDA GPU; use cpu"
+    )
 
 
 def test_from_a_foreign_or_missing_png_is_one_line(tmp_path: Path, capsys) -> None:

@@ -60,6 +60,43 @@ def test_version(capsys) -> None:
     assert code == 0 and out == f"text2art {__version__}\n"
 
 
+def test_version_does_not_import_torch() -> None:
+    """`text2art --version` took 2.4-6.5 s: building the commands imported torch."""
+    script = (
+        "import sys\nfrom api.cli import main\ntry:\n    main(['--version'])\n"
+        "except SystemExit as exc:\n    print(exc.code, 'torch' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert proc.stdout == f"text2art {__version__}\n0 False\n", proc.stderr
+
+
+def test_the_command_list_shows_whole_sentences(capsys) -> None:
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    assert "  generate  Generate an image from PROMPT (a PNG; SVG and MP4 beside it).\n" in out
+    assert not [line for line in out.splitlines() if line.rstrip().endswith("e.g.")]
+
+
+def test_models_download_names_each_model_once(capsys) -> None:
+    code, _, err = run(["models", "download", "nope"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    names = err.split("choose one of ")[1].strip().split(", ")
+    assert names == list(dict.fromkeys(names)) and {"tiny-random", "shapes"} <= set(names)
+    code, out, _ = run(["models", "download", "tiny-random"], capsys)
+    assert code == 0 and out == "tiny-random is built in (random weights), nothing to download\n"
+
+
+def test_db_current_in_an_empty_folder_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("T2A_OUTPUT_DIR", "T2A_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    code, out, _ = run(["db", "current"], capsys)
+    assert code == 0 and list(tmp_path.iterdir()) == []
+    assert out.startswith("no job database at outputs/jobs.db yet; newest revision 0005")
+
+
 def test_typer_is_pinned_to_the_tested_range() -> None:
     from importlib.metadata import version
 
@@ -241,3 +278,61 @@ def test_usage_error_of_the_token_is_a_click_usage_error(monkeypatch) -> None:
     monkeypatch.delenv("NGROK_AUTHTOKEN", raising=False)
     with pytest.raises(click.UsageError, match="set NGROK_AUTHTOKEN"):
         find_token()
+
+
+def test_serve_takes_clip_models_from_its_flag(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import api.serve
+
+    seen: list[Any] = []
+    monkeypatch.setattr(api.serve, "serve", lambda *args: seen.append(args))
+    monkeypatch.setenv("T2A_CLIP_MODELS", "tiny-random")
+    code, _, _ = run(["serve", "--clip-model", "shapes", "--port", "8123"], capsys)
+    assert code == 0 and seen[0][3].clip_models == ["shapes"] and seen[0][1] == 8123
+    code, _, _ = run(["serve"], capsys)  # without the flag: T2A_CLIP_MODELS
+    assert code == 0 and seen[1][3].clip_models == ["tiny-random"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--clip-model", "ViT-B/33"], "error: clip_models: unknown CLIP model 'ViT-B/33'; choose "),
+     (["--clip-model", "shapes", "--clip-model", "RN50:x"], "error: clip_models: unknown CLIP")],
+)  # fmt: skip
+def test_serve_refuses_an_unknown_model_in_one_line(args: list[str], message: str, capsys) -> None:
+    code, out, err = run(["serve", *args], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith(message), err
+    assert "Web page" not in out
+
+
+def test_serve_share_without_a_network_is_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
+    from api.config import ServiceConfig
+    from api.serve import serve
+
+    def no_network(port: int, token: str) -> Any:
+        raise OSError("[Errno -2] Name or service not known\n...98 more lines of pyngrok...")
+
+    config = ServiceConfig(output_dir=tmp_path, preload=False, clip_models=["tiny-random"])
+    with pytest.raises(SystemExit) as exited:
+        serve(port=0, share=True, config=config, authtoken="t", tunnel_factory=no_network)
+    err = capsys.readouterr().err
+    assert exited.value.code == 1 and err == (
+        "error: --share: cannot open the ngrok tunnel: OSError: [Errno -2] Name or service not "
+        "known\n"
+    )
+
+
+def test_serve_without_weights_says_so_before_it_listens(
+    offline: Path, tmp_path: Path, capsys
+) -> None:
+    from api.config import ServiceConfig
+    from api.runner import WEIGHTS_FIX
+    from api.serve import check_models
+
+    check_models(ServiceConfig(output_dir=tmp_path, preload=False))
+    err = capsys.readouterr().err
+    assert err == (
+        "warning: not in the weights cache yet: CLIP ViT-B/32 weights, VQGAN imagenet_f16_16384 "
+        f"config, VQGAN imagenet_f16_16384 checkpoint. The warm-up downloads them (needs the "
+        f"network). {WEIGHTS_FIX}.\n"
+    )
+    check_models(ServiceConfig(output_dir=tmp_path, preload=False, clip_models=["shapes"]))
+    assert capsys.readouterr().err == ""  # bundled: nothing to say

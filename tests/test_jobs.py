@@ -31,7 +31,9 @@ def test_submit_progress_succeeded(client: TestClient, tmp_path: Path) -> None:
         return job if job["status"] == "succeeded" else None
 
     job = wait_for(done)
-    assert job["progress"] == {"iteration": 30, "total": 30, "fraction": 1.0}
+    assert job["progress"] == {
+        "iteration": 30, "total": 30, "fraction": 1.0, "frame": 0, "frames": 0
+    }  # fmt: skip
     assert job["error"] is None and job["eta_seconds"] is None and job["attempts"] == 1
     assert job["settings"]["seed"] == 3 and job["settings"]["size"] == [32, 32]
     assert job["started_at"] >= job["created_at"] and job["finished_at"] >= job["started_at"]
@@ -67,6 +69,23 @@ def test_events_show_rising_progress_and_end_with_the_final_state(client: TestCl
     )
     resumed = parse_sse(client.get(f"/jobs/{job_id}/events?after={ids[0]}").text)
     assert resumed[-1]["data"]["status"] == "succeeded"
+
+
+def test_a_job_waiting_behind_generate_shows_its_place_for_the_gpu(client: TestClient) -> None:
+    """The worker took the job, but a POST /generate holds the GPU: not "running at iteration
+    0" with no position, but the runs ahead of it."""
+
+    def waiting(job_id: str) -> dict[str, Any] | None:
+        job = job_state(client, job_id, "running")
+        return job if job and job["gpu_position"] is not None else None
+
+    gpu = client.app.state.gpu  # type: ignore[attr-defined]
+    with gpu.slot():  # what a POST /generate holds while it runs
+        job_id = submit(client, iterations=2)["id"]
+        job = wait_for(lambda: waiting(job_id), 20, "the worker waiting for the GPU")
+        assert (job["gpu_position"], job["progress"]["iteration"]) == (1, 0)
+    done = wait_for(lambda: job_state(client, job_id, "succeeded"), 30, "the job ending")
+    assert done["gpu_position"] is None
 
 
 def test_cancel_queued_and_running_jobs(client: TestClient) -> None:

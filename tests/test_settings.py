@@ -157,12 +157,13 @@ def test_shapes_world_defaults_never_override_what_was_given() -> None:
         Settings.create(clip_models=["shapes"], iterations=7, cutouts=5, pixel_size=(8, 8), **PIXEL)
     )
     assert (s.iterations, s.cutouts, s.pixel_size) == (7, 5, (8, 8))
-    wide = resolve(Settings.create(clip_models=["shapes"], aspect="widescreen", **PIXEL))
-    assert wide.size[0] > wide.size[1]  # the aspect decides the size, not the 64x64 default
     strokes = resolve(Settings.create(clip_models=["shapes"], style="painting", strokes=1024))
     assert strokes.strokes == 1024  # given, even though it equals the usual default
     best = resolve(Settings.create(clip_models=["shapes"], quality="best", **PIXEL))
-    assert best.iterations == QUALITY["best"].iterations and best.size[0] > 64
+    # A quality above draft keeps its iterations; the canvas stays the world's.
+    assert (best.iterations, best.size) == (QUALITY["best"].iterations, (64, 64))
+    sized = resolve(Settings.create(clip_models=["shapes"], size=(96, 48), style="painting"))
+    assert sized.size == (96, 48)
     # The service passes the form's aspect and scale even when left at their defaults.
     form = Settings.create(clip_models=["shapes"], aspect="square", scale=None, **PIXEL)
     assert resolve(form).size == (64, 64)
@@ -183,9 +184,39 @@ def test_service_defaults_sit_between_the_model_world_and_the_presets() -> None:
     # ...but the shapes world's own size wins over it (the service used to render 369x369)...
     shapes = resolve(Settings.create(clip_models=["shapes"], **PIXEL), defaults=card)
     assert (shapes.size, shapes.pixel_size, shapes.iterations) == ((64, 64), (16, 16), 100)
-    # ...and what the caller gives wins over both.
-    given = resolve(Settings.create(clip_models=["shapes"], scale=1.0, **PIXEL), defaults=card)
-    assert given.scale == 1.0 and given.size != (64, 64)
+    # ...and what the caller gives wins over both: a scale multiplies the world's canvas.
+    given = resolve(Settings.create(clip_models=["shapes"], scale=2.0, **PIXEL), defaults=card)
+    assert (given.scale, given.size, given.pixel_size) == (2.0, (128, 128), (16, 16))
+
+
+# What `-d aspect=widescreen` on the shapes server made before: 400x224, a 21-minute run.
+WORLD_CANVASES = {
+    # aspect: (pixel art size, grid), (painting size), (image size); 64 px on the long side
+    "square": ((64, 64), (16, 16)),
+    "widescreen": ((64, 36), (16, 9)),
+    "portrait": ((52, 64), (13, 16)),
+}
+
+
+@pytest.mark.parametrize("aspect", list(WORLD_CANVASES))
+@pytest.mark.parametrize("style", ["pixel art", "painting", "image"])
+def test_the_shapes_world_decides_the_canvas_of_every_aspect(aspect: str, style: str) -> None:
+    size, grid = WORLD_CANVASES[aspect]
+    card = {"scale": 2.5}  # the service's default yields to the world's scale, 1
+    asked = Settings.create(clip_models=["shapes"], aspect=aspect, style=style, scale=None)
+    r = resolve(asked, defaults=card)
+    assert (r.size, r.scale, r.iterations) == (size, 1.0, 100)
+    assert r.pixel_size == (grid if style == "pixel art" else None)
+    # A scale given multiplies the world's canvas (not the presets' 160x90).
+    doubled = resolve(Settings.create(clip_models=["shapes"], aspect=aspect, style=style, scale=2))
+    assert doubled.size == (size[0] * 2, size[1] * 2)
+
+
+def test_models_without_a_canvas_keep_the_preset_aspects() -> None:
+    wide = {"aspect": "widescreen", "style": "pixel art"}
+    for models in (["tiny-random"], None):
+        r = resolve(Settings.create(clip_models=models, **wide), defaults={"scale": 2.5})
+        assert (r.size, r.pixel_size, r.scale) == ((400, 225), (80, 45), 2.5)
 
 
 def test_resolved_settings_have_no_open_values() -> None:

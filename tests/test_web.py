@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 from helpers import jobs_config, png_bytes, running
 
+from engine import ModelCache
+from engine.errors import WeightsError
+
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "web"
 ARGS = [
@@ -73,9 +76,9 @@ def shots() -> Path:
 
 
 @contextmanager
-def open_page(browser: Any, base_url: str) -> Iterator[Any]:
+def open_page(browser: Any, base_url: str, width: int = 1280) -> Iterator[Any]:
     """The page of the service at `base_url`, ready; no JavaScript error may happen on it."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=base_url)
+    context = browser.new_context(viewport={"width": width, "height": 900}, base_url=base_url)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     errors: list[str] = []
@@ -452,11 +455,7 @@ def test_api_docs_work_offline(browser: Any, base_url: str, path: str, operation
     context.route("**/*", _loopback_only)
     page = context.new_page()
     outside: list[str] = []
-    # ReDoc's "powered by" logo comes from its CDN; offline it is hidden (the docs are whole).
-    page.on(
-        "requestfailed",
-        lambda r: r.url.endswith("/redoc/logo-mini.svg") or outside.append(r.url),
-    )
+    page.on("requestfailed", lambda r: outside.append(r.url))  # ReDoc's CDN logo included
     page.goto(path)
     page.locator(operation).first.wait_for()
     page.screenshot(path=str(SHOTS / f"docs{path.replace('/', '-')}.png"))
@@ -615,3 +614,144 @@ def test_the_estimate_shows_before_submitting(browser: Any, tmp_path: Path, mode
         page.get_by_label("Iterations", exact=True).fill("5000")
         wait_for_text(page, "#estimate", "^Too large for this server.*Lower ")
         assert "iterations" in page.locator("#estimate").inner_text()
+
+
+# What a server without its weights answers (one unbreakable URL and path, as offline).
+LONG_ERROR = (
+    "CLIP ViT-B/32 weights missing: could not download ViT-B-32.pt; get it from https://"
+    "openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c452"
+    "6f58eba950af/ViT-B-32.pt and put it at /home/someone/.cache/text2art/clip/ViT-B-32.pt"
+)
+
+
+class _NoWeights(ModelCache):
+    """A model cache on a server whose weights are missing: every run fails with LONG_ERROR."""
+
+    def clip(self, name: str, device: Any) -> Any:
+        raise WeightsError(LONG_ERROR)
+
+
+# Where the page sticks out of the window: the document's extra width, and each element of the
+# job card whose right edge is past the window's.
+OVERFLOW = """() => {
+  const width = window.innerWidth;
+  const out = [...document.querySelectorAll('#job, #job *')]
+    .filter(el => el.getClientRects().length && el.getBoundingClientRect().right > width + 0.5)
+    .map(el => `${el.tagName.toLowerCase()}#${el.id}.${el.className}`);
+  return {extra: document.documentElement.scrollWidth - width, out};
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_a_failed_job_with_a_long_error_stays_inside_the_page(
+    browser: Any, tmp_path: Path, width: int
+) -> None:
+    from api.app import create_app
+
+    app = create_app(tiny_service_config(tmp_path), models=_NoWeights())
+    with running(app) as url, open_page(browser, url, width) as page:
+        fill_form(page, "a red lighthouse", iterations=4)
+        page.get_by_role("button", name="Create art").click()
+        wait_for_text(page, "#job-badge", "^Failed$")
+        wait_for_text(page, "#job-error", "ViT-B-32.pt and put it at")
+        page.screenshot(path=str(SHOTS / f"failed-{width}.png"), full_page=True)
+        overflow = page.evaluate(OVERFLOW)
+        boxes = {sel: page.locator(sel).bounding_box() for sel in ("#job-badge", "#canvas")}
+        error = page.locator("#job-error").bounding_box()
+        card = page.locator("#job").bounding_box()
+    assert overflow == {"extra": 0, "out": []}
+    for box in boxes.values():
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+    assert error is not None and card is not None
+    assert error["x"] + error["width"] <= card["x"] + card["width"]
+
+
+def hints_shown(page: Any) -> dict[str, Any]:
+    """What the form suggests: the prompt's placeholder, the chips, the empty fields' defaults."""
+    return {
+        "example": page.get_attribute("#prompts", "placeholder"),
+        "chips": page.eval_on_selector_all(".chip", "cs => cs.map(c => c.dataset.keyword)"),
+        "iterations": page.get_attribute("#iterations", "placeholder"),
+        "scale": page.get_attribute("#scale", "placeholder"),
+        "size": page.text_content("#size-hint"),
+    }
+
+
+def test_hints_come_from_the_models_the_server_runs(
+    browser: Any, tmp_path: Path, models: Any
+) -> None:
+    """On the bundled shapes models: their world's example, words, 100 iterations, 64 px."""
+    from api.app import create_app
+    from engine.catalog import SHAPES_WORLD
+
+    app = create_app(jobs_config(tmp_path, clip_models=["shapes"]), models=models)
+    with running(app) as url, open_page(browser, url) as page:
+        page.wait_for_function(
+            "document.querySelector('#iterations').placeholder.startsWith('100')"
+        )
+        square = hints_shown(page)
+        page.get_by_role("radio", name=re.compile("Wide")).check()
+        wide = page.text_content("#size-hint")
+        page.get_by_label("Prompt", exact=True).fill("a red circle")
+        page.locator(".chip", has_text="on a blue background").click()
+        prompt = page.get_by_label("Prompt", exact=True).input_value()
+    assert square == {
+        "example": "a yellow star on a purple background",
+        "chips": list(SHAPES_WORLD.hints.keywords),
+        "iterations": "100 (default)",
+        "scale": "1 (default)",
+        "size": " (64 × 64 at 1)",
+    }
+    assert wide == " (64 × 36 at 1)"
+    assert prompt == "a red circle, on a blue background"
+
+
+def test_hints_on_the_real_models_are_the_presets(page: Any) -> None:
+    page.wait_for_function("document.querySelector('#iterations').placeholder.startsWith('200')")
+    assert hints_shown(page) == {
+        "example": "an underwater city with glowing jellyfish",
+        "chips": ["artstation", "unreal engine", "deviantart", "#pixelart", "pencil sketch",
+                  "low poly", "Thomas Kinkade", "James Gurney"],
+        "iterations": "200 (default)",
+        "scale": "2.5 (default)",
+        "size": " (150 × 150 at 1)",
+    }  # fmt: skip
+
+
+def test_a_server_without_weights_says_so_when_the_page_opens(browser: Any, tmp_path: Path) -> None:
+    from api.app import create_app
+
+    app = create_app(tiny_service_config(tmp_path, preload=True), models=_NoWeights())
+    with running(app) as url, open_page(browser, url) as page:
+        wait_for_text(page, "#form-alert", "cannot make pictures")
+        alert = page.text_content("#form-alert")
+    assert alert is not None and alert.startswith(
+        "This server cannot make pictures right now: warm-up failed: model weights are not "
+        "available: CLIP ViT-B/32 weights missing"
+    )
+    assert "text2art serve --clip-model shapes" in alert
+
+
+def test_a_job_behind_a_generate_shows_it_waits_for_the_gpu(
+    browser: Any, tmp_path: Path, models: Any
+) -> None:
+    """The in-process worker took the job while a POST /generate holds the GPU."""
+    from api.app import create_app
+
+    app = create_app(tiny_service_config(tmp_path), models=models)
+    with running(app) as url, open_page(browser, url) as page:
+        with app.state.gpu.slot():  # what a POST /generate holds while it runs
+            fill_form(page, "a red lighthouse", iterations=4)
+            page.get_by_role("button", name="Create art").click()
+            wait_for_text(page, "#job-status", "^Waiting for the GPU")
+            shown = {
+                "status": page.text_content("#job-status"),
+                "badge": page.text_content("#job-badge"),
+                "detail hidden": page.locator("#progress-text").is_hidden(),
+            }
+        wait_for_text(page, "#job-badge", "^Done$")
+    assert shown == {
+        "status": "Waiting for the GPU: 1 picture is being made before yours.",
+        "badge": "Waiting",
+        "detail hidden": True,  # not "iteration 0 of 4"
+    }

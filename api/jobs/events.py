@@ -13,14 +13,14 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 
 from api.jobs.schemas import JobPublic, job_links
-from api.jobs.store import FINAL, QUEUED, Job, JobStore
+from api.jobs.store import FINAL, QUEUED, RUNNING, Job, JobStore
 from engine import frame_progress
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,12 @@ def finite(value: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What a poll saw: the job (None once deleted) and its queue position."""
+    """What a poll saw: the job (None once deleted), its queue position and, while it runs
+    here but waits for the GPU, the runs ahead of it."""
 
     job: Job | None
     position: int | None
+    gpu_position: int | None = None
 
 
 @dataclass
@@ -68,8 +70,14 @@ class _Feed:
 class JobFeeds:
     """One poll of the store per watched job, shared by its listeners; listeners per client."""
 
-    def __init__(self, store: JobStore, interval: float):
+    def __init__(
+        self,
+        store: JobStore,
+        interval: float,
+        gpu_position: Callable[[str], int | None] = lambda job_id: None,
+    ):
         self.store, self.interval = store, interval
+        self.gpu_position = gpu_position
         self._feeds: dict[str, _Feed] = {}
         self._clients: Counter[str] = Counter()
 
@@ -105,12 +113,16 @@ class JobFeeds:
 
     async def _poll(self, job_id: str, feed: _Feed) -> None:
         """Read the job every `interval` while anyone listens; publish what changed."""
-        last: tuple[int, int | None] | None = None
+        last: tuple[int, int | None, int | None] | None = None
         try:
             while not feed.done:
                 snapshot = await self._read(job_id)
                 job = snapshot.job
-                key = (job.version, snapshot.position) if job else (-1, None)
+                key = (
+                    (job.version, snapshot.position, snapshot.gpu_position)
+                    if job
+                    else (-1, None, None)
+                )
                 if key != last:
                     last = key
                     feed.publish(snapshot)
@@ -128,7 +140,10 @@ class JobFeeds:
     async def _read(self, job_id: str) -> Snapshot:
         def read() -> Snapshot:
             job = self.store.get(job_id)
-            return Snapshot(job, self.store.position(job) if job is not None else None)
+            if job is None:
+                return Snapshot(None, None)
+            waits = self.gpu_position(job_id) if job.status == RUNNING else None
+            return Snapshot(job, self.store.position(job), waits)
 
         return await run_in_threadpool(read)
 
@@ -175,7 +190,8 @@ def changes(jobs: JobViews, snapshot: Snapshot, base: str, sent: dict[str, Any])
     assert job is not None
     out, vid = [], job.version
     status_changed = sent.get("status") != job.status
-    if status_changed and job.status not in FINAL:
+    waits_changed = sent.get("gpu_position") != snapshot.gpu_position  # the whole job again
+    if (status_changed or waits_changed) and job.status not in FINAL:
         out.append(sse("status", jobs.view(job, base).model_dump(mode="json"), vid))
     if job.status == QUEUED and sent.get("position") != position:
         eta = jobs.eta(job, position)
@@ -193,5 +209,6 @@ def changes(jobs: JobViews, snapshot: Snapshot, base: str, sent: dict[str, Any])
     if status_changed and job.status in FINAL:
         out.append(sse("status", jobs.view(job, base).model_dump(mode="json"), vid))
     sent.update(status=job.status, position=position, iteration=job.iteration)
+    sent.update(gpu_position=snapshot.gpu_position)
     sent.update(preview=job.preview_iteration)
     return out

@@ -56,6 +56,11 @@ class JobPublic(BaseModel):
     id: str
     status: str = Field(description="queued | running | succeeded | failed | cancelled")
     position: int | None = Field(description="Queued jobs ahead of this one (0: next).")
+    gpu_position: int | None = Field(
+        None,
+        description="Running, but waiting for the GPU of its worker (behind a POST /generate "
+        "or another job): runs ahead of it (0: next); null once it runs.",
+    )
     progress: Progress
     eta_seconds: float | None = Field(description="Rough seconds until it is done.")
     estimate_seconds: float | None = Field(

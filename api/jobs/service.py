@@ -64,12 +64,13 @@ class JobService:
         self.config, self.store, self.queue, self.artifacts = config, store, queue, artifacts
         self.gpu, self.metrics, self.outages = gpu, metrics, outages
         self.probe = Probe(store, queue, config.stale_after_seconds, outages)
-        self.feeds = JobFeeds(store, config.progress_interval)  # one poll per watched job
         self.notices = JobNotices(store, config, artifacts, self.view)
         self.runner = JobRunner(
             store, config, gpu, models, artifacts, queue.requeue, self.notify,
             outages=outages, metrics=metrics,
         )  # fmt: skip
+        # One poll per watched job; it sees a job of this process waiting for the GPU.
+        self.feeds = JobFeeds(store, config.progress_interval, self.runner.gpu_position)
         self._upkeep: Upkeep | None = None
         self._started_at = time.time()
         self.worker_running = False
@@ -252,6 +253,7 @@ class JobService:
             id=job.id,
             status=job.status,
             position=position,
+            gpu_position=self.runner.gpu_position(job.id) if job.status == RUNNING else None,
             progress=Progress(
                 iteration=job.iteration,
                 total=job.total,

@@ -202,6 +202,13 @@ class JobRunner:
         with self._guard:
             return job_id in self._cancels
 
+    def gpu_position(self, job_id: str) -> int | None:
+        """While a job this process runs waits for the GPU (behind a `POST /generate` or another
+        job): the runs ahead of it (0: next); None when it runs, or runs elsewhere."""
+        with self._guard:
+            event = self._cancels.get(job_id)
+        return None if event is None else self.gpu.position(event)
+
     # -- run states ------------------------------------------------------------------------
     def note_resumed(self, job_id: str, iteration: int) -> None:
         """The job's run continued at `iteration` (0: it started afresh)."""

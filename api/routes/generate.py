@@ -72,7 +72,8 @@ router = APIRouter(tags=["generate"])
         500: {"description": "The engine failed (e.g. GPU out of memory); JSON `error`."},
         503: {
             "description": "Too many requests wait for the GPU (or the queue is full, or the "
-            "database or queue is down); see Retry-After."
+            "database or queue is down); see Retry-After. Or the server lacks the models' "
+            "weights: JSON `error` weights_missing, its `detail` says the fix."
         },
     },
 )

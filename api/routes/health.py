@@ -9,9 +9,10 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.deps import ConfigDep, GpuDep, JobsDep, ModelsDep, ReadinessDep, RequireApiKey, base_url
-from api.forms import default_of, server_overrides, style_details
+from api.forms import server_overrides, style_details
+from api.hints import prompt_help, run_hints
 from api.jobs.notices import email_enabled
-from engine import ASPECT, QUALITY, __version__, base_size, list_drawers, pick_device
+from engine import __version__, list_drawers, pick_device
 
 router = APIRouter(tags=["health"])
 
@@ -75,25 +76,21 @@ def metrics(jobs: JobsDep, config: ConfigDep) -> Response:
 
 
 @router.get("/info")
-def info(request: Request, config: ConfigDep, models: ModelsDep, gpu: GpuDep) -> dict[str, Any]:
+def info(
+    request: Request, config: ConfigDep, models: ModelsDep, gpu: GpuDep, readiness: ReadinessDep
+) -> dict[str, Any]:
     """Name, version, styles (names, and how the page shows each: `style_details`), qualities,
-    aspects with their sizes, loaded models and links."""
-    scale = default_of("scale")
+    aspects with their sizes and the default scale as this server runs them, an example prompt
+    and keywords its models understand, readiness, loaded models and links."""
     return {
         "name": "text2art",
         "version": __version__,
         "device": str(pick_device(config.device)),
         "styles": list_drawers(),
         "style_details": style_details(),
-        "qualities": {
-            name: {"clip_models": list(q.clip_models), "iterations": q.iterations}
-            for name, q in QUALITY.items()
-        },
-        "aspects": {
-            name: {"base_size": list(base), "default_size": list(base_size(name, scale))}
-            for name, base in ASPECT.items()
-        },
-        "default_scale": scale,
+        **run_hints(config),  # qualities, aspects, default_scale: as this server runs them
+        "prompt_hints": prompt_help(config),
+        "readiness": {"state": readiness.state, "error": readiness.error},
         "overrides": server_overrides(config),
         "limits": config.limits().model_dump(),
         "models_loaded": models.loaded(),

@@ -29,7 +29,12 @@ const EMPTY_TEXT = {
   cancelled: "No picture: the job was cancelled.",
 };
 
+// While the server warms up, /info is asked again this often, at most this many times.
+const READINESS_POLL_MS = 2000;
+const READINESS_CHECKS = 60;
+
 const page = {
+  readinessChecks: 0,
   uploadLimit: DEFAULT_UPLOAD_LIMIT,
   info: null,
   retryTimer: null,
@@ -58,6 +63,18 @@ function toggleKeyword(word) {
     promptBox.value = text ? `${text.replace(/[,\s]+$/, "")}, ${word}` : word;
   }
   syncChips(); // focus stays on the chip, so a keyboard user can go on to the next one
+}
+
+/** The example prompt and keyword chips of the models this server runs (from /info). */
+function showPromptHints(hints) {
+  if (!hints) return; // a server that predates them: the page's own
+  if (hints.example) promptBox.placeholder = hints.example;
+  if (!Array.isArray(hints.keywords)) return;
+  const chips = hints.keywords.map((word) =>
+    h("button", { type: "button", class: "chip", "data-keyword": word, text: word }),
+  );
+  $(".chips").replaceChildren(...chips);
+  syncChips();
 }
 
 function syncChips() {
@@ -146,8 +163,9 @@ function limitVariations(limits) {
 
 function updateHints() {
   const info = page.info;
+  // What this server runs when the field is empty (its models' world, or the quality's).
   const quality = info?.qualities?.[$("#quality").value];
-  if (quality?.iterations) $("#iterations").placeholder = `${quality.iterations} (quality's default)`;
+  if (quality?.iterations) $("#iterations").placeholder = `${quality.iterations} (default)`;
   if (info?.default_scale) $("#scale").placeholder = `${info.default_scale} (default)`;
   const base = info?.aspects?.[form.elements.aspect.value]?.base_size;
   $("#size-hint").textContent = base ? ` (${formatSize(base)} at 1)` : "";
@@ -447,7 +465,8 @@ class JobView {
   onProgress({ iteration, total, fraction, eta_seconds, resumed_from, frame, frames }) {
     const status = FINAL.has(this.job.status) ? this.job.status : "running";
     const progress = { iteration, total, fraction, frame, frames };
-    this.merge({ status, position: null, progress, eta_seconds, resumed_from: resumed_from ?? 0 });
+    const resumed = resumed_from ?? 0;
+    this.merge({ status, position: null, gpu_position: null, progress, eta_seconds, resumed_from: resumed });
   }
 
   merge(data) {
@@ -557,7 +576,7 @@ class JobView {
     // Only the submitter (who holds the job's delete token) may cancel it.
     $("#running-actions").hidden = !job || FINAL.has(state) || !deleteToken(job.id);
     $("#result").hidden = state !== "succeeded";
-    this.renderBadge(state);
+    this.renderBadge(waitsForGpu(job) ? "waiting" : state);
     this.renderCanvas(job);
     this.renderVariations(job);
     if (!job) {
@@ -574,6 +593,7 @@ class JobView {
   renderBadge(state) {
     const labels = {
       queued: "Queued",
+      waiting: "Waiting",
       running: "Running",
       succeeded: "Done",
       failed: "Failed",
@@ -631,10 +651,10 @@ class JobView {
     const fraction = progressFraction(job);
     const pct = Math.floor(fraction * 100);
     bar.hidden = FINAL.has(job.status);
-    bar.classList.toggle("indeterminate", job.status === "queued");
+    bar.classList.toggle("indeterminate", job.status === "queued" || waitsForGpu(job));
     bar.setAttribute("aria-valuenow", String(job.status === "succeeded" ? 100 : pct));
     $("#progress-bar").style.width = `${job.status === "succeeded" ? 100 : pct}%`;
-    detail.hidden = job.status !== "running";
+    detail.hidden = job.status !== "running" || waitsForGpu(job);
     const message = job.status === "failed" ? job.error || "The generation failed." : this.notice;
     error.textContent = message || "";
     error.hidden = !message;
@@ -645,11 +665,12 @@ class JobView {
 
   /** Tell screen readers about a new state and every quarter of the way, not every tick. */
   announce(job, pct) {
-    const step = job.status === "running" ? Math.floor(pct / 25) * 25 : null;
-    const key = `${job.id}:${job.status}:${job.position}:${step}`;
+    const making = job.status === "running" && !waitsForGpu(job);
+    const step = making ? Math.floor(pct / 25) * 25 : null;
+    const key = `${job.id}:${job.status}:${job.position}:${job.gpu_position}:${step}`;
     if (key === this.announced) return;
     this.announced = key;
-    $("#job-announce").textContent = job.status === "running" ? `${step}% done` : statusText(job, pct);
+    $("#job-announce").textContent = making ? `${step}% done` : statusText(job, pct);
   }
 
   progressDetail(job) {
@@ -782,12 +803,26 @@ function progressFraction(job) {
 function statusText(job, pct) {
   const texts = {
     queued: () => queueText(job.position),
-    running: () => (job.cancel_requested ? "Stopping…" : `${makingText(job)}: ${pct}%`),
+    running: () => {
+      if (job.cancel_requested) return "Stopping…";
+      return waitsForGpu(job) ? gpuText(job.gpu_position) : `${makingText(job)}: ${pct}%`;
+    },
     succeeded: () => doneText(job),
     failed: () => "This one did not work out.",
     cancelled: () => "Cancelled. Nothing more will be made for this job.",
   };
   return (texts[job.status] || (() => `Status: ${job.status}`))();
+}
+
+/** A job a worker took that waits for its GPU (behind a picture made at once, or another job). */
+function waitsForGpu(job) {
+  return job?.status === "running" && job.gpu_position !== null && job.gpu_position !== undefined;
+}
+
+function gpuText(ahead) {
+  if (ahead <= 0) return "Waiting for the GPU: yours is next.";
+  if (ahead === 1) return "Waiting for the GPU: 1 picture is being made before yours.";
+  return `Waiting for the GPU: ${ahead} pictures are ahead of yours.`;
 }
 
 function queueText(position) {
@@ -863,6 +898,22 @@ const gallery = new Gallery({
   },
 });
 
+/** A server that cannot make pictures says so before anyone waits for one (its warm-up
+ * failed: missing weights, ...); while it warms up, ask again. */
+function showReadiness(readiness) {
+  if (readiness?.state === "failed") {
+    showAlert(`This server cannot make pictures right now: ${readiness.error || "its start-up failed"}`);
+  } else if (readiness?.state === "starting" && page.readinessChecks++ < READINESS_CHECKS) {
+    setTimeout(async () => {
+      try {
+        showReadiness((await api.info()).readiness);
+      } catch {
+        // the page works without it
+      }
+    }, READINESS_POLL_MS);
+  }
+}
+
 async function loadInfo() {
   try {
     const info = await api.info();
@@ -880,6 +931,8 @@ async function loadInfo() {
       if (first) first.checked = true;
     }
     limitVariations(info.limits);
+    showPromptHints(info.prompt_hints);
+    showReadiness(info.readiness);
     if (info.api_key_required) $("#api-key-field").hidden = false;
     // A server without SMTP says so; then the page does not offer e-mail at all.
     if (info.email_enabled === false) $('[data-field="email"]').hidden = true;
@@ -898,9 +951,11 @@ function wire() {
     $("#zoom").focus();
   });
   watchEstimate(form, formData, $("#estimate"));
-  for (const chip of document.querySelectorAll(".chip")) {
-    chip.addEventListener("click", () => toggleKeyword(chip.dataset.keyword));
-  }
+  // One listener for the chips, which /info may replace.
+  $(".chips").addEventListener("click", (event) => {
+    const chip = event.target.closest(".chip");
+    if (chip) toggleKeyword(chip.dataset.keyword);
+  });
   promptBox.addEventListener("input", syncChips);
   promptBox.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
