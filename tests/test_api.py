@@ -28,6 +28,8 @@ FAST = {"style": "pixel art", "size": "32x32", "iterations": "2", "seed": "1"}
 CARD_FIELDS = [
     "seed", "iterations", "prompts", "quality", "aspect", "scale", "style", "make_video",
     "size", "init_image", "image_prompts", "variations",
+    # an animation's (issue 28)
+    "frames", "frame_iterations", "zoom", "angle", "translate_x", "translate_y", "fps",
 ]  # fmt: skip
 
 
@@ -436,11 +438,21 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ServiceConfig()
 
 
-def test_the_api_description_shows_this_servers_address(client: TestClient) -> None:
-    description = client.get("/openapi.json").json()["info"]["description"]
-    assert "http://testserver/generate -o a.png" in description and ":8000" not in description
-    other = client.get("/openapi.json", headers={"Host": "art.example:9000"}).json()
-    assert "http://art.example:9000/generate" in other["info"]["description"]
+def test_the_api_description_shows_this_servers_address(tmp_path: Path, models: ModelCache) -> None:
+    """The configured address (or T2A_PUBLIC_URL), never a hard-coded port nor the Host header."""
+    from api.app import create_app
+
+    for overrides, address in [
+        ({"port": 9123}, "http://127.0.0.1:9123"),
+        ({"host": "0.0.0.0", "port": 8080}, "http://127.0.0.1:8080"),
+        ({"public_url": "https://art.example.org"}, "https://art.example.org"),
+    ]:
+        config = ServiceConfig(output_dir=tmp_path, preload=False, **overrides)
+        with TestClient(create_app(config, models=models)) as client:
+            answer = client.get("/openapi.json", headers={"Host": "evil.example:666"})
+            description = answer.json()["info"]["description"]
+        assert f"{address}/generate -o a.png" in description, overrides
+        assert "evil.example" not in description
 
 
 def test_redoc_loads_nothing_from_a_cdn(client: TestClient) -> None:

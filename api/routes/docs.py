@@ -29,7 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 ASSETS_URL = "/static-docs"
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 OPENAPI_URL = "/openapi.json"
-SERVER = "{server}"  # in the API's description: this server's address, as the client reached it
+SERVER = "{server}"  # in the API's description: this server's address (`_server_address`)
 REDOC_JS_URL = "/docs-assets/redoc.standalone.js"
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 EMPTY_SVG = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E"
@@ -78,7 +78,7 @@ def mount_docs(app: FastAPI) -> None:
 
     def openapi(request: Request) -> JSONResponse:
         schema = app.openapi()
-        base = str(request.base_url).rstrip("/")
+        base = _server_address(request)
         info = {
             **schema["info"],
             "description": schema["info"]["description"].replace(SERVER, base),
@@ -96,3 +96,15 @@ def mount_docs(app: FastAPI) -> None:
         (OPENAPI_URL, openapi),
     ):
         app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
+
+
+def _server_address(request: Request) -> str:
+    """Where this server is reached, for the description's examples: T2A_PUBLIC_URL, else the
+    address and port it was configured to listen on. Never the request's Host header (a client
+    would write its own host into the page others read)."""
+    config = request.app.state.config
+    public: str | None = getattr(config, "public_url", None)
+    if public:
+        return public.rstrip("/")
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    return f"http://{host}:{config.port}"
