@@ -2,8 +2,9 @@
 
 Each style runs a short animation (3 frames) at its default size for the CLIP model given
 (default: the bundled `shapes` world, 64x64, offline; `ViT-B/32:random` costs what the real
-ViT-B/32 does, nothing downloaded) and times frames 2 and 3 from the moment each finished frame is
-handed out (`on_frame`): so the first frame's `iterations` and the model loading are not counted.
+ViT-B/32 does, and the image style then decodes with a full-size imagenet_f16_16384 VQGAN with
+random weights: nothing is downloaded) and times frames 2 and 3 from the moment each finished
+frame is handed out (`on_frame`): the first frame's `iterations` and the loading are not counted.
 Prints a markdown table; medians of --repeats runs.
 
     python bench/animation.py                                   # shapes, CPU
@@ -23,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import ModelCache, Settings, generate, resolve  # noqa: E402
+from engine.vqgan import IMAGENET_F16_16384, build_vqgan  # noqa: E402
 
 STYLES = ("image", "painting", "pixel art")
 
@@ -56,6 +58,11 @@ def main() -> None:
     parser.add_argument("--styles", nargs="+", default=list(STYLES))
     args = parser.parse_args()
     models = ModelCache()
+    # The image style's VQGAN with random weights under the real name (nothing downloaded; a
+    # model world such as shapes brings its own).
+    device, g = torch.device(args.device), torch.Generator().manual_seed(0)
+    models.get("vqgan", "imagenet_f16_16384", device,
+               lambda: build_vqgan(IMAGENET_F16_16384, g, device))  # fmt: skip
     print(f"torch {torch.__version__}, {args.device}, CLIP {args.clip_model}, "
           f"{args.frame_iterations} iterations per frame, median of {args.repeats}")  # fmt: skip
     print()
