@@ -47,6 +47,20 @@ WEIGHTS_FIX = (
 )  # `engine.generate`'s signature; tests pass a fake
 
 
+class RunStop(threading.Event):
+    """How one run is stopped. `set()`: at the next iteration, where its state can be saved (a
+    shutdown hands the job back); `abort()`: at once, within one block of a model, without a
+    state (a person's cancel, a deleted job, a client gone: nobody resumes those)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = threading.Event()
+
+    def abort(self) -> None:
+        self.aborted.set()
+        self.set()
+
+
 def run_engine(
     settings: Settings,
     *,
@@ -54,6 +68,7 @@ def run_engine(
     models: ModelCache,
     limits: Limits,
     cancel: threading.Event | None = None,
+    abort: threading.Event | None = None,
     bounded: bool = True,
     on_step: Callable[[Step], None] | None = None,
     video_path: Path | None = None,
@@ -65,8 +80,9 @@ def run_engine(
     """Run `engine` (default `engine.generate`) in `gpu.slot(cancel, bounded=...)`; blocking.
 
     Raises `GpuBusy` when a bounded caller finds the queue full, `Cancelled`, `SettingsError`,
-    `StateError`, or `RunFailed` for any other failure of the run. `resume`, `checkpoint` and
-    `on_frame` go to the engine only when given (a caller's engine need not know them).
+    `StateError`, or `RunFailed` for any other failure of the run. `abort` (a prompt cancel:
+    `generate`'s `should_abort`), `resume`, `checkpoint` and `on_frame` go to the engine only
+    when given (a caller's engine need not know them).
     """
     cancel = cancel or threading.Event()
     run = engine or generate  # looked up per call, so a test may replace `generate`
@@ -75,6 +91,8 @@ def run_engine(
         extra["checkpoint"] = checkpoint
     if on_frame is not None:
         extra["on_frame"] = on_frame
+    if abort is not None:
+        extra["should_abort"] = abort.is_set
     with gpu.slot(cancel, bounded=bounded):
         try:
             return run(

@@ -13,12 +13,14 @@ and from `engine.errors` only (`scripts.check_rules` holds it to that). What it 
 - models and weights: the catalog (`known_clip_models`, `VQGAN_MODELS`, `list_models`,
   `bundled_models`, `model_files`) and the cache (`cache_dir`, `ensure_file`);
 - presets: `QUALITY`, `ASPECT`, `base_size`;
-- animation: `frame_progress` (which frame a run is at);
+- animation: `frame_progress` (which frame a run is at), `CAMERA_FIELDS` (the camera's moves)
+  and `schedule_pattern` (a move's number-or-keyframes form, as a regular expression);
 - resuming: `RunState` (a stopped run), `encode_state` / `decode_state`, `write_state` /
   `read_state`, `state_path` (where the CLI keeps one), `run_identity`, `Checkpoint`.
 """
 
 from engine.animation import frame_progress
+from engine.camera import CAMERA_FIELDS, schedule_pattern
 from engine.catalog import (
     VQGAN_MODELS,
     bundled_models,
@@ -60,6 +62,7 @@ from engine.weights import cache_dir, ensure_file
 
 __all__ = [
     "ASPECT",
+    "CAMERA_FIELDS",
     "MAX_VARIATIONS",
     "QUALITY",
     "STATE_SUFFIX",
@@ -108,6 +111,7 @@ __all__ = [
     "resolve",
     "run_identity",
     "save_outputs",
+    "schedule_pattern",
     "solo",
     "state_path",
     "write_state",

@@ -26,8 +26,16 @@ BOUNDS = {
     "translate_y": (-256.0, 256.0),
 }
 CAMERA_FIELDS = tuple(BOUNDS)
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_KEYFRAME = re.compile(rf"\s*(\d+)\s*:\s*\(\s*({_NUMBER})\s*\)\s*")
+NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_KEYFRAME = re.compile(rf"\s*(\d+)\s*:\s*\(\s*({NUMBER})\s*\)\s*")
+
+
+def schedule_pattern(field: str) -> str:
+    """What `parse_schedule` reads, as a regular expression (the published API schema's): a
+    number or keyframes `FRAME:(VALUE), ...`; a move that is never negative has no sign."""
+    number = "[+]?" + NUMBER.removeprefix("[-+]?") if BOUNDS[field][0] > 0 else NUMBER
+    key = rf"\s*\d+\s*:\s*\(\s*{number}\s*\)\s*"
+    return rf"^(\s*{number}\s*|{key}(,{key})*)$"
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ def parse_schedule(text: str | float | int, field: str = "zoom") -> Schedule:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return Schedule(((0, _bounded(float(text), low, high)),))
     source = str(text).strip()
-    if re.fullmatch(_NUMBER, source):
+    if re.fullmatch(NUMBER, source):
         return Schedule(((0, _bounded(float(source), low, high)),))
     keys: dict[int, float] = {}
     position = 0
@@ -87,7 +95,7 @@ def canonical(text: str | float | int) -> str:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return f"{float(text):g}"
     source = str(text).strip()
-    return f"{float(source):g}" if re.fullmatch(_NUMBER, source) else source
+    return f"{float(source):g}" if re.fullmatch(NUMBER, source) else source
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,6 +29,7 @@ from engine.camera import camera_at
 from engine.drawers import DrawerContext, create_drawer, drawer_class
 from engine.errors import Cancelled, StateError
 from engine.images import fit_cover, open_rgb
+from engine.interrupt import Tripwire
 from engine.models import ModelCache
 from engine.objective import Objective
 from engine.resolve import ResolvedSettings, as_resolved
@@ -141,6 +143,7 @@ def generate(
     resume: RunState | None = None,
     checkpoint: Checkpoint | None = None,
     on_frame: Callable[[int, Image.Image], None] | None = None,
+    should_abort: Callable[[], bool] | None = None,
 ) -> Result:
     """Optimise the style's drawer until CLIP finds the prompts in the image (VQGAN+CLIP loop).
 
@@ -152,6 +155,8 @@ def generate(
     A stopped run continues: the `Cancelled` that `should_stop()` causes carries the run's
     state, `checkpoint` is offered it whenever due, and `resume=state` continues from it to the
     bytes of the uninterrupted run on the CPU (another run's state: `StateError`).
+    `should_abort()` is a cancel that needs no state: it is read inside each iteration too, and
+    its `Cancelled` (without a state) comes within one block of a model (`engine.interrupt`).
     """
     start = time.perf_counter()
     s = as_resolved(settings, limits)
@@ -164,20 +169,16 @@ def generate(
     init = load_image_tensor(s.init_image, s.size, device) if s.init_image else None
     recorder = _start_video(s, video_path)
     try:
-        clips = [models.clip(name, device) for name in s.clip_models]
-        drawers = [
-            create_drawer(s.style, DrawerContext(solo(s, seed), device, g, init, models))
-            for seed, g in zip(seeds, gens, strict=True)
-        ]
-        loop = _Loop(s, drawers, Objective(s, clips, init), gens, recorder, device)
+        loop, clips = _make_loop(s, models, device, seeds, gens, init, recorder)
         loop.restore(resume)
-        losses = loop.run(on_step, should_stop, checkpoint, on_frame)
+        with loop.armed(should_abort, clips):
+            losses = loop.run(on_step, should_stop, checkpoint, on_frame)
         finals = loop.finish(on_frame)
     except BaseException:
         if recorder is not None:
             recorder.abort()
         raise
-    images, svgs = [to_pil(final) for final in finals], [drawer.to_svg() for drawer in drawers]
+    images, svgs = [to_pil(final) for final in finals], [d.to_svg() for d in loop.drawers]
     return Result(
         image=contact_sheet(images),
         settings=s,
@@ -190,6 +191,24 @@ def generate(
         svgs=svgs,
         resumed_from=loop.first,
     )
+
+
+def _make_loop(
+    s: ResolvedSettings,
+    models: ModelCache,
+    device: torch.device,
+    seeds: list[int],
+    gens: list[torch.Generator],
+    init: torch.Tensor | None,
+    recorder: Any,
+) -> tuple[_Loop, list[Any]]:
+    """The run's loop (one drawer per picture) and its CLIP models."""
+    clips = [models.clip(name, device) for name in s.clip_models]
+    drawers = [
+        create_drawer(s.style, DrawerContext(solo(s, seed), device, g, init, models))
+        for seed, g in zip(seeds, gens, strict=True)
+    ]
+    return _Loop(s, drawers, Objective(s, clips, init), gens, recorder, device), clips
 
 
 def _start_video(s: ResolvedSettings, video_path: str | Path | None) -> Any:
@@ -236,6 +255,19 @@ class _Loop:
         n = len(drawers)
         self.history = torch.empty((self.timeline.total, n), device=device)  # on the device
         self.first = 0  # the iteration this run starts at (> 0 when it resumes)
+        self.current = 0  # the iteration under way (0-based)
+        self.trip = Tripwire(None, self.where)  # a prompt cancel (generate arms it)
+
+    def where(self) -> str:
+        return f"iteration {self.current + 1} of {self.timeline.total}"
+
+    def armed(
+        self, should_abort: Callable[[], bool] | None, clips: list[Any]
+    ) -> AbstractContextManager[Tripwire]:
+        """A prompt cancel (`should_abort`) armed on CLIP's and the drawers' models."""
+        self.trip = Tripwire(should_abort, self.where)
+        modules = [clip.model for clip in clips] + [m for d in self.drawers for m in d.modules()]
+        return self.trip.armed_on(modules)
 
     def _optimiser(self, scale: float = 1.0) -> torch.optim.Optimizer:
         groups = [group for drawer in self.drawers for group in drawer.parameters()]
@@ -282,6 +314,7 @@ class _Loop:
         """Iterations `first` .. the last; returns every iteration's mean loss."""
         t, start = self.timeline, time.perf_counter()
         for i in range(self.first, t.total):
+            self.current = i
             if checkpoint is not None and i > self.first and checkpoint.due(i):
                 checkpoint.save(self.snapshot(i))
             if should_stop is not None and should_stop():
@@ -307,16 +340,25 @@ class _Loop:
     def _step(self, i: int, scene: int) -> list[torch.Tensor]:
         """One iteration; returns the pictures it rendered (before its step)."""
         self.opt.zero_grad(set_to_none=True)
-        images = [drawer.render() for drawer in self.drawers]  # N x (1, 3, H, W)
+        images = [self._rendered(drawer) for drawer in self.drawers]  # N x (1, 3, H, W)
         if self.recorder is not None:
             self.recorder.maybe_add(i, images[0].detach)
-        losses = self.objective(images, self.gens, scene)  # (N,)
+        losses = self.objective(images, self.gens, scene, self.trip.check)  # (N,)
         losses.sum().backward()
         self.opt.step()
         for drawer in self.drawers:
             drawer.clamp_()
         self.history[i] = losses.detach()
         return images
+
+    def _rendered(self, drawer: Any) -> torch.Tensor:
+        """The drawer's picture; a prompt cancel is checked after it and before its backward."""
+        image: torch.Tensor = drawer.render()
+        if self.trip.armed:
+            self.trip.check()
+            if image.requires_grad:
+                image.register_hook(lambda grad: self.trip.check())
+        return image
 
     def _next_frame(self, frame: int, on_frame: Callable[[int, Image.Image], None] | None) -> None:
         """Frame `frame - 1` is finished: into the video; the camera moves; a new optimiser."""

@@ -3,6 +3,8 @@ scene), over augmented cutouts, plus the optional init, smoothness and saturatio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from PIL import Image
 
@@ -20,6 +22,15 @@ def _open_image_prompts(paths: list[str]) -> list[Image.Image]:
 def _views_key(clip: ClipModel) -> tuple[int, bool, float]:
     """Models that take the same views share one batch of cutouts."""
     return clip.input_size, clip.zoom_views, clip.view_strength
+
+
+def _nothing() -> None:
+    pass
+
+
+def _then(value: torch.Tensor, check: Callable[[], None]) -> torch.Tensor:
+    check()
+    return value
 
 
 class Objective:
@@ -40,22 +51,30 @@ class Objective:
         self.settings, self.init = s, init
 
     def __call__(
-        self, images: list[torch.Tensor], gens: list[torch.Generator], scene: int = 0
+        self,
+        images: list[torch.Tensor],
+        gens: list[torch.Generator],
+        scene: int = 0,
+        check: Callable[[], None] | None = None,
     ) -> torch.Tensor:
         """The loss of each picture: (N,).  images: N x (1, 3, H, W), each with its generator;
         `scene`: the story scene whose prompts are the targets.
 
         Every picture's views go through each CLIP model in one batch; each generator is drawn
         from in the same order as in a solo run (view kinds in order), so picture i sees the
-        views the solo run with its seed would.
+        views the solo run with its seed would. `check()` (a prompt cancel) is called after
+        each picture's cutouts and each model's batch.
         """
+        check = check or _nothing
         views = {
-            key: torch.cat([cut(image, g) for image, g in zip(images, gens, strict=True)])
+            key: torch.cat(
+                [_then(cut(image, g), check) for image, g in zip(images, gens, strict=True)]
+            )
             for key, cut in self.cutouts.items()
         }  # (N*n, 3, S, S) each
         losses = [image.new_zeros(()) for image in images]
         for clip, targets in zip(self.clips, self.targets[scene], strict=True):
-            embeds = clip.encode_image(views[_views_key(clip)]).chunk(len(images))
+            embeds = _then(clip.encode_image(views[_views_key(clip)]), check).chunk(len(images))
             losses = [loss + targets.loss(e) for loss, e in zip(losses, embeds, strict=True)]
         pairs = zip(images, losses, strict=True)
         return torch.stack([self._penalties(image, loss) for image, loss in pairs])

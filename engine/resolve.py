@@ -11,6 +11,7 @@ The CLI, `POST /generate`, jobs and the web page all resolve here, so they agree
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -29,7 +30,8 @@ def resolve(
     settings: Settings, limits: Limits | None = None, defaults: Mapping[str, Any] | None = None
 ) -> ResolvedSettings:
     """Fill what the model, `defaults` and the presets decide; check the limits. Iterations
-    nobody asked for (the quality's or the model's default) are cut to `max_iterations`."""
+    nobody asked for (the quality's or the model's default) are cut to `max_iterations`, and a
+    size nobody asked for (neither `size` nor `scale`) to `max_pixels`."""
     limits = limits or Limits()
     s = _with_defaults(settings, defaults or {})
     q = presets.QUALITY[s.quality]
@@ -48,6 +50,8 @@ def resolve(
     }
     check_models_and_device(values["clip_models"], s.device)
     size = s.size or presets.base_size(s.aspect, scale)
+    if not {"size", "scale"} & settings.model_fields_set:  # a default size: cut to the limit
+        size = _within(size, limits.max_pixels)
     values.update(drawer_class(s.style).resolve(s, size))
     try:
         resolved = ResolvedSettings.model_validate({**dict(s), **values})
@@ -58,6 +62,15 @@ def resolve(
                             f"{MAX_SEED - resolved.variations + 1}")  # fmt: skip
     check_limits(resolved, limits)
     return resolved
+
+
+def _within(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """`size` shrunk, keeping its aspect, to at most `max_pixels` (a style's trim only lowers)."""
+    w, h = size
+    if w * h <= max_pixels:
+        return size
+    factor = math.sqrt(max_pixels / (w * h))
+    return (max(8, math.floor(w * factor)), max(8, math.floor(h * factor)))
 
 
 def as_resolved(settings: Settings, limits: Limits | None = None) -> ResolvedSettings:

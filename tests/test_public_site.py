@@ -387,24 +387,66 @@ def test_png_jpeg_webp_and_gif_are_accepted(uploads: TestClient, fmt: str, frame
 # -- 10: the published schema states the limits; Allow; a low T2A_MAX_ITERATIONS ----------------
 def test_the_openapi_schema_states_this_servers_limits(tmp_path: Path, models: ModelCache) -> None:
     config = jobs_config(tmp_path, max_iterations=300, max_variations=3, max_scale=4.0,
-                         max_pixels=128 * 128, max_upload_bytes=5000)  # fmt: skip
+                         max_pixels=128 * 128, max_upload_bytes=5000, max_frames=30)  # fmt: skip
     with serving(config, models, paused=True) as client:
         schema = client.get("/openapi.json").json()
     for path in ("/generate", "/jobs"):
         body = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]
         name = body["schema"]["$ref"].rsplit("/", 1)[-1]
         form = schema["components"]["schemas"][name]["properties"]
-        assert {"minimum": 1, "maximum": 300}.items() <= form["iterations"]["anyOf"][0].items()
+        assert {"minimum": 1, "maximum": 300}.items() <= form["iterations"].items()
         assert form["variations"]["minimum"] == 1 and form["variations"]["maximum"] == 3
         assert form["scale"]["maximum"] == 4.0 and form["scale"]["exclusiveMinimum"] == 0
-        assert (
-            "pattern" in form["size"]["anyOf"][0] and "16384 pixels" in form["size"]["description"]
+        assert "pattern" in form["size"] and "16384 pixels" in form["size"]["description"]
+        assert form["seed"]["minimum"] == 0
+        assert (form["frames"]["minimum"], form["frames"]["maximum"]) == (0, 30)
+        assert (form["frame_iterations"]["minimum"], form["frame_iterations"]["maximum"]) == (
+            1,
+            300,
         )
-        assert form["seed"]["anyOf"][0]["minimum"] == 0
-        assert form["init_image"]["anyOf"][0]["contentMediaType"] == "image/*"
+        assert (form["fps"]["minimum"], form["fps"]["maximum"]) == (1, 60)  # engine.Settings'
+        assert form["quality"]["enum"] == ["draft", "normal", "better", "best"]
+        assert form["aspect"]["enum"] == ["widescreen", "portrait", "square"]
+        assert {"image", "painting", "pixel art"} <= set(form["style"]["enum"])
+        assert "zoom" in form and "pattern" in form["zoom"]
+        assert form["init_image"]["contentMediaType"] == "image/*"
         assert "5000 bytes" in form["image_prompts"]["description"]
         types = body["encoding"]["init_image"]["contentType"]
         assert types == "image/png, image/jpeg, image/webp, image/gif"
+        # A form cannot send null: a field is left out instead, never published as nullable.
+        assert not [f for f, v in form.items() if "null" in json.dumps(v.get("anyOf", []))]
+    jobs_form = schema["components"]["schemas"][name]["properties"]
+    assert jobs_form["webhook_url"]["format"] == "uri" and jobs_form["email"]["format"] == "email"
+
+
+@pytest.mark.parametrize("keys", [[], ["k1"]])
+def test_the_schema_asks_for_a_key_only_where_keys_are_on(
+    tmp_path: Path, models: ModelCache, keys: list[str]
+) -> None:
+    with serving(jobs_config(tmp_path, api_keys=keys), models, paused=True) as client:
+        schema = client.get("/openapi.json", headers={"Authorization": "Bearer k1"}).json()
+    asked = schema["paths"]["/generate"]["post"].get("security")
+    assert asked == ([{"HTTPBearer": []}] if keys else None)
+    assert ("securitySchemes" in schema.get("components", {})) is bool(keys)
+
+
+@pytest.mark.parametrize("field", ["zoom", "angle", "translate_x"])
+def test_a_camera_moves_published_pattern_is_what_the_engine_reads(field: str) -> None:
+    import re
+
+    from engine import schedule_pattern
+    from engine.camera import parse_schedule
+
+    pattern = re.compile(schedule_pattern(field))
+    for text in ["1", "1.04", " 0.5 ", "0:(1.0), 30:(1.04)", "0: (1.2),10:(.9)", "1.", "+1"]:
+        assert pattern.match(text), text
+        parse_schedule(text, field)  # the engine reads it too
+    assert pattern.match("2e-1")  # a form the engine reads, though a zoom's bounds refuse it
+    for text in ["", "x", "1,", "0:(1.0),", "0:1.0", "(1.0)", "1 2", "0:(1.0) 30:(1.1)"]:
+        assert not pattern.match(text), text
+        with pytest.raises(ValueError):
+            parse_schedule(text, field)
+    assert bool(pattern.match("-1")) is (field != "zoom")  # a zoom is never negative
 
 
 def test_allow_names_every_method_of_a_job(client: TestClient) -> None:
@@ -425,6 +467,19 @@ def test_a_low_max_iterations_cuts_the_default_and_refuses_more(
         assert json.loads(made.headers["x-settings"])["iterations"] == 2  # the draft's 200, cut
         field, message = error_of(client.post("/generate", data={**without, "iterations": "3"}))
         assert field == "iterations" and "between 1 and 2" in message
+
+
+def test_a_low_max_pixels_cuts_the_default_size_and_refuses_more(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    without = {k: v for k, v in FAST.items() if k != "size"}
+    with serving(jobs_config(tmp_path, max_pixels=40 * 40), models, paused=True) as client:
+        made = client.post("/generate", data={**without, "aspect": "widescreen"})
+        assert made.status_code == 200, made.text
+        w, h = json.loads(made.headers["x-settings"])["size"]
+        assert w * h <= 40 * 40 and w > h  # the card's 2.5 x widescreen, shrunk, same shape
+        field, message = error_of(client.post("/generate", data={**without, "scale": "2.5"}))
+        assert field == "size" and "at most 1600" in message  # an asked-for scale is checked
 
 
 # -- 11: a busy node stays ready; /metrics off the public port or behind the key ----------------

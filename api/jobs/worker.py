@@ -39,7 +39,7 @@ from api.jobs.policy import WorkerIdentity, ended
 from api.jobs.resume import Checkpoints, save_state
 from api.jobs.store import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 from api.metrics import Metrics
-from api.runner import failure_message, run_engine
+from api.runner import RunStop, failure_message, run_engine
 from api.storage import ArtifactStore
 from engine import (
     ModelCache,
@@ -61,7 +61,7 @@ class _Progress:
     """`on_step`: throttled progress writes and a preview every `preview_every` iterations (an
     animation's preview is its latest finished frame: `frame_done`)."""
 
-    def __init__(self, runner: JobRunner, job_id: str, cancel: threading.Event):
+    def __init__(self, runner: JobRunner, job_id: str, cancel: RunStop):
         self.runner, self.job_id, self.cancel = runner, job_id, cancel
         self._last = 0.0
         self._first = True
@@ -107,13 +107,13 @@ class _Progress:
                 raise
             return  # skipped: the next write catches up
         if not owned:
-            self.cancel.set()  # deleted, or no longer ours: stop working for nobody
+            self.cancel.abort()  # deleted, or no longer ours: stop working for nobody
 
 
 class _Watch:
     """A thread beside a running job: heartbeat, and the cancel flag of another process."""
 
-    def __init__(self, runner: JobRunner, job_id: str, cancel: threading.Event):
+    def __init__(self, runner: JobRunner, job_id: str, cancel: RunStop):
         self.runner, self.job_id, self.cancel = runner, job_id, cancel
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"t2a-watch-{job_id[:8]}")
@@ -145,7 +145,7 @@ class _Watch:
         """Stop the run if the job was cancelled, deleted or taken over."""
         job = self.runner.store.get(self.job_id)
         if job is None or job.cancel_requested or job.worker_id != str(self.runner.identity):
-            self.cancel.set()
+            self.cancel.abort()
 
     def _beat(self) -> None:
         if not self.runner.store.heartbeat(self.job_id, str(self.runner.identity)):
@@ -173,20 +173,20 @@ class JobRunner:
         self.metrics = metrics
         self.identity = WorkerIdentity.current()
         self._enqueue, self._on_finished = enqueue, on_finished
-        self._cancels: dict[str, threading.Event] = {}
+        self._cancels: dict[str, RunStop] = {}
         self._guard = threading.Lock()
         self._stopping = threading.Event()
 
     def cancel(self, job_id: str) -> bool:
-        """Stop the job at its next iteration if this process runs it."""
+        """Stop the job at once (within a block of a model) if this process runs it."""
         with self._guard:
             event = self._cancels.get(job_id)
         if event is not None:
-            event.set()
+            event.abort()
         return event is not None
 
     def shutdown(self) -> None:
-        """Stop every running job; they go back to the queue (see `run`)."""
+        """Stop every running job at its next iteration; it goes back to the queue (`_stopped`)."""
         self._stopping.set()
         with self._guard:
             for event in self._cancels.values():
@@ -271,7 +271,7 @@ class JobRunner:
         job_id = job.id  # the fairest queued job (api.jobs.fairness), not always the dequeued
         if self.metrics is not None and job.started_at is not None:
             self.metrics.started(max(0.0, job.started_at - job.created_at))
-        cancel = threading.Event()
+        cancel = RunStop()
         with self._guard:
             self._cancels[job_id] = cancel
         try:
@@ -286,7 +286,7 @@ class JobRunner:
         if final:
             self._on_finished(job_id)
 
-    def _execute(self, job: Job, cancel: threading.Event) -> bool:
+    def _execute(self, job: Job, cancel: RunStop) -> bool:
         """Generate and save; returns whether the job reached a final state."""
         try:
             # Resolved when it was submitted: the run uses them as they are (checked against
@@ -314,7 +314,7 @@ class JobRunner:
         values = {"outputs": outputs, "run_seconds": result.elapsed, "error": None}
         return self._finish(job.id, SUCCEEDED, iteration=len(result.losses), **values)
 
-    def _run(self, job_id: str, settings: ResolvedSettings, cancel: threading.Event) -> Result:
+    def _run(self, job_id: str, settings: ResolvedSettings, cancel: RunStop) -> Result:
         """The engine's run of the job, continued from its saved state when there is one that
         fits (else afresh, with a warning)."""
         state = self._saved_state(job_id)
@@ -329,6 +329,7 @@ class JobRunner:
                         models=self.models,
                         limits=self.config.limits(),
                         cancel=cancel,
+                        abort=cancel.aborted,
                         bounded=False,  # the queue bounds the waiting
                         on_step=progress,
                         on_frame=progress.frame_done,

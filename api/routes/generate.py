@@ -105,7 +105,13 @@ async def generate_image(
 
     def work(cancel: threading.Event) -> Result:
         return run_engine(
-            settings, gpu=gpu, models=models, limits=limits, cancel=cancel, video_path=video
+            settings,
+            gpu=gpu,
+            models=models,
+            limits=limits,
+            cancel=cancel,
+            abort=cancel,
+            video_path=video,
         )
 
     try:

@@ -131,6 +131,11 @@ class Drawer:
         """A vector original of the current image, for styles that have one."""
         return None
 
+    def modules(self) -> list[torch.nn.Module]:
+        """The models `render` runs through: a prompt cancel may land inside their blocks
+        (`engine.interrupt`). None by default."""
+        return []
+
     def warp(self, camera: Camera) -> None:
         """Move the picture by an animation's camera between two frames (`engine.camera`):
         what the move uncovers is filled, never left black. Random numbers come from the

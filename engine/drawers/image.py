@@ -109,6 +109,9 @@ class ImageDrawer(Drawer):
         out = self.vqgan.decode(z_q, checkpointing=self.checkpointing)  # (1, 3, H, W) ~[-1, 1]
         return clamp_st((out + 1) / 2)
 
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.vqgan]
+
     @torch.no_grad()
     def clamp_(self) -> None:
         self.z.copy_(torch.maximum(torch.minimum(self.z, self.z_max), self.z_min))
