@@ -19,7 +19,7 @@ UrlOption = Annotated[
 
 def _engine(url: str | None) -> Engine:
     from api.cli_common import load_config
-    from api.jobs.store import make_engine
+    from api.jobs.engine import make_engine
 
     config = load_config()
     if url is None:

@@ -6,7 +6,8 @@
 - `GpuBusy` -> 503 with `Retry-After`.
 - `RunFailed` -> a JSON 5xx `{"error": CODE, "detail": MESSAGE}` (out of memory, missing
   weights, ...); the service keeps serving. `api.runner` decides the code.
-- `StorageError` (the artifact store cannot be written or read) -> 500
+- `StorageError` (the artifact store cannot be written or read) -> 500; 503 with Retry-After
+  when it cannot be reached now (`unavailable`)
   `{"error": "storage_error", "detail": MESSAGE}`; a job it stops fails with MESSAGE.
 - `engine.Cancelled` -> 499 (the client went away; nobody reads it).
 - The job database or queue cannot be reached -> 503 naming the service (`api.jobs.outage`
@@ -40,14 +41,43 @@ class RunFailed(Exception):
 
 
 class StorageError(OSError):
-    """The artifact store cannot be written or read: the request or job fails, saying where
-    and why in one line."""
+    """The artifact store cannot be written or read, saying where and why in one line.
+
+    `unavailable`: the store cannot be reached now (refused, timed out, cut, a 5xx or a
+    slow-down): an outage, ridden out like the database's (a 503 with Retry-After on the API,
+    retried by a worker), never a failed job. Otherwise the store refused for good (no such
+    bucket, access denied, a full disk): the request or job fails."""
 
     code = "storage_error"
 
-    def __init__(self, detail: str):
+    def __init__(self, detail: str, unavailable: bool = False):
         super().__init__(detail)
         self.detail = detail
+        self.unavailable = unavailable
+
+
+# What an unreachable store raises (botocore's and the standard library's, by class name so
+# that nothing here imports botocore), and the S3 error codes of a store that is there but busy.
+_UNREACHABLE = {
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+    "HTTPClientError", "ProxyConnectionError", "ConnectionError", "TimeoutError",
+}  # fmt: skip
+_BUSY_CODES = {"SlowDown", "ServiceUnavailable", "RequestTimeout", "InternalError", "Throttling"}
+STORAGE_RETRY_AFTER = 10  # seconds
+
+
+def unreachable(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) says the store cannot be reached now."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if any(cls.__name__ in _UNREACHABLE for cls in type(exc).__mro__):
+            return True
+        response = getattr(exc, "response", None) or {}
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if int(status) >= 500 or response.get("Error", {}).get("Code") in _BUSY_CODES:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 # Answers of a form route before its fields are read (`api.guard` and the form parser).
@@ -94,6 +124,15 @@ async def _run_failed(request: Request, exc: Exception) -> JSONResponse:
 
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StorageError)
+    if exc.unavailable:  # an outage: the client tries again later
+        log.warning("%s %s: the storage is unavailable: %s", request.method, request.url.path,
+                    exc.detail)  # fmt: skip
+        detail = f"the storage is unavailable; retry in {STORAGE_RETRY_AFTER} s"
+        return JSONResponse(
+            {"error": "unavailable", "service": "storage", "detail": detail},
+            status_code=503,
+            headers={"Retry-After": str(STORAGE_RETRY_AFTER)},
+        )
     return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=500)
 
 

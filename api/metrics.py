@@ -39,7 +39,7 @@ ROLES = ("api", "worker")
 FINISHED = ("succeeded", "failed", "cancelled")
 JOB_STATUSES = ("submitted", *FINISHED)
 REQUEUE_REASONS = ("dead_worker", "shutdown", "outage", "reconcile")
-INFRA_SERVICES = ("database", "queue")
+INFRA_SERVICES = ("database", "queue", "storage")
 
 # A run takes seconds (draft pixel art) to half an hour (a long video); the wait is the same
 # scale plus sub-second pickups when a worker is idle.
@@ -181,7 +181,7 @@ class Metrics:
         self._saved.inc(iteration)
 
     def infra_error(self, service: str) -> None:
-        """A call to "database" or "queue" failed."""
+        """A call to the "database", the "queue" or the "storage" failed."""
         self._infra.labels(_check(service, INFRA_SERVICES, "service")).inc()
 
     def render(self) -> tuple[bytes, str]:

@@ -37,7 +37,7 @@ from typing import Any, Literal, TypeVar
 
 from PIL import Image
 
-from api.errors import StorageError
+from api.errors import StorageError, unreachable
 from engine import MAX_VARIATIONS, Result, Settings, output_filename
 from engine.errors import one_line
 
@@ -183,7 +183,8 @@ class ArtifactStore(abc.ABC):
             back = self.read_marker(name)
             self.delete_marker(name)
         except Exception as exc:
-            raise StorageError(f"cannot use {self.describe()}: {one_line(exc)}") from exc
+            detail = f"cannot use {self.describe()}: {one_line(exc)}"
+            raise StorageError(detail, unreachable(exc)) from exc
         if back != token:
             raise StorageError(f"{self.describe()} did not return what was written to it")
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from api.errors import StorageError
+from api.errors import StorageError, unreachable
 from api.storage import (
     MEDIA_TYPES,
     OUTPUT_KEYS,
@@ -110,9 +110,12 @@ class S3ArtifactStore(ArtifactStore):
         """The object's bytes, or None when there is none."""
         try:
             obj = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
+            return bytes(obj["Body"].read())
         except self.client.exceptions.NoSuchKey:
             return None
-        return bytes(obj["Body"].read())
+        except Exception as exc:
+            detail = f"cannot read {name} from {self.describe()}: {one_line(exc)}"
+            raise StorageError(detail, unreachable(exc)) from exc
 
     def exists(self, name: str) -> bool:
         """Whether the object exists."""
@@ -167,7 +170,7 @@ class S3ArtifactStore(ArtifactStore):
         except Exception as exc:
             self._forget([artifact_name("result", job_id, key) for key in done])
             detail = f"cannot save the result in {self.describe()}: {one_line(exc)}"
-            raise StorageError(detail) from exc
+            raise StorageError(detail, unreachable(exc)) from exc
         finally:
             self._drop_local(job_id)
         return [key for key in OUTPUT_KEYS if key in done]
@@ -235,7 +238,8 @@ class S3ArtifactStore(ArtifactStore):
             if _status(exc) == 416:
                 headers = {"Content-Range": f"bytes */{self._size(filename)}"}
                 return ServedStream(416, MEDIA_TYPES[ext], filename, headers)
-            raise StorageError(f"cannot read {filename}: {one_line(exc)}") from exc
+            detail = f"cannot read {filename}: {one_line(exc)}"
+            raise StorageError(detail, unreachable(exc)) from exc
         status = 206 if obj.get("ContentRange") else 200
         chunks = obj["Body"].iter_chunks(CHUNK)
         return ServedStream(status, MEDIA_TYPES[ext], filename, _object_headers(obj), chunks)
@@ -253,7 +257,7 @@ class S3ArtifactStore(ArtifactStore):
             self.put_bytes(artifact_name("preview", job_id), buffer.getvalue(), "image/png")
         except Exception as exc:
             detail = f"cannot save the preview in {self.describe()}: {one_line(exc)}"
-            raise StorageError(detail) from exc
+            raise StorageError(detail, unreachable(exc)) from exc
 
     def read_preview(self, job_id: str) -> bytes | None:
         """The latest preview's bytes, or None."""
@@ -270,7 +274,7 @@ class S3ArtifactStore(ArtifactStore):
             self.put_bytes(artifact_name("state", job_id), data, "application/octet-stream")
         except Exception as exc:
             detail = f"cannot save the run state in {self.describe()}: {one_line(exc)}"
-            raise StorageError(detail) from exc
+            raise StorageError(detail, unreachable(exc)) from exc
 
     def read_state(self, job_id: str) -> bytes | None:
         """The job's run state, or None."""
@@ -278,7 +282,7 @@ class S3ArtifactStore(ArtifactStore):
             return self.get_bytes(artifact_name("state", job_id))
         except Exception as exc:
             detail = f"cannot read the run state in {self.describe()}: {one_line(exc)}"
-            raise StorageError(detail) from exc
+            raise StorageError(detail, unreachable(exc)) from exc
 
     def remove_state(self, job_id: str) -> None:
         """Drop the job's run-state object."""
@@ -299,7 +303,7 @@ class S3ArtifactStore(ArtifactStore):
                 self.put_file(name, path, "application/octet-stream")
         except Exception as exc:
             detail = f"cannot store the uploaded images in {self.describe()}: {one_line(exc)}"
-            raise StorageError(detail) from exc
+            raise StorageError(detail, unreachable(exc)) from exc
 
     def localize(self, settings: S, job_id: str) -> S:
         """Download the job's uploads into this node's upload folder; paths point there."""
@@ -313,7 +317,7 @@ class S3ArtifactStore(ArtifactStore):
                     atomic_write_bytes(folder / Path(name).name, data)
         except Exception as exc:
             detail = f"cannot read the uploaded images from {self.describe()}: {one_line(exc)}"
-            raise StorageError(detail) from exc
+            raise StorageError(detail, unreachable(exc)) from exc
         return uploads_in(settings, folder)
 
     def public_settings(self, settings: Settings) -> Settings:

@@ -20,7 +20,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 
+from api.errors import StorageError
 from api.jobs.errors import QueueUnavailable
+from engine.errors import one_line
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,9 +40,12 @@ REASON_CHARS = 200  # an outage's reason (`one_line`) is cut there in reports an
 
 
 def unavailable_service(exc: BaseException) -> str | None:
-    """'database' or 'queue' when `exc` says that service cannot be reached, else None."""
+    """'database', 'queue' or 'storage' when `exc` says that service cannot be reached now,
+    else None."""
     if isinstance(exc, QueueUnavailable):
         return "queue"
+    if isinstance(exc, StorageError) and exc.unavailable:
+        return "storage"
     if isinstance(exc, DATABASE_ERRORS):
         return "database"
     return None
@@ -87,10 +92,11 @@ def retry(
     Other errors raise at once; the last outage error raises after `give_up_after` seconds,
     or as soon as `stop` is set.
     """
-    deadline, wait = time.monotonic() + give_up_after, RETRY_FIRST
+    start = time.monotonic()
+    deadline, wait, tries = start + give_up_after, RETRY_FIRST, 0
     while True:
         try:
-            return call()
+            result = call()
         except Exception as exc:
             service = outages.note(exc)
             if service is None:
@@ -98,16 +104,22 @@ def retry(
             left = deadline - time.monotonic()
             if left <= 0 or (stop is not None and stop.is_set()):
                 raise
-            pause = min(wait, left)
-            log.warning(
-                "%s: the %s is unavailable (%s); retrying in %.1f s",
-                what, service, type(exc).__name__, pause,
+            pause, tries = min(wait, left), tries + 1
+            # One warning when the outage starts; the tries after it only at debug level.
+            log.log(
+                logging.WARNING if tries == 1 else logging.DEBUG,
+                "%s: the %s is unavailable (%s); retrying with backoff",
+                what, service, one_line(exc, REASON_CHARS),
             )  # fmt: skip
             if stop is not None:
                 stop.wait(pause)
             else:
                 time.sleep(pause)
             wait = min(wait * 2, RETRY_MAX)
+            continue
+        if tries:
+            log.info("%s: done after %d tries (%.1f s)", what, tries + 1, time.monotonic() - start)
+        return result
 
 
 def unavailable_response(service: str, retry_after: int = UNAVAILABLE_RETRY_AFTER) -> JSONResponse:

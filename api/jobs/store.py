@@ -25,9 +25,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    create_engine,
     delete,
-    event,
     func,
     select,
     update,
@@ -35,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from api.jobs.engine import make_engine
 from api.jobs.migrate import ensure_schema
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
@@ -154,24 +153,6 @@ def _back_in_queue() -> dict[str, Any]:
         "status": QUEUED, "worker_id": None, "heartbeat_at": None, "iteration": 0,
         "preview_iteration": None, "started_at": None, "enqueued_at": time.time(),
     }  # fmt: skip
-
-
-def make_engine(url: str) -> Engine:
-    """A SQLAlchemy engine; SQLite gets WAL and a busy timeout so threads and processes share it."""
-    if url.startswith("postgres"):  # a dropped packet must not hang a worker for minutes
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(conn: Any, _record: Any) -> None:
-        cursor = conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    return engine
 
 
 class JobStore:

@@ -22,13 +22,12 @@ database is back.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from PIL import Image
 
 from api.config import ServiceConfig
 from api.errors import RunFailed, StorageError
@@ -36,6 +35,7 @@ from api.gpu import GpuLock
 from api.jobs.fairness import claim_fair
 from api.jobs.outage import REASON_CHARS, Outages, retry, unavailable_service
 from api.jobs.policy import WorkerIdentity, ended
+from api.jobs.progress import Progress
 from api.jobs.resume import Checkpoints, save_state
 from api.jobs.store import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 from api.metrics import Metrics
@@ -46,7 +46,6 @@ from engine import (
     ResolvedSettings,
     Result,
     RunState,
-    Step,
     decode_state,
 )
 from engine.errors import Cancelled, SettingsError, StateError, one_line
@@ -57,59 +56,6 @@ WARNING_CHARS = 500  # a job record's warning is cut here
 
 
 # -- running a job -------------------------------------------------------------------------
-class _Progress:
-    """`on_step`: throttled progress writes and a preview every `preview_every` iterations (an
-    animation's preview is its latest finished frame: `frame_done`)."""
-
-    def __init__(self, runner: JobRunner, job_id: str, cancel: RunStop):
-        self.runner, self.job_id, self.cancel = runner, job_id, cancel
-        self._last = 0.0
-        self._first = True
-        self._new_frame = False
-
-    def frame_done(self, index: int, picture: Image.Image) -> None:
-        """`on_frame`: an animation's frame is finished; it becomes the preview."""
-        try:
-            self.runner.artifacts.save_preview(self.job_id, picture)
-            self._new_frame = True
-        except Exception:  # a preview is a nicety: the run goes on without it
-            log.warning("job %s: cannot save a preview", self.job_id, exc_info=True)
-
-    def __call__(self, step: Step) -> None:
-        config = self.runner.config
-        values: dict[str, Any] = {}
-        if self._first:  # the run really started: where from (a resume is counted once here)
-            self._first = False
-            values["resumed_from"] = step.iteration - 1
-            self.runner.note_resumed(self.job_id, step.iteration - 1)
-        if self._new_frame:
-            self._new_frame = False
-            values["preview_iteration"] = step.iteration
-        elif (
-            not step.frames
-            and step.iteration % config.preview_every == 0 < step.total - step.iteration
-        ):
-            try:
-                self.runner.artifacts.save_preview(self.job_id, step.image())
-                values["preview_iteration"] = step.iteration
-            except Exception:  # a preview is a nicety: the run goes on without it
-                log.warning("job %s: cannot save a preview", self.job_id, exc_info=True)
-        now = time.monotonic()
-        if not values and now - self._last < config.progress_interval:
-            return
-        self._last = now
-        values.update(iteration=step.iteration, total=step.total, loss=step.loss)
-        store, me = self.runner.store, str(self.runner.identity)
-        try:
-            owned = store.progress(self.job_id, me, run_seconds=step.elapsed, **values)
-        except Exception as exc:
-            if self.runner.outages.note(exc) is None:
-                raise
-            return  # skipped: the next write catches up
-        if not owned:
-            self.cancel.abort()  # deleted, or no longer ours: stop working for nobody
-
-
 class _Watch:
     """A thread beside a running job: heartbeat, and the cancel flag of another process."""
 
@@ -277,9 +223,13 @@ class JobRunner:
         try:
             with _Watch(self, job_id, cancel):
                 final = self._execute(job, cancel)
-        except Exception:  # a bug here must not kill the consumer thread
-            log.exception("job %s: worker error", job_id)
-            final = self._fail_safely(job_id)
+        except Exception as exc:  # a bug here must not kill the consumer thread
+            if self.outages.note(exc) is not None:  # stopping in an outage: the job stays
+                log.warning("job %s: left running (%s)", job_id, one_line(exc, REASON_CHARS))
+                final = False  # running, for the dead-worker policy once the service is back
+            else:
+                log.exception("job %s: worker error", job_id)
+                final = self._fail_safely(job_id)
         finally:
             with self._guard:
                 self._cancels.pop(job_id, None)
@@ -293,14 +243,13 @@ class JobRunner:
             # this worker's limits), on this worker's device.
             values = {**job.settings, "device": self.config.device}
             settings = ResolvedSettings.create(**values)
-            settings = self.artifacts.localize(settings, job.id)  # its uploads, on this node
+            local = lambda: self.artifacts.localize(settings, job.id)  # noqa: E731
+            settings = self._retry(local, f"job {job.id}: fetch its uploads")
             result = self._run(job.id, settings, cancel)
-            outputs = self.artifacts.save_result(result, job.id)
+            outputs = self._store(job.id, result)
         except Cancelled as exc:
             return self._stopped(job.id, exc)
-        except (SettingsError, RunFailed, StorageError) as exc:  # run_engine logged a failed run
-            return self._finish(job.id, FAILED, error=failure_message(exc))
-        except Exception as exc:  # saving the result failed (a full disk, ...)
+        except Exception as exc:  # a failed run (run_engine logged it), or saving it failed
             if unavailable_service(exc) is not None:  # not the job's fault: run it again
                 log.warning(
                     "job %s: stopped by an outage (%s); handed back",
@@ -308,11 +257,26 @@ class JobRunner:
                     one_line(exc, REASON_CHARS),
                 )
                 return self._give_back(job.id, "outage")
-            log.exception("job %s: cannot save the result", job.id)
+            if not isinstance(exc, (SettingsError, RunFailed, StorageError)):
+                log.exception("job %s: cannot save the result", job.id)
             return self._finish(job.id, FAILED, error=failure_message(exc))
-        self.artifacts.remove_preview(job.id)  # the final image replaces it
+        self._drop_preview(job.id)  # the final image replaces it
         values = {"outputs": outputs, "run_seconds": result.elapsed, "error": None}
         return self._finish(job.id, SUCCEEDED, iteration=len(result.losses), **values)
+
+    def _store(self, job_id: str, result: Result) -> list[str]:
+        """Save the result; a storage outage of any length is waited out (the result waits in
+        memory, the job stays running with its heartbeat) unless this worker stops meanwhile."""
+        save = lambda: self.artifacts.save_result(result, job_id)  # noqa: E731
+        return retry(
+            save, f"job {job_id}: store the result", self.outages, math.inf, self._stopping
+        )
+
+    def _drop_preview(self, job_id: str) -> None:
+        try:
+            self.artifacts.remove_preview(job_id)
+        except Exception as exc:  # left behind: the job's deletion removes it
+            log.warning("job %s: cannot remove its preview: %s", job_id, one_line(exc))
 
     def _run(self, job_id: str, settings: ResolvedSettings, cancel: RunStop) -> Result:
         """The engine's run of the job, continued from its saved state when there is one that
@@ -321,8 +285,10 @@ class JobRunner:
         every = self.config.checkpoint_seconds
         while True:
             try:
-                progress = _Progress(self, job_id, cancel)
-                with Checkpoints(self.artifacts, job_id, every) as checkpoints:
+                with (
+                    Progress(self, job_id, cancel) as progress,
+                    Checkpoints(self.artifacts, job_id, every) as checkpoints,
+                ):
                     return run_engine(
                         settings,
                         gpu=self.gpu,
@@ -369,8 +335,11 @@ class JobRunner:
 
     def _finish(self, job_id: str, status: str, **values: Any) -> bool:
         """Record the final state; clean up after a job deleted meanwhile."""
-        me = str(self.identity)
-        if self._retry(lambda: self.store.finish(job_id, me, status, **values), "record the end"):
+        me, end = str(self.identity), lambda: self.store.finish(job_id, me, status, **values)
+        # A result is recorded whenever the database returns, however long it is away (unless
+        # this worker stops meanwhile: the job stays running for the dead-worker policy).
+        wait = math.inf if status == SUCCEEDED else self.config.db_retry_seconds
+        if retry(end, f"job {job_id}: record the end", self.outages, wait, self._stopping):
             self._drop_state(job_id)
             if status != SUCCEEDED:
                 self._discard(job_id)  # a failed or cancelled run leaves nothing behind
