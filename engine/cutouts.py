@@ -110,18 +110,39 @@ def whole_views(image: torch.Tensor, size: int, copies: int) -> torch.Tensor:
     return boxed.expand(copies, -1, -1, -1)
 
 
+def _torus(
+    image: torch.Tensor, quads: torch.Tensor, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A tile's views: the picture shifted by a random offset (as a torus), that picture with
+    half of itself wrapped round each side (1, 3, 2H, 2W) and the quads moved onto it."""
+    _, _, h, w = image.shape
+    dy, dx = (int(v) for v in torch.randint(0, 2**31 - 1, (2,), generator=g))
+    image = image.roll((dy % h, dx % w), dims=(2, 3))
+    pw, ph = w // 2, h // 2
+    padded = F.pad(image, (pw, w - pw, ph, h - ph), mode="circular")
+    return image, padded, quads + torch.tensor([pw, ph], dtype=quads.dtype)
+
+
 class Cutouts:
     """n augmented square views of size `cut_size` (the CLIP model's input).
 
     `zoom=False` leaves out the zoom crops (and their hue jitter): every view then shows the
     whole picture, for a model whose captions name where things are and their exact colours.
     `wide` scales the wide views' rotation, shift, scale and perspective (1: clipit's).
+    `wrap` treats the picture as a torus (a tile): it is shifted by a random offset (its edges
+    land anywhere in the views) and views reach round its edges instead of into black.
     """
 
     def __init__(
-        self, cut_size: int, n: int, noise: float = 0.1, zoom: bool = True, wide: float = 1.0
+        self,
+        cut_size: int,
+        n: int,
+        noise: float = 0.1,
+        zoom: bool = True,
+        wide: float = 1.0,
+        wrap: bool = False,
     ):
-        self.cut_size, self.n, self.noise, self.wide = cut_size, n, noise, wide
+        self.cut_size, self.n, self.noise, self.wide, self.wrap = cut_size, n, noise, wide, wrap
         self.n_whole = max(1, n // 8)
         self.n_zoom = (n - self.n_whole) // 2 if zoom else 0
         self.n_wide = n - self.n_whole - self.n_zoom
@@ -132,7 +153,10 @@ class Cutouts:
         s, dev = self.cut_size, image.device
         zoom = zoom_quads(self.n_zoom, w, h, g)
         quads = torch.cat([zoom, wide_quads(self.n_wide, w, h, g, self.wide)])
-        views = warp_quads(image.expand(len(quads), -1, -1, -1), quads, s)
+        source = image
+        if self.wrap:
+            image, source, quads = _torus(image, quads, g)
+        views = warp_quads(source.expand(len(quads), -1, -1, -1), quads, s)
         views = self._colour_jitter(views, g)
         out = torch.cat([whole_views(image, s, self.n_whole), views])  # (n, 3, S, S)
         fac = _send(_u(self.n, 0, self.noise, g).view(-1, 1, 1, 1), dev)

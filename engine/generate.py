@@ -1,8 +1,8 @@
 """generate(settings) -> Result: the CLIP-guided optimisation loop.
 
 `variations=N` makes N pictures in one batch, from the seeds seed, seed+1, ...: each picture has
-its own drawer (its own start), its own generator (its own cutouts) and its own Adam state (Adam
-is element-wise, so one optimiser over every picture's parameters is N independent ones); their
+its own drawer (its own start), its own generator (its own cutouts) and its own optimiser state
+(every optimiser offered is element-wise, so one over every picture's parameters is N); their
 views go through CLIP as one batch and their losses are summed, so no picture's gradient depends
 on another's. On the CPU picture i is byte for byte the solo run with seed+i (tested).
 
@@ -30,6 +30,7 @@ from engine.errors import Cancelled, StateError
 from engine.images import fit_cover, open_rgb
 from engine.models import ModelCache
 from engine.objective import Objective
+from engine.optimisers import make_optimiser
 from engine.resolve import ResolvedSettings, as_resolved
 from engine.runstate import (
     Checkpoint,
@@ -213,7 +214,7 @@ FRAME_LR_SCALE = 0.3
 
 
 class _Loop:
-    """The loop: render -> cutouts -> CLIP -> loss -> Adam step -> clamp -> progress; an
+    """The loop: render -> cutouts -> CLIP -> loss -> optimiser step -> clamp -> progress; an
     animation moves the camera and starts a new optimiser at each frame's first iteration.
 
     The losses go into a device tensor: nothing in the loop waits for the device unless a
@@ -241,7 +242,7 @@ class _Loop:
         groups = [group for drawer in self.drawers for group in drawer.parameters()]
         if scale != 1.0:
             groups = [{**group, "lr": group["lr"] * scale} for group in groups]
-        return torch.optim.Adam(groups)
+        return make_optimiser(self.s.optimiser, groups)
 
     def restore(self, state: RunState | None) -> None:
         """Continue from `state` (None: start afresh): parameters, optimiser, generators,

@@ -34,7 +34,9 @@ class Objective:
             for scene in split_scenes(s.prompts)
         ]
         self.cutouts = {
-            _views_key(c): Cutouts(c.input_size, s.cutouts, zoom=c.zoom_views, wide=c.view_strength)
+            _views_key(c): Cutouts(
+                c.input_size, s.cutouts, zoom=c.zoom_views, wide=c.view_strength, wrap=s.tile
+            )
             for c in clips
         }
         self.settings, self.init = s, init
@@ -61,15 +63,41 @@ class Objective:
         return torch.stack([self._penalties(image, loss) for image, loss in pairs])
 
     def _penalties(self, image: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-        """`loss` plus the optional init, smoothness and saturation terms of one picture."""
+        """`loss` plus the optional init, smoothness, symmetry and saturation terms of one
+        picture."""
         s = self.settings
         if s.init_weight and self.init is not None:
             loss = loss + s.init_weight * (image - self.init).pow(2).mean()
         if s.smoothness_weight:
-            dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
-            dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
-            loss = loss + s.smoothness_weight * (dx + dy)
+            loss = loss + s.smoothness_weight * roughness(image, s.tile)
+        if s.symmetry != "none":
+            loss = loss + s.symmetry_weight * asymmetry(image, s.symmetry)
         if s.saturation_weight:
             spread = image.amax(dim=1) - image.amin(dim=1)  # (1, H, W)
             loss = loss + s.saturation_weight * spread.pow(2).mean()
         return loss
+
+
+def roughness(image: torch.Tensor, wrap: bool = False) -> torch.Tensor:
+    """Mean difference between neighbouring pixels, across and down; with `wrap` (a tile) the
+    last column's neighbour is the first (and the last row's the first row)."""
+    if wrap:
+        dx = (image - image.roll(1, dims=-1)).abs().mean()
+        dy = (image - image.roll(1, dims=-2)).abs().mean()
+    else:
+        dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
+        dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+    return dx + dy
+
+
+# symmetry -> the dimensions of (1, 3, H, W) whose mirror image the picture should equal.
+MIRRORS = {"horizontal": (-1,), "vertical": (-2,), "both": (-1, -2)}
+
+
+def asymmetry(image: torch.Tensor, symmetry: str) -> torch.Tensor:
+    """Mean difference between the picture and its mirror image(s) (pixray's symmetry loss):
+    'horizontal' mirrors left-right, 'vertical' top-bottom, 'both' adds the two."""
+    total = image.new_zeros(())
+    for dim in MIRRORS[symmetry]:
+        total = total + (image - image.flip(dim)).abs().mean()
+    return total

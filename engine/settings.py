@@ -15,12 +15,20 @@ from engine import presets
 from engine.camera import CAMERA_FIELDS, canonical, parse_schedule
 from engine.drawers import DEFAULT_STYLE, describe_styles, list_drawers, normalise_style
 from engine.errors import SettingsError
+from engine.noise import INIT_NOISES
+from engine.optimisers import DEFAULT_OPTIMISER, OPTIMISERS
 from engine.prompts import parse_prompts, split_scenes
 
 QUALITIES = tuple(presets.QUALITY)
 ASPECTS = tuple(presets.ASPECT)
 MAX_VARIATIONS = 4  # pictures in one batch (each adds its cutouts to the CLIP batch)
 MAX_SEED = 2**63 - 1
+SYMMETRIES = ("none", "horizontal", "vertical", "both")
+# Fields added after PNGs and run states were first written: a record of the settings (PNG
+# metadata, a run's identity) leaves each out while it has its default, so a picture made
+# without them keeps its bytes, and an older text2art (whose settings forbid unknown fields)
+# still reads it with `--from`.
+QUIET_DEFAULTS = ("optimiser", "symmetry", "symmetry_weight", "tile", "init_noise")
 
 
 def choices(field: str) -> tuple[str, ...] | None:
@@ -28,6 +36,7 @@ def choices(field: str) -> tuple[str, ...] | None:
     free field: the validators check them, and the CLI lists them in its help. The styles are
     the registered drawers (engine.drawers)."""
     named = {"style": tuple(list_drawers()), "quality": QUALITIES, "aspect": ASPECTS}
+    named |= {"optimiser": tuple(OPTIMISERS), "symmetry": SYMMETRIES, "init_noise": INIT_NOISES}
     return named.get(field)
 
 
@@ -164,7 +173,29 @@ class Settings(BaseModel):
         examples=[["ViT-B/32"]],
     )
     learning_rate: float | None = Field(
-        None, gt=0.0, le=100.0, description="Adam step size (default: the style's)."
+        None, gt=0.0, le=100.0, description="The optimiser's step size (default: the style's)."
+    )
+    # -- creative controls (README: Creative controls) -----------------------------------------
+    optimiser: str = Field(
+        DEFAULT_OPTIMISER,
+        description=f"PyTorch's optimiser: {', '.join(OPTIMISERS)}.",
+        examples=[DEFAULT_OPTIMISER],
+    )
+    symmetry: str = Field(
+        "none",
+        description="Mirror symmetry as a loss: none, horizontal (left-right mirror), vertical "
+        "(top-bottom) or both.",
+        examples=["none"],
+    )
+    symmetry_weight: float = Field(
+        1.0, ge=0.0, le=100.0, description="Weight of the symmetry loss (needs symmetry)."
+    )
+    tile: bool = Field(False, description="A seamless tile: the picture wraps around like a torus.")
+    init_noise: str = Field(
+        "default",
+        description="How a picture starts without an init image: pixels, gradient (smooth), "
+        "perlin (fractal) or default (the style's own).",
+        examples=["default"],
     )
     pixel_size: tuple[int, int] | None = Field(
         None,
@@ -208,6 +239,13 @@ class Settings(BaseModel):
     @classmethod
     def _aspect(cls, v: Any) -> str:
         return _choice(v, ASPECTS)
+
+    @field_validator("optimiser", "symmetry", "init_noise", mode="before")
+    @classmethod
+    def _named(cls, v: Any, info: ValidationInfo) -> str:
+        allowed = choices(str(info.field_name))
+        assert allowed is not None, "a named field has choices"
+        return _choice(v, allowed)
 
     @field_validator("size", "pixel_size", mode="before")
     @classmethod
@@ -281,7 +319,17 @@ class ResolvedSettings(Settings):
     seed: int = Field(ge=0, le=MAX_SEED, description="Random seed.")
     cutouts: int = Field(ge=1, description="Augmented crops per step seen by CLIP.")
     clip_models: list[str] = Field(description="CLIP models guiding the run.")
-    learning_rate: float = Field(gt=0.0, le=100.0, description="Adam step size.")
+    learning_rate: float = Field(gt=0.0, le=100.0, description="The optimiser's step size.")
+
+
+def record(settings: Settings, exclude: set[str]) -> dict[str, Any]:
+    """The settings as JSON for a record (PNG metadata, a run's identity), without `exclude`
+    and without the `QUIET_DEFAULTS` that have their default."""
+    data = settings.model_dump(mode="json", exclude=exclude)
+    for name in QUIET_DEFAULTS:
+        if name in data and data[name] == Settings.model_fields[name].get_default():
+            del data[name]
+    return data
 
 
 def picture_seed(first: int, index: int) -> int:

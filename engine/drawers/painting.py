@@ -64,9 +64,17 @@ class PaintingDrawer(Drawer):
         self.points = points.to(ctx.device).requires_grad_(True)
         self.widths = torch.full((len(points),), START_WIDTH, device=ctx.device)
         self.widths.requires_grad_(True)
-        self.colours = colours.to(ctx.device).requires_grad_(True)
         # (3, H, W) init image, or white.
         self.background = ctx.init_image[0] if ctx.init_image is not None else None
+        noise = self.start_noise(size)
+        if (
+            noise is not None
+        ):  # init_noise: the background, and each stroke's colour where it starts
+            x = points[:, 0, 0].long().clamp(0, self.width - 1)
+            y = points[:, 0, 1].long().clamp(0, self.height - 1)
+            colours[:, :3] = noise[0, :, y, x].T
+            self.background = noise[0].to(ctx.device)
+        self.colours = colours.to(ctx.device).requires_grad_(True)
 
     def parameters(self) -> list[dict[str, Any]]:
         """Points at the run's learning rate; widths and colours at CLIPDraw's ratios to it."""

@@ -81,9 +81,12 @@ class PixelDrawer(Drawer):
         self.palette = (
             torch.tensor(parse_palette(s.palette), device=ctx.device) if s.palette else None
         )
+        noise = self.start_noise((self.cols, self.rows))  # init_noise fills the grid
         if ctx.init_image is not None:
             # Cell averages of the init image.  (1, 3, rows, cols)
             start = F.adaptive_avg_pool2d(ctx.init_image, (self.rows, self.cols))
+        elif noise is not None:
+            start = noise
         else:
             start = torch.rand((1, 3, self.rows, self.cols), generator=ctx.generator)
         self.cells = start.to(ctx.device, torch.float32).clone().requires_grad_(True)

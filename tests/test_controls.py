@@ -1,0 +1,170 @@
+"""Creative controls the peers have (issue 29): each is a setting that changes the picture, is
+checked naming its field, resumes exactly and round-trips through `--from`, /generate and /jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from helpers import png_bytes, tiny_settings
+
+from engine import (
+    Cancelled,
+    ModelCache,
+    Result,
+    SettingsError,
+    StateError,
+    decode_state,
+    encode_state,
+    generate,
+    resolve,
+)
+from engine.optimisers import OPTIMISERS
+
+
+def _run(models: ModelCache, **overrides: Any) -> Result:
+    return generate(resolve(tiny_settings(**overrides)), models=models)
+
+
+def _cells(result: Result) -> torch.Tensor:
+    """The picture as (3, H, W) floats in [0, 1]."""
+    data = torch.frombuffer(bytearray(result.image.tobytes()), dtype=torch.uint8)
+    w, h = result.image.size
+    return data.view(h, w, 3).permute(2, 0, 1).float() / 255
+
+
+def _stopped_state(s: Any, models: ModelCache, at: int, state: Any = None) -> Any:
+    """Run (or continue `state`) until 0-based iteration `at`; the state through its file."""
+    calls = [state.iteration if state is not None else 0]
+
+    def stop() -> bool:
+        calls[0] += 1
+        return calls[0] > at
+
+    with pytest.raises(Cancelled) as caught:
+        generate(s, models=models, resume=state, should_stop=stop)
+    assert caught.value.state is not None
+    return decode_state(encode_state(caught.value.state()))
+
+
+# -- optimiser --------------------------------------------------------------------------------
+def test_every_optimiser_runs_and_gives_its_own_picture(models: ModelCache) -> None:
+    pictures = {name: png_bytes(_run(models, optimiser=name).image) for name in OPTIMISERS}
+    assert len(set(pictures.values())) == len(OPTIMISERS), "two optimisers gave one picture"
+    assert pictures["adam"] == png_bytes(_run(models).image)  # the default is today's Adam
+    assert resolve(tiny_settings(optimiser="NAdam")).optimiser == "nadam"
+    with pytest.raises(SettingsError, match="optimiser: unknown value 'sgd'; choose one of adam"):
+        tiny_settings(optimiser="sgd")
+
+
+@pytest.mark.parametrize("optimiser", ["nadam", "rmsprop", "adagrad", "adamax"])
+def test_a_stopped_run_resumes_to_the_same_bytes_with_any_optimiser(
+    optimiser: str, models: ModelCache
+) -> None:
+    s = resolve(tiny_settings(optimiser=optimiser, iterations=6, variations=2))
+    whole = generate(s, models=models)
+    state = _stopped_state(s, models, 3)
+    names = {name.split(".")[2] for name in state.tensors if name.startswith("optim.")}
+    assert names  # the optimiser's own moments travel in the state
+    resumed = generate(s, models=models, resume=state)
+    assert [png_bytes(p) for p in resumed.images] == [png_bytes(p) for p in whole.images]
+    assert resumed.losses == whole.losses
+
+
+def test_a_state_of_another_optimiser_or_with_foreign_moments_is_refused(
+    models: ModelCache,
+) -> None:
+    s = resolve(tiny_settings(optimiser="nadam", iterations=6))
+    state = _stopped_state(s, models, 3)
+    other = resolve(tiny_settings(optimiser="rmsprop", iterations=6))
+    with pytest.raises(StateError, match="optimiser is 'nadam' there, 'rmsprop' here"):
+        generate(other, models=models, resume=state)
+    default = resolve(tiny_settings(iterations=6))
+    with pytest.raises(StateError, match="optimiser is 'nadam' there, None here"):
+        generate(default, models=models, resume=state)
+    for name, value, words in [
+        ("optim.0.mu_product", torch.ones(2), r"mu_product is float32 \[2\], expected \[\]"),
+        ("optim.0.square_avg", torch.ones(1, 3, 8, 8), "not kept by this run's optimiser"),
+    ]:
+        broken = _stopped_state(s, models, 3)
+        broken.tensors[name] = value
+        with pytest.raises(StateError, match=words):
+            generate(s, models=models, resume=broken)
+    broken = _stopped_state(s, models, 3)
+    del broken.tensors["optim.0.mu_product"]
+    with pytest.raises(StateError, match=r"lacks \['mu_product'\]"):
+        generate(s, models=models, resume=broken)
+
+
+# -- symmetry, tile, init_noise -----------------------------------------------------------------
+def _roughness(a: torch.Tensor) -> float:
+    """Mean difference between neighbouring pixels inside the picture, across and down."""
+    return float((a[:, :, 1:] - a[:, :, :-1]).abs().mean() + (a[:, 1:] - a[:, :-1]).abs().mean())
+
+
+def _seam(a: torch.Tensor) -> float:
+    """Mean difference across the wrap-around edges (last column to first, last row to first)."""
+    return float((a[:, :, 0] - a[:, :, -1]).abs().mean() + (a[:, 0] - a[:, -1]).abs().mean())
+
+
+def test_symmetry_makes_the_picture_its_own_mirror_image(models: ModelCache) -> None:
+    def mirror_gap(picture: torch.Tensor, dim: int) -> float:
+        return float((picture - picture.flip(dim)).abs().mean())
+
+    free = _cells(_run(models, iterations=20))
+    across = _cells(_run(models, iterations=20, symmetry="horizontal"))
+    down = _cells(_run(models, iterations=20, symmetry="vertical", symmetry_weight=5))
+    assert mirror_gap(across, -1) < 0.2 * mirror_gap(free, -1)
+    assert mirror_gap(across, -2) > 0.5 * mirror_gap(free, -2)  # only the asked mirror
+    assert mirror_gap(down, -2) < 0.2 * mirror_gap(free, -2)
+    with pytest.raises(SettingsError, match="symmetry: unknown value 'diagonal'; choose one of"):
+        tiny_settings(symmetry="diagonal")
+    with pytest.raises(SettingsError, match="symmetry_weight: has no effect without symmetry"):
+        resolve(tiny_settings(symmetry_weight=3))
+
+
+def test_tile_makes_the_wrap_around_edge_as_smooth_as_the_inside(models: ModelCache) -> None:
+    plain = _cells(_run(models, iterations=20, smoothness_weight=50))
+    tiled = _cells(_run(models, iterations=20, smoothness_weight=50, tile=True))
+    assert _seam(tiled) < 1.25 * _roughness(tiled)
+    assert _seam(plain) > 1.5 * _roughness(plain)  # without tile the edges do not meet
+
+
+def test_a_tile_animation_wraps_what_the_camera_moves_out(models: ModelCache) -> None:
+    from engine.camera import Camera
+
+    picture = torch.rand(1, 3, 8, 12)
+    moved = Camera(translate_x=3, wrap=True).warp(picture)
+    assert torch.allclose(moved, picture.roll(3, dims=-1), atol=1e-5)
+    result = _run(models, tile=True, frames=3, frame_iterations=1, translate_x=4, iterations=2)
+    assert result.settings.tile and len(result.images) == 1
+
+
+@pytest.mark.parametrize("style", ["pixel art", "painting"])
+def test_init_noise_gradient_starts_smooth_and_pixels_do_not(
+    style: str, models: ModelCache
+) -> None:
+    def start(kind: str) -> torch.Tensor:
+        return _cells(_run(models, style=style, strokes=16, iterations=1, init_noise=kind))
+
+    pixels, gradient, perlin = start("pixels"), start("gradient"), start("perlin")
+    assert _roughness(gradient) < 0.2 * _roughness(pixels)
+    assert _roughness(perlin) < 0.5 * _roughness(pixels)
+    assert png_bytes(_run(models, style=style, strokes=16, iterations=1).image) != png_bytes(
+        _run(models, style=style, strokes=16, iterations=1, init_noise="gradient").image
+    )
+
+
+def test_init_noise_is_checked_and_the_image_style_encodes_it(
+    models: ModelCache, tmp_path: Any
+) -> None:
+    image = {"style": "image", "vqgan_model": "tiny-random", "iterations": 1}
+    default = png_bytes(_run(models, **image).image)
+    assert png_bytes(_run(models, **image, init_noise="pixels").image) != default
+    with pytest.raises(SettingsError, match="init_noise: unknown value 'snow'; choose one of"):
+        tiny_settings(init_noise="snow")
+    init = tmp_path / "init.png"
+    init.write_bytes(png_bytes(size=(32, 32)))
+    with pytest.raises(SettingsError, match="init_noise: the init image is the start"):
+        resolve(tiny_settings(init_image=str(init), init_noise="perlin"))
