@@ -34,6 +34,7 @@ FORM_FIELDS = (
     "prompts", "seed", "iterations", "quality", "aspect", "scale", "style", "make_video", "size",
     "init_image", "image_prompts", "variations",
     "frames", "frame_iterations", "zoom", "angle", "translate_x", "translate_y", "fps",
+    "optimiser", "learning_rate", "symmetry", "symmetry_weight", "tile", "init_noise",
 )  # fmt: skip
 UPLOADS = ("init_image", "image_prompts")
 # How a field travels in a form when not as its `Settings` type: uploads are files, a size is
@@ -47,7 +48,8 @@ _FORM_TYPES: dict[str, Any] = {
 _EXAMPLES: dict[str, list[Any]] = {
     "seed": [42], "make_video": [False], "size": ["256x256"], "variations": [1], "frames": [0],
     "frame_iterations": [20], "zoom": ["1"], "angle": ["0"], "translate_x": ["0"],
-    "translate_y": ["0"], "fps": [12],
+    "translate_y": ["0"], "fps": [12], "learning_rate": [0.1], "symmetry_weight": [1.0],
+    "tile": [False],
 }  # fmt: skip
 # The card's defaults where they differ from the engine's (the engine lets the quality decide);
 # they are resolution defaults: a value the client or the chosen model gives wins.

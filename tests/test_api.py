@@ -30,6 +30,8 @@ CARD_FIELDS = [
     "size", "init_image", "image_prompts", "variations",
     # an animation's (issue 28)
     "frames", "frame_iterations", "zoom", "angle", "translate_x", "translate_y", "fps",
+    # the creative controls (issue 29)
+    "optimiser", "learning_rate", "symmetry", "symmetry_weight", "tile", "init_noise",
 ]  # fmt: skip
 
 

@@ -3,21 +3,25 @@ checked naming its field, resumes exactly and round-trips through `--from`, /gen
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from helpers import png_bytes, tiny_settings
+from helpers import png_bytes, run_cli, tiny_settings
 
 from engine import (
     Cancelled,
     ModelCache,
     Result,
+    Settings,
     SettingsError,
     StateError,
     decode_state,
     encode_state,
     generate,
+    read_png_settings,
     resolve,
 )
 from engine.optimisers import OPTIMISERS
@@ -168,3 +172,75 @@ def test_init_noise_is_checked_and_the_image_style_encodes_it(
     init.write_bytes(png_bytes(size=(32, 32)))
     with pytest.raises(SettingsError, match="init_noise: the init image is the start"):
         resolve(tiny_settings(init_image=str(init), init_noise="perlin"))
+
+
+# -- every control through --from, POST /generate and POST /jobs -------------------------------
+# Each new field at a value other than its default, as the CLI, a form and the metadata spell it.
+CONTROLS: dict[str, Any] = {
+    "optimiser": "nadam",
+    "learning_rate": 0.05,
+    "symmetry": "horizontal",
+    "symmetry_weight": 2.0,
+    "tile": True,
+    "init_noise": "gradient",
+}
+CLI = ["generate", "a red circle", "--clip-model", "tiny-random", "--style", "pixel art"]
+CLI += ["--size", "32x32", "--cutouts", "4", "--iterations", "2", "--seed", "4"]
+
+
+def _flags(values: dict[str, Any]) -> list[str]:
+    flags: list[str] = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        flags += [flag] if value is True else [flag, str(value)]
+    return flags
+
+
+def test_every_control_round_trips_through_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, again = tmp_path / "first.png", tmp_path / "again.png"
+    code, _, err = run_cli([*CLI, *_flags(CONTROLS), "--out", str(first)], capsys)
+    assert code == 0, err
+    stored = read_png_settings(first)
+    assert {name: stored[name] for name in CONTROLS} == CONTROLS
+    code, _, err = run_cli(["generate", "--from", str(first), "--out", str(again)], capsys)
+    assert code == 0, err
+    assert again.read_bytes() == first.read_bytes()
+    # At their defaults the controls stay out of the metadata (older PNGs read the same).
+    plain = tmp_path / "plain.png"
+    assert run_cli([*CLI, "--out", str(plain)], capsys)[0] == 0
+    assert not {"optimiser", "symmetry", "tile", "init_noise"} & set(read_png_settings(plain))
+    code, _, err = run_cli([*CLI, "--optimiser", "lbfgs", "--out", str(plain)], capsys)
+    assert code == 2 and "error: optimiser: unknown value 'lbfgs'; choose one of" in err
+
+
+def test_every_control_round_trips_through_generate_and_jobs(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    from helpers import job_state, jobs_config, serving, submit, wait_for
+
+    from engine.output import read_png_settings as read_settings
+
+    form = {
+        name: str(value).lower() if value is True else str(value)
+        for name, value in CONTROLS.items()
+    }
+    with serving(jobs_config(tmp_path), models) as client:
+        answer = client.post(
+            "/generate", data={"prompts": "a castle", "style": "pixel art", "size": "32x32",
+                               "iterations": "2", **form},
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        header = json.loads(answer.headers["x-settings"])
+        assert {name: header[name] for name in CONTROLS} == CONTROLS
+        (tmp_path / "sync.png").write_bytes(answer.content)
+        stored = read_settings(tmp_path / "sync.png")
+        assert {name: stored[name] for name in CONTROLS} == CONTROLS
+        assert Settings.create(**stored).optimiser == "nadam"
+        job = submit(client, iterations=2, **form)
+        done = wait_for(lambda: job_state(client, job["id"], "succeeded"), 120, "the job")
+        assert {name: done["settings"][name] for name in CONTROLS} == CONTROLS
+        for name, value in [("optimiser", "sgd"), ("symmetry", "radial"), ("init_noise", "x")]:
+            bad = client.post("/jobs", data={"prompts": "a castle", name: value})
+            assert bad.status_code == 422 and name in bad.text, bad.text
