@@ -42,6 +42,8 @@ def _settings_options() -> list[click.Option]:
             )
         else:
             default = None if info.is_required() else info.get_default(call_default_factory=True)
+            if isinstance(default, list):  # a comma-separated list (augments)
+                default = ",".join(default)
             shown = f" [default: {default}]" if default not in (None, [], "") else ""
             options.append(
                 click.Option(
@@ -66,6 +68,7 @@ _METAVARS = {
     "image_prompts": "FILE",
     "init_image": "FILE",
     "vqgan_model": "NAME",
+    "augments": "NAMES",
 }
 
 

@@ -35,6 +35,7 @@ FORM_FIELDS = (
     "init_image", "image_prompts", "variations",
     "frames", "frame_iterations", "zoom", "angle", "translate_x", "translate_y", "fps",
     "optimiser", "learning_rate", "symmetry", "symmetry_weight", "tile", "init_noise",
+    "augments", "cut_power",
 )  # fmt: skip
 UPLOADS = ("init_image", "image_prompts")
 # How a field travels in a form when not as its `Settings` type: uploads are files, a size is
@@ -42,6 +43,7 @@ UPLOADS = ("init_image", "image_prompts")
 _FORM_TYPES: dict[str, Any] = {
     "scale": float,
     "size": str | None,
+    "augments": str,
     "init_image": UploadFile | None,
     "image_prompts": list[UploadFile] | None,
 }
@@ -49,7 +51,7 @@ _EXAMPLES: dict[str, list[Any]] = {
     "seed": [42], "make_video": [False], "size": ["256x256"], "variations": [1], "frames": [0],
     "frame_iterations": [20], "zoom": ["1"], "angle": ["0"], "translate_x": ["0"],
     "translate_y": ["0"], "fps": [12], "learning_rate": [0.1], "symmetry_weight": [1.0],
-    "tile": [False],
+    "tile": [False], "cut_power": [1.0],
 }  # fmt: skip
 # The card's defaults where they differ from the engine's (the engine lets the quality decide);
 # they are resolution defaults: a value the client or the chosen model gives wins.
@@ -86,7 +88,8 @@ def default_of(name: str) -> Any:
     """The form's default for a setting: the card's, else the engine's."""
     if name in CARD_DEFAULTS:
         return CARD_DEFAULTS[name]
-    return Settings.model_fields[name].get_default(call_default_factory=True)
+    default = Settings.model_fields[name].get_default(call_default_factory=True)
+    return ",".join(default) if isinstance(default, list) else default  # a form sends text
 
 
 def describe(name: str) -> str:

@@ -35,8 +35,14 @@ class Objective:
         ]
         self.cutouts = {
             _views_key(c): Cutouts(
-                c.input_size, s.cutouts, zoom=c.zoom_views, wide=c.view_strength, wrap=s.tile
-            )
+                c.input_size,
+                s.cutouts,
+                zoom=c.zoom_views,
+                wide=c.view_strength,
+                wrap=s.tile,
+                augments=s.augments,
+                cut_power=s.cut_power,
+            )  # fmt: skip
             for c in clips
         }
         self.settings, self.init = s, init

@@ -29,6 +29,30 @@ ASPECT: dict[str, tuple[int, int]] = {
 
 DEFAULT_CUTOUTS = 40
 
+# The cutouts' augmentations by name, in the order they are applied (engine.cutouts), with the
+# spellings also accepted; the default is clipit's set (what every run used before the choice).
+AUGMENTS = ("affine", "perspective", "colour", "sharpness", "flip", "erasing", "noise")
+AUGMENT_ALIASES = {
+    "color": "colour",
+    "jitter": "colour",
+    "erase": "erasing",
+    "sharpen": "sharpness",
+}
+DEFAULT_AUGMENTS = ("affine", "perspective", "colour", "noise")
+
+
+def parse_augments(value: str | list[str]) -> list[str]:
+    """'flip, affine' or a list -> the named augmentations in `AUGMENTS` order; 'none' (or
+    nothing) is none; ValueError listing the names."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = {str(i).strip().lower() for i in items} - {"", "none"}
+    names = {AUGMENT_ALIASES.get(n, n) for n in names}
+    unknown = sorted(names - set(AUGMENTS))
+    if unknown:
+        raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(AUGMENTS)}")
+    return [name for name in AUGMENTS if name in names]
+
+
 # Pixel-art palettes by name (a palette may also be given as hex colours).
 PALETTES: dict[str, list[str]] = {
     "pico8": [

@@ -28,7 +28,9 @@ SYMMETRIES = ("none", "horizontal", "vertical", "both")
 # metadata, a run's identity) leaves each out while it has its default, so a picture made
 # without them keeps its bytes, and an older text2art (whose settings forbid unknown fields)
 # still reads it with `--from`.
-QUIET_DEFAULTS = ("optimiser", "symmetry", "symmetry_weight", "tile", "init_noise")
+QUIET_DEFAULTS = (
+    "optimiser", "symmetry", "symmetry_weight", "tile", "init_noise", "augments", "cut_power",
+)  # fmt: skip
 
 
 def choices(field: str) -> tuple[str, ...] | None:
@@ -165,6 +167,19 @@ class Settings(BaseModel):
     cutouts: int | None = Field(
         None, ge=1, description="Augmented crops per step seen by CLIP (default 40)."
     )
+    augments: list[str] = Field(
+        default_factory=lambda: list(presets.DEFAULT_AUGMENTS),
+        description="The cutouts' augmentations, comma-separated, from "
+        f"{', '.join(presets.AUGMENTS)} (or none; default {','.join(presets.DEFAULT_AUGMENTS)}).",
+        examples=[",".join(presets.DEFAULT_AUGMENTS)],
+    )
+    cut_power: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description="Shapes the cutouts' sizes: above 1 more small crops (detail), below 1 more "
+        "large ones (nerdyrodent's -cutp).",
+    )
     clip_models: list[str] | None = Field(
         None,
         description="CLIP models by clipit's names (ViT-B/32, ViT-B/16, RN50, ...), the bundled "
@@ -276,6 +291,11 @@ class Settings(BaseModel):
         items = [str(m).strip() for m in items if str(m).strip()]
         return items or None
 
+    @field_validator("augments", mode="before")
+    @classmethod
+    def _augments(cls, v: Any) -> list[str]:
+        return presets.parse_augments(v if v is not None else "none")
+
     @field_validator("palette", mode="before")
     @classmethod
     def _palette(cls, v: Any) -> str | list[str] | None:
@@ -327,9 +347,14 @@ def record(settings: Settings, exclude: set[str]) -> dict[str, Any]:
     and without the `QUIET_DEFAULTS` that have their default."""
     data = settings.model_dump(mode="json", exclude=exclude)
     for name in QUIET_DEFAULTS:
-        if name in data and data[name] == Settings.model_fields[name].get_default():
+        if name in data and data[name] == _default(name):
             del data[name]
     return data
+
+
+def _default(name: str) -> Any:
+    default = Settings.model_fields[name].get_default(call_default_factory=True)
+    return list(default) if isinstance(default, list | tuple) else default
 
 
 def picture_seed(first: int, index: int) -> int:

@@ -174,6 +174,43 @@ def test_init_noise_is_checked_and_the_image_style_encodes_it(
         resolve(tiny_settings(init_image=str(init), init_noise="perlin"))
 
 
+# -- augments and cut_power ----------------------------------------------------------------------
+def test_each_augmentation_changes_the_views_and_cut_power_their_size() -> None:
+    from engine.cutouts import Cutouts, zoom_quads
+    from engine.presets import AUGMENTS, DEFAULT_AUGMENTS
+
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+
+    def views(augments: set[str]) -> torch.Tensor:
+        return Cutouts(16, 16, augments=sorted(augments))(image, torch.Generator().manual_seed(2))
+
+    today = views(set(DEFAULT_AUGMENTS))
+    assert torch.equal(today, Cutouts(16, 16)(image, torch.Generator().manual_seed(2)))
+    for name in AUGMENTS:
+        toggled = views(set(DEFAULT_AUGMENTS) ^ {name})
+        assert not torch.equal(toggled, today), f"{name} changed nothing"
+    assert torch.equal(views(set()), views(set())) and not torch.equal(views(set()), today)
+
+    def mean_area(power: float) -> float:
+        quads = zoom_quads(2000, 100, 100, torch.Generator().manual_seed(3), power)
+        sides = quads.amax(dim=1) - quads.amin(dim=1)  # (n, 2)
+        return float(sides.prod(dim=1).mean())
+
+    assert mean_area(3.0) < 0.7 * mean_area(1.0) and mean_area(0.3) > 1.3 * mean_area(1.0)
+
+
+def test_augments_are_named_from_a_list_and_change_the_picture(models: ModelCache) -> None:
+    assert tiny_settings(augments="Flip, color,none").augments == ["colour", "flip"]
+    assert tiny_settings(augments="none").augments == []
+    with pytest.raises(SettingsError, match="augments: unknown augmentation 'blur'; choose from"):
+        tiny_settings(augments="affine,blur")
+    with pytest.raises(SettingsError, match="cut_power: Input should be greater than 0"):
+        tiny_settings(cut_power=0)
+    today = png_bytes(_run(models).image)
+    assert png_bytes(_run(models, augments="affine,erasing,sharpness").image) != today
+    assert png_bytes(_run(models, cut_power=3).image) != today
+
+
 # -- every control through --from, POST /generate and POST /jobs -------------------------------
 # Each new field at a value other than its default, as the CLI, a form and the metadata spell it.
 CONTROLS: dict[str, Any] = {
@@ -183,16 +220,25 @@ CONTROLS: dict[str, Any] = {
     "symmetry_weight": 2.0,
     "tile": True,
     "init_noise": "gradient",
+    "augments": ["affine", "flip", "noise"],
+    "cut_power": 2.5,
 }
 CLI = ["generate", "a red circle", "--clip-model", "tiny-random", "--style", "pixel art"]
 CLI += ["--size", "32x32", "--cutouts", "4", "--iterations", "2", "--seed", "4"]
+
+
+def _text(value: Any) -> str:
+    """A value as a flag or a form field spells it."""
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _flags(values: dict[str, Any]) -> list[str]:
     flags: list[str] = []
     for name, value in values.items():
         flag = "--" + name.replace("_", "-")
-        flags += [flag] if value is True else [flag, str(value)]
+        flags += [flag] if value is True else [flag, _text(value)]
     return flags
 
 
@@ -210,7 +256,7 @@ def test_every_control_round_trips_through_from(
     # At their defaults the controls stay out of the metadata (older PNGs read the same).
     plain = tmp_path / "plain.png"
     assert run_cli([*CLI, "--out", str(plain)], capsys)[0] == 0
-    assert not {"optimiser", "symmetry", "tile", "init_noise"} & set(read_png_settings(plain))
+    assert not set(CONTROLS) - {"learning_rate"} & set(read_png_settings(plain))
     code, _, err = run_cli([*CLI, "--optimiser", "lbfgs", "--out", str(plain)], capsys)
     assert code == 2 and "error: optimiser: unknown value 'lbfgs'; choose one of" in err
 
@@ -222,10 +268,7 @@ def test_every_control_round_trips_through_generate_and_jobs(
 
     from engine.output import read_png_settings as read_settings
 
-    form = {
-        name: str(value).lower() if value is True else str(value)
-        for name, value in CONTROLS.items()
-    }
+    form = {name: _text(value) for name, value in CONTROLS.items()}
     with serving(jobs_config(tmp_path), models) as client:
         answer = client.post(
             "/generate", data={"prompts": "a castle", "style": "pixel art", "size": "32x32",
@@ -241,6 +284,7 @@ def test_every_control_round_trips_through_generate_and_jobs(
         job = submit(client, iterations=2, **form)
         done = wait_for(lambda: job_state(client, job["id"], "succeeded"), 120, "the job")
         assert {name: done["settings"][name] for name in CONTROLS} == CONTROLS
-        for name, value in [("optimiser", "sgd"), ("symmetry", "radial"), ("init_noise", "x")]:
+        for name, value in [("optimiser", "sgd"), ("symmetry", "radial"), ("init_noise", "x"),
+                            ("augments", "blur"), ("cut_power", "0")]:  # fmt: skip
             bad = client.post("/jobs", data={"prompts": "a castle", name: value})
             assert bad.status_code == 422 and name in bad.text, bad.text
