@@ -38,7 +38,14 @@ from typing import Any, Literal, TypeVar
 from PIL import Image
 
 from api.errors import StorageError
-from engine import MAX_VARIATIONS, Result, Settings, output_filename
+from engine import (
+    MAX_VARIATIONS,
+    Result,
+    Settings,
+    image_prompt_entry,
+    output_filename,
+    parse_image_prompt,
+)
 from engine.errors import one_line
 
 MEDIA_TYPES = {"png": "image/png", "mp4": "video/mp4", "svg": "image/svg+xml"}
@@ -126,7 +133,9 @@ def uploads_relative(settings: Settings, root: Path) -> Settings:
 
 
 def _move_uploads(settings: S, move: Callable[[str], str]) -> S:
-    update: dict[str, Any] = {"image_prompts": [move(p) for p in settings.image_prompts]}
+    prompts = [parse_image_prompt(entry) for entry in settings.image_prompts]
+    moved = [image_prompt_entry(move(p.text), p.weight, p.stop) for p in prompts]
+    update: dict[str, Any] = {"image_prompts": moved}
     if settings.init_image:
         update["init_image"] = move(settings.init_image)
     return settings.model_copy(update=update)

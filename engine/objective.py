@@ -9,12 +9,12 @@ from PIL import Image
 from engine.cutouts import Cutouts
 from engine.images import open_rgb
 from engine.perceptor import ClipModel, Targets, build_targets
-from engine.prompts import parse_prompts, split_scenes
+from engine.prompts import parse_image_prompt, parse_prompts, split_scenes
 from engine.resolve import ResolvedSettings
 
 
-def _open_image_prompts(paths: list[str]) -> list[Image.Image]:
-    return [open_rgb(p, "image_prompts") for p in paths]
+def _open_image_prompts(entries: list[str]) -> list[Image.Image]:
+    return [open_rgb(parse_image_prompt(e).text, "image_prompts") for e in entries]
 
 
 def _views_key(clip: ClipModel) -> tuple[int, bool, float]:
@@ -27,10 +27,11 @@ class Objective:
 
     def __init__(self, s: ResolvedSettings, clips: list[ClipModel], init: torch.Tensor | None):
         images = _open_image_prompts(s.image_prompts)  # every scene's
+        weights = [parse_image_prompt(entry) for entry in s.image_prompts]
         self.clips = clips
         # targets[scene][model]: a story's scenes each have their own (one scene without '^').
         self.targets: list[list[Targets]] = [
-            [build_targets(c, parse_prompts(scene), images) for c in clips]
+            [build_targets(c, parse_prompts(scene), images, weights) for c in clips]
             for scene in split_scenes(s.prompts)
         ]
         self.cutouts = {

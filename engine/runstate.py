@@ -42,6 +42,7 @@ from engine.errors import CheckpointError, StateError, one_line
 from engine.files import atomic_write_bytes
 from engine.optimisers import SCALARS, state_keys
 from engine.prepare import run_vqgan
+from engine.prompts import image_prompt_entry, parse_image_prompt
 from engine.settings import ResolvedSettings, record
 from engine.version import __version__
 
@@ -95,12 +96,18 @@ def run_identity(s: ResolvedSettings) -> dict[str, Any]:
     keep them under another path) and the weights files it reads (by size)."""
     data = record(s, _MACHINE_FIELDS)
     data["init_image"] = _digest(s.init_image) if s.init_image else None
-    data["image_prompts"] = [_digest(p) for p in s.image_prompts]
+    data["image_prompts"] = [_image_prompt_digest(p) for p in s.image_prompts]
     models = {
         label: path.stat().st_size if path.is_file() else None
         for label, _, path in catalog.run_files(s.clip_models, run_vqgan(s))
     }
     return {"settings": data, "models": models}
+
+
+def _image_prompt_digest(entry: str) -> str:
+    """An image prompt by its file's content, with its weight and stop."""
+    prompt = parse_image_prompt(entry)
+    return image_prompt_entry(_digest(prompt.text), prompt.weight, prompt.stop)
 
 
 def _digest(path: str) -> str:

@@ -17,7 +17,7 @@ from engine.drawers import DEFAULT_STYLE, describe_styles, list_drawers, normali
 from engine.errors import SettingsError
 from engine.noise import INIT_NOISES
 from engine.optimisers import DEFAULT_OPTIMISER, OPTIMISERS
-from engine.prompts import parse_prompts, split_scenes
+from engine.prompts import image_prompt_entry, parse_image_prompt, parse_prompts, split_scenes
 
 QUALITIES = tuple(presets.QUALITY)
 ASPECTS = tuple(presets.ASPECT)
@@ -93,7 +93,8 @@ class Settings(BaseModel):
     )
     image_prompts: list[str] = Field(
         default_factory=list,
-        description="Image files whose CLIP embedding is a target, like a text prompt.",
+        description="Image files whose CLIP embedding is a target, like a text prompt; "
+        "'file.png:0.5' gives a weight (negative: away from it) and ':0.5:0.2' a stop.",
     )
     init_image: str | None = Field(
         None, description="Image file to start from instead of noise.", examples=[None]
@@ -281,6 +282,12 @@ class Settings(BaseModel):
             return "1" if info.field_name == "zoom" else "0"
         parse_schedule(v, str(info.field_name))  # raises ValueError saying where
         return canonical(v)
+
+    @field_validator("image_prompts")
+    @classmethod
+    def _image_prompts(cls, v: list[str]) -> list[str]:
+        parsed = [parse_image_prompt(entry) for entry in v]  # raises ValueError with the reason
+        return [image_prompt_entry(p.text, p.weight, p.stop) for p in parsed]
 
     @field_validator("clip_models", mode="before")
     @classmethod

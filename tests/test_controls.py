@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from helpers import png_bytes, run_cli, tiny_settings
+from PIL import Image
 
 from engine import (
     Cancelled,
@@ -288,3 +289,65 @@ def test_every_control_round_trips_through_generate_and_jobs(
                             ("augments", "blur"), ("cut_power", "0")]:  # fmt: skip
             bad = client.post("/jobs", data={"prompts": "a castle", name: value})
             assert bad.status_code == 422 and name in bad.text, bad.text
+
+
+# -- image prompt weights --------------------------------------------------------------------------
+def test_image_prompt_weights_are_read_like_text_prompt_weights(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    from engine.perceptor import build_targets
+    from engine.prompts import parse_image_prompt
+
+    red = tmp_path / "red.png"
+    red.write_bytes(png_bytes(size=(32, 32), colour="red"))
+    entries = tiny_settings(image_prompts=[f"{red}:1", f"{red}:0.5", f"{red}:-1:0.2"]).image_prompts
+    assert entries == [str(red), f"{red}:0.5", f"{red}:-1:0.2"]  # weight 1 is the plain file
+    assert tiny_settings(image_prompts=["a:b.png"]).image_prompts == ["a:b.png"]  # not a number
+    with pytest.raises(SettingsError, match="image_prompts: a prompt's weight must be between"):
+        tiny_settings(image_prompts=[f"{red}:5000"])
+    clip = models.clip("tiny-random", torch.device("cpu"))
+    image = Image.open(red)
+    weights = [parse_image_prompt(entry) for entry in entries]
+    targets = build_targets(clip, [], [image] * 3, weights)
+    assert targets.weights.tolist() == [1.0, 0.5, -1.0]
+    assert targets.stops[2].item() == pytest.approx(0.2)
+    pictures = {
+        w: png_bytes(_run(models, image_prompts=[f"{red}:{w}"], iterations=3).image)
+        for w in ("1", "0.5", "-1")
+    }
+    assert len(set(pictures.values())) == 3  # the weight changes the picture
+    assert pictures["1"] == png_bytes(_run(models, image_prompts=[str(red)], iterations=3).image)
+
+
+def test_image_prompt_weights_through_the_cli_and_the_form(
+    tmp_path: Path, models: ModelCache, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from helpers import job_state, jobs_config, serving, wait_for
+
+    red = tmp_path / "red.png"
+    red.write_bytes(png_bytes(size=(32, 32), colour="red"))
+    first, again = tmp_path / "first.png", tmp_path / "again.png"
+    code, _, err = run_cli([*CLI, "--image-prompt", f"{red}:-0.5", "--out", str(first)], capsys)
+    assert code == 0, err
+    assert read_png_settings(first)["image_prompts"] == [f"{red}:-0.5"]
+    assert run_cli(["generate", "--from", str(first), "--out", str(again)], capsys)[0] == 0
+    assert again.read_bytes() == first.read_bytes()
+    fields = {"prompts": "a castle", "style": "pixel art", "size": "32x32", "iterations": "2"}
+    files = [("image_prompts", ("a.png", red.read_bytes(), "image/png"))] * 2
+    with serving(jobs_config(tmp_path / "site"), models) as client:
+        answer = client.post(
+            "/generate", data={**fields, "image_prompt_weights": "0.5, -1:0.2"}, files=files
+        )
+        assert answer.status_code == 200, answer.text
+        stored = json.loads(answer.headers["x-settings"])["image_prompts"]
+        assert [entry.rsplit(".png", 1)[1] for entry in stored] == [":0.5", ":-1:0.2"]
+        job = client.post("/jobs", data={**fields, "image_prompt_weights": "-2, 3"}, files=files)
+        assert job.status_code == 202, job.text
+        done = wait_for(lambda: job_state(client, job.json()["id"], "succeeded"), 120, "the job")
+        assert [e.rsplit(".png", 1)[1] for e in done["settings"]["image_prompts"]] == [":-2", ":3"]
+        for weights, words in [("0.5", "1 weights for 2 image prompts"), ("a, b", "not a weight")]:
+            bad = client.post(
+                "/jobs", data={**fields, "image_prompt_weights": weights}, files=files
+            )
+            assert bad.status_code == 422 and "image_prompt_weights" in bad.text, bad.text
+            assert words in bad.text
