@@ -222,10 +222,10 @@ def image_weights(form: GenerateForm) -> list[tuple[float, float]]:
     weights = []
     for part in parts:
         try:
-            prompt = parse_image_prompt(f"image:{part}")
+            prompt = parse_image_prompt(f"file:{part}")
         except ValueError as exc:
             raise SettingsError(WEIGHTS_FIELD, str(exc)) from None
-        if prompt.text != "image":
+        if prompt.text != "file":
             raise SettingsError(WEIGHTS_FIELD, f"{part!r} is not a weight like 0.5 or -1:0.2")
         weights.append((prompt.weight, prompt.stop))
     return weights
