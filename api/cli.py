@@ -172,20 +172,15 @@ def _generate_with_progress(
     from tqdm import tqdm
 
     from api.cli_resume import StopOnSignal, finish_resumed, save_stopped
-    from api.cli_run import frame_writer, prepare, progress
+    from api.cli_run import frame_writer, prepare, progress, step_writer
     from engine import Cancelled, SettingsError, generate
     from engine.errors import one_line
 
     device, models = prepare(settings)
     video = out_path.with_suffix(".mp4") if settings.wants_video else None
     first = state.iteration if state is not None else 0
-    bar = tqdm(
-        total=settings.total_iterations,
-        initial=first,
-        unit="it",
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
+    bar = tqdm(total=settings.total_iterations, initial=first, unit="it", dynamic_ncols=True,
+               file=sys.stderr)  # fmt: skip
     on_step = progress(bar, device)
 
     try:
@@ -198,6 +193,7 @@ def _generate_with_progress(
                 models=models,
                 resume=state,
                 on_frame=frame_writer(frames_dir),
+                on_save=step_writer(out_path, settings.save_every),
             )
     except Cancelled as exc:
         bar.close()
@@ -226,6 +222,11 @@ def _write_outputs(result: Any, out_path: Path) -> None:
     files = save_outputs(result, out_path.parent, out_path.stem)
     for path in files.values():
         click.echo(f"wrote {path}")
+    every = result.settings.save_every
+    if every:
+        saved = len(result.losses) // every
+        steps = out_path.parent / out_path.stem
+        click.echo(f"wrote {steps}/step-*.png ({saved} pictures, one every {every} iterations)")
     if len(result.seeds) > 1:
         seeds = ", ".join(str(seed) for seed in result.seeds)
         click.echo(f"seeds {seeds} (the sheet {files['png'].name}, then each picture)")

@@ -60,13 +60,15 @@ def run_engine(
     resume: RunState | None = None,
     checkpoint: Checkpoint | None = None,
     on_frame: Callable[[int, Image.Image], None] | None = None,
+    on_save: Callable[[int, Image.Image], Any] | None = None,
     engine: EngineFn | None = None,
 ) -> Result:
     """Run `engine` (default `engine.generate`) in `gpu.slot(cancel, bounded=...)`; blocking.
 
     Raises `GpuBusy` when a bounded caller finds the queue full, `Cancelled`, `SettingsError`,
-    `StateError`, or `RunFailed` for any other failure of the run. `resume`, `checkpoint` and
-    `on_frame` go to the engine only when given (a caller's engine need not know them).
+    `StateError`, or `RunFailed` for any other failure of the run. `resume`, `checkpoint`,
+    `on_frame` and `on_save` go to the engine only when given (a caller's engine need not know
+    them).
     """
     cancel = cancel or threading.Event()
     run = engine or generate  # looked up per call, so a test may replace `generate`
@@ -75,6 +77,8 @@ def run_engine(
         extra["checkpoint"] = checkpoint
     if on_frame is not None:
         extra["on_frame"] = on_frame
+    if on_save is not None:
+        extra["on_save"] = on_save
     with gpu.slot(cancel, bounded=bounded):
         try:
             return run(

@@ -142,13 +142,15 @@ def generate(
     resume: RunState | None = None,
     checkpoint: Checkpoint | None = None,
     on_frame: Callable[[int, Image.Image], None] | None = None,
+    on_save: Callable[[int, Image.Image], None] | None = None,
 ) -> Result:
     """Optimise the style's drawer until CLIP finds the prompts in the image (VQGAN+CLIP loop).
 
     `settings` are resolved here unless they are `ResolvedSettings` already (the CLI and the
     service resolve once); either way they are checked against `limits` (default `Limits()`).
     An animation (`frames` > 0) is frame after frame of that loop, the camera moving the picture
-    between two; `on_frame(index, picture)` sees each finished frame (0-based).
+    between two; `on_frame(index, picture)` sees each finished frame (0-based), and
+    `on_save(iteration, picture)` the picture after every `save_every`-th iteration (1-based).
 
     A stopped run continues: the `Cancelled` that `should_stop()` causes carries the run's
     state, `checkpoint` is offered it whenever due, and `resume=state` continues from it to the
@@ -172,7 +174,7 @@ def generate(
         ]
         loop = _Loop(s, drawers, Objective(s, clips, init), gens, recorder, device)
         loop.restore(resume)
-        losses = loop.run(on_step, should_stop, checkpoint, on_frame)
+        losses = loop.run(on_step, should_stop, checkpoint, on_frame, on_save)
         finals = loop.finish(on_frame)
     except BaseException:
         if recorder is not None:
@@ -180,17 +182,11 @@ def generate(
         raise
     images, svgs = [to_pil(final) for final in finals], [drawer.to_svg() for drawer in drawers]
     return Result(
-        image=contact_sheet(images),
-        settings=s,
-        losses=losses,
-        elapsed=time.perf_counter() - start,
-        svg=svgs[0] if len(svgs) == 1 else None,
+        image=contact_sheet(images), settings=s, losses=losses,
+        elapsed=time.perf_counter() - start, svg=svgs[0] if len(svgs) == 1 else None,
         video_path=Path(video_path) if recorder is not None and video_path else None,
-        images=images,
-        seeds=seeds,
-        svgs=svgs,
-        resumed_from=loop.first,
-    )
+        images=images, seeds=seeds, svgs=svgs, resumed_from=loop.first,
+    )  # fmt: skip
 
 
 def _start_video(s: ResolvedSettings, video_path: str | Path | None) -> Any:
@@ -279,6 +275,7 @@ class _Loop:
         should_stop: Callable[[], bool] | None,
         checkpoint: Checkpoint | None,
         on_frame: Callable[[int, Image.Image], None] | None = None,
+        on_save: Callable[[int, Image.Image], None] | None = None,
     ) -> list[float]:
         """Iterations `first` .. the last; returns every iteration's mean loss."""
         t, start = self.timeline, time.perf_counter()
@@ -295,6 +292,9 @@ class _Loop:
             elif t.scene_start(i):
                 self.opt = self._optimiser()
             images = self._step(i, t.scene_of(i))
+            if on_save is not None and self.s.save_every and (i + 1) % self.s.save_every == 0:
+                with torch.no_grad():  # the picture after this iteration's step
+                    on_save(i + 1, _sheet_now([drawer.render() for drawer in self.drawers]))
             if on_step is not None:
                 elapsed = time.perf_counter() - start
                 loss = partial(_mean_loss, self.history, i)

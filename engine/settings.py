@@ -30,6 +30,7 @@ SYMMETRIES = ("none", "horizontal", "vertical", "both")
 # still reads it with `--from`.
 QUIET_DEFAULTS = (
     "optimiser", "symmetry", "symmetry_weight", "tile", "init_noise", "augments", "cut_power",
+    "save_every",
 )  # fmt: skip
 
 
@@ -138,6 +139,9 @@ class Settings(BaseModel):
         "(each reproducible on its own with its seed).",
     )
     make_video: bool = Field(False, description="Also make an MP4 of the generation.")
+    save_every: int = Field(
+        0, ge=0, description="Also keep the picture every N iterations as a PNG (0: never)."
+    )
     # -- animation (engine.camera): 0 frames is a still picture --------------------------------
     frames: int = Field(
         0,

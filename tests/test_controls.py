@@ -223,6 +223,7 @@ CONTROLS: dict[str, Any] = {
     "init_noise": "gradient",
     "augments": ["affine", "flip", "noise"],
     "cut_power": 2.5,
+    "save_every": 1,
 }
 CLI = ["generate", "a red circle", "--clip-model", "tiny-random", "--style", "pixel art"]
 CLI += ["--size", "32x32", "--cutouts", "4", "--iterations", "2", "--seed", "4"]
@@ -351,3 +352,63 @@ def test_image_prompt_weights_through_the_cli_and_the_form(
             )
             assert bad.status_code == 422 and "image_prompt_weights" in bad.text, bad.text
             assert words in bad.text
+
+
+# -- save_every -----------------------------------------------------------------------------------
+def test_save_every_keeps_the_picture_every_n_iterations_and_resumes(models: ModelCache) -> None:
+    s = resolve(tiny_settings(save_every=10, iterations=30))
+    saved: list[tuple[int, bytes]] = []
+    whole = generate(s, models=models, on_save=lambda i, p: saved.append((i, png_bytes(p))))
+    assert [i for i, _ in saved] == [10, 20, 30]
+    assert saved[-1][1] == png_bytes(whole.image)  # the last one is the finished picture
+    assert len({data for _, data in saved}) == 3
+    again: list[tuple[int, bytes]] = []
+    state = _stopped_state(s, models, 15)  # iteration 10 was saved before the stop ...
+    generate(s, models=models, resume=state, on_save=lambda i, p: again.append((i, png_bytes(p))))
+    assert again == saved[1:]  # ... and the continued run saves the rest, the same pictures
+    with pytest.raises(SettingsError, match="save_every: Input should be greater than or equal"):
+        tiny_settings(save_every=-1)
+
+
+def test_save_every_through_the_cli_writes_a_folder_beside_the_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "city.png"
+    args = [*CLI[:-4], "--iterations", "30", "--seed", "4", "--save-every", "10"]
+    code, stdout, err = run_cli([*args, "--out", str(out)], capsys)
+    assert code == 0, err
+    steps = sorted(p.name for p in (tmp_path / "city").iterdir())
+    assert steps == ["step-0010.png", "step-0020.png", "step-0030.png"]
+    assert "3 pictures, one every 10 iterations" in stdout
+    final = Image.open(tmp_path / "city" / "step-0030.png").convert("RGB")
+    assert final.tobytes() == Image.open(out).convert("RGB").tobytes()
+    assert read_png_settings(out)["save_every"] == 10
+
+
+def test_save_every_in_a_job_is_listed_served_and_deleted_with_it(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    from helpers import job_state, jobs_config, serving, submit, wait_for
+
+    with serving(jobs_config(tmp_path), models) as client:
+        job = submit(client, iterations=30, save_every=10)
+        done = wait_for(lambda: job_state(client, job["id"], "succeeded"), 120, "the job")
+        steps = done["links"]["steps"]
+        assert [url.rsplit("/", 1)[1] for url in steps] == [
+            f"{job['id']}-step-{i:04d}.png" for i in (10, 20, 30)
+        ]
+        for url in steps:
+            got = client.get(url)
+            assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+        assert done["links"]["variations"] == []  # a step is not a picture of a batch
+        token = {"X-Delete-Token": job["delete_token"]}
+        assert client.delete(f"/jobs/{job['id']}", headers=token).status_code == 204
+        assert all(client.get(url).status_code == 404 for url in steps)
+        assert not (tmp_path / "steps" / job["id"]).exists()
+        sync = client.post("/generate", data={"prompts": "a castle", "style": "pixel art",
+                                              "size": "32x32", "iterations": "4",
+                                              "save_every": "2"})  # fmt: skip
+        assert sync.status_code == 200, sync.text
+        urls = sync.headers["x-step-urls"].split(", ")
+        assert [u.rsplit("-", 1)[1] for u in urls] == ["0002.png", "0004.png"]
+        assert client.get(urls[0]).status_code == 200

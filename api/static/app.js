@@ -94,6 +94,7 @@ const CONTROL_DEFAULTS = {
   learning_rate: "",
   augments: "affine,perspective,colour,noise",
   cut_power: "1",
+  save_every: "0",
 };
 
 /** Put the creative controls of settings `s` into the form; whether one differs from today's. */
