@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import typing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,13 @@ def _run_generate(ctx: click.Context, prompt: str | None, out: str, **params: An
 
     resume, save_frames = params.pop("resume"), params.pop("save_frames")
     frames_dir = Path(save_frames) if save_frames else None
+    batch = params.pop("prompts_file")
+    if batch:  # one picture per line of a file (api.cli_batch)
+        from api.cli_batch import run_prompts_file
+
+        run = partial(_generate_with_progress, frames_dir=frames_dir)
+        run_prompts_file(Path(batch), prompt, resume, _collect(ctx, "", params), Path(out), run)
+        return
     if resume:
         from api.cli_resume import default_output, load_resume
 
@@ -222,11 +230,9 @@ def _write_outputs(result: Any, out_path: Path) -> None:
     files = save_outputs(result, out_path.parent, out_path.stem)
     for path in files.values():
         click.echo(f"wrote {path}")
-    every = result.settings.save_every
-    if every:
-        saved = len(result.losses) // every
-        steps = out_path.parent / out_path.stem
-        click.echo(f"wrote {steps}/step-*.png ({saved} pictures, one every {every} iterations)")
+    if every := result.settings.save_every:  # the pictures in a folder named after the output
+        saved, folder = len(result.losses) // every, out_path.with_suffix("")
+        click.echo(f"wrote {folder}/step-*.png ({saved} pictures, one every {every} iterations)")
     if len(result.seeds) > 1:
         seeds = ", ".join(str(seed) for seed in result.seeds)
         click.echo(f"seeds {seeds} (the sheet {files['png'].name}, then each picture)")
@@ -243,6 +249,8 @@ def _generate_command() -> click.Command:
                      help="Reproduce the image whose PNG metadata holds its settings."),
         click.Option(["--save-frames", "save_frames"], default=None, metavar="DIR",
                      help="Also write every frame of an animation as DIR/frame-0001.png, ..."),
+        click.Option(["--prompts-file", "prompts_file"], default=None, metavar="FILE", help="One "
+                     "picture per non-empty line of FILE, numbered OUT-1.png, OUT-2.png, ..."),
         click.Option(["--resume", "resume"], default=None, metavar="STATE",
                      help="Continue a run stopped with Ctrl-C from the state it saved "
                           "(NAME.resume.safetensors beside its output)."),

@@ -412,3 +412,34 @@ def test_save_every_in_a_job_is_listed_served_and_deleted_with_it(
         urls = sync.headers["x-step-urls"].split(", ")
         assert [u.rsplit("-", 1)[1] for u in urls] == ["0002.png", "0004.png"]
         assert client.get(urls[0]).status_code == 200
+
+
+# -- --prompts-file -------------------------------------------------------------------------------
+def test_a_prompts_file_makes_one_picture_per_line_and_a_bad_line_does_not_stop_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("a red circle\n\n  a blue square  \na green star | shiny:0.5\n")
+    out = tmp_path / "art.png"
+    args = [*CLI[:2], "--prompts-file", str(listing), *CLI[2:]]
+    code, stdout, err = run_cli([*args[:1], *args[2:], "--out", str(out)], capsys)
+    assert code == 0, err
+    pictures = [tmp_path / f"art-{k}.png" for k in (1, 2, 3)]
+    prompts = [read_png_settings(p)["prompts"] for p in pictures]
+    assert prompts == ["a red circle", "a blue square", "a green star | shiny:0.5"]
+    assert "made 3 of 3 pictures" in stdout
+    assert err.count("100%") == 3  # one progress bar per picture
+    assert "[2/3] line 3: a blue square" in err  # numbered by picture, named by line
+    # A bad line is reported with its line number; the others are made.
+    listing.write_text("a red circle\na cat:1e400\na blue square\n")
+    code, stdout, err = run_cli([*args[:1], *args[2:], "--out", str(tmp_path / "b.png")], capsys)
+    assert code == 2
+    assert "error: line 2: prompts: a prompt's weight must be between" in err
+    assert "made 2 of 3 pictures; failed: line 2" in stdout
+    assert (tmp_path / "b-1.png").exists() and (tmp_path / "b-3.png").exists()
+    assert not (tmp_path / "b-2.png").exists()
+    code, _, err = run_cli([*args, "--out", str(out)], capsys)  # a PROMPT as well
+    assert code == 2 and "--prompts-file: give no PROMPT" in err
+    listing.write_text("\n \n")
+    code, _, err = run_cli([*args[:1], *args[2:], "--out", str(out)], capsys)
+    assert code == 2 and "has no prompt" in err
