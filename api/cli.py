@@ -70,6 +70,7 @@ _METAVARS = {
     "init_image": "FILE",
     "vqgan_model": "NAME",
     "augments": "NAMES",
+    "stroke_width": "MIN,MAX",
 }
 
 

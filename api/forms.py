@@ -44,7 +44,7 @@ FORM_FIELDS = (
     "init_image", "image_prompts", "variations",
     "frames", "frame_iterations", "zoom", "angle", "translate_x", "translate_y", "fps",
     "optimiser", "learning_rate", "symmetry", "symmetry_weight", "tile", "init_noise",
-    "augments", "cut_power", "save_every",
+    "augments", "cut_power", "save_every", "stroke_width",
 )  # fmt: skip
 UPLOADS = ("init_image", "image_prompts")
 # The form's own field beside the card's: the image prompts' weights, in the uploads' order (the
@@ -59,6 +59,7 @@ WEIGHTS_HELP = (
 _FORM_TYPES: dict[str, Any] = {
     "scale": float,
     "size": str | None,
+    "stroke_width": str | None,
     "augments": str,
     "init_image": UploadFile | None,
     "image_prompts": list[UploadFile] | None,
@@ -67,7 +68,7 @@ _EXAMPLES: dict[str, list[Any]] = {
     "seed": [42], "make_video": [False], "size": ["256x256"], "variations": [1], "frames": [0],
     "frame_iterations": [20], "zoom": ["1"], "angle": ["0"], "translate_x": ["0"],
     "translate_y": ["0"], "fps": [12], "learning_rate": [0.1], "symmetry_weight": [1.0],
-    "tile": [False], "cut_power": [1.0], "save_every": [0],
+    "tile": [False], "cut_power": [1.0], "save_every": [0], "stroke_width": ["2,8"],
 }  # fmt: skip
 # The card's defaults where they differ from the engine's (the engine lets the quality decide);
 # they are resolution defaults: a value the client or the chosen model gives wins.

@@ -22,7 +22,7 @@ from engine import Settings
 
 FORM_PATHS = ("/generate", "/jobs")
 UPLOAD_TYPES = ", ".join(f"image/{fmt.lower()}" for fmt in UPLOAD_FORMATS)
-SIZE_PATTERN = r"^\s*[0-9]{1,6}\s*[x×,\s]\s*[0-9]{1,6}\s*$"  # what engine.settings.parse_size reads
+SIZE_PATTERN = r"^\s*[0-9]{1,6}\s*[x×,\s]\s*[0-9]{1,6}\s*$"  # what engine.presets.parse_size reads
 
 
 def install_openapi(app: FastAPI, config: ApiConfig) -> None:

@@ -6,7 +6,6 @@ The CLI flags, the HTTP form fields, the JSON schema and the README table all de
 
 from __future__ import annotations
 
-import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -30,7 +29,7 @@ SYMMETRIES = ("none", "horizontal", "vertical", "both")
 # still reads it with `--from`.
 QUIET_DEFAULTS = (
     "optimiser", "symmetry", "symmetry_weight", "tile", "init_noise", "augments", "cut_power",
-    "save_every",
+    "save_every", "stroke_width",
 )  # fmt: skip
 
 
@@ -62,20 +61,6 @@ class Limits(BaseModel):
         description="Most pictures in one batch (memory grows with each).",
     )
     max_frames: int = Field(240, ge=1, description="Most frames of an animation.")
-
-
-def parse_size(value: Any) -> tuple[int, int] | None:
-    """'640x360', '640,360', [640, 360] -> (640, 360)."""
-    if value is None or value == "":
-        return None
-    parts = re.split(r"[x×,\s]+", value.strip().lower()) if isinstance(value, str) else list(value)
-    try:
-        w, h = (int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected WIDTHxHEIGHT such as 640x360, got {value!r}") from None
-    if w < 8 or h < 8:
-        raise ValueError(f"width and height must be at least 8, got {w}x{h}")
-    return (w, h)
 
 
 S = TypeVar("S", bound="Settings")
@@ -237,6 +222,11 @@ class Settings(BaseModel):
         "imagenet_f16_16384", description="VQGAN checkpoint for the image style."
     )
     strokes: int = Field(1024, ge=1, description="Number of strokes for the painting style.")
+    stroke_width: tuple[float, float] | None = Field(
+        None,
+        description="Painting strokes' width as MIN,MAX pixels; they start at MIN (default: "
+        "1 up to 5% of the height).",
+    )
     decoder_checkpointing: bool | None = Field(
         None,
         description="Recompute VQGAN decoder activations to save GPU memory "
@@ -270,7 +260,12 @@ class Settings(BaseModel):
     @field_validator("size", "pixel_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> tuple[int, int] | None:
-        return parse_size(v)
+        return presets.parse_size(v)
+
+    @field_validator("stroke_width", mode="before")
+    @classmethod
+    def _stroke_width(cls, v: Any) -> tuple[float, float] | None:
+        return presets.parse_widths(v)
 
     @field_validator("prompts")
     @classmethod

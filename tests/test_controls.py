@@ -224,6 +224,7 @@ CONTROLS: dict[str, Any] = {
     "augments": ["affine", "flip", "noise"],
     "cut_power": 2.5,
     "save_every": 1,
+    "stroke_width": [2.0, 6.0],
 }
 CLI = ["generate", "a red circle", "--clip-model", "tiny-random", "--style", "pixel art"]
 CLI += ["--size", "32x32", "--cutouts", "4", "--iterations", "2", "--seed", "4"]
@@ -232,7 +233,7 @@ CLI += ["--size", "32x32", "--cutouts", "4", "--iterations", "2", "--seed", "4"]
 def _text(value: Any) -> str:
     """A value as a flag or a form field spells it."""
     if isinstance(value, list):
-        return ",".join(value)
+        return ",".join(map(str, value))
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -443,3 +444,23 @@ def test_a_prompts_file_makes_one_picture_per_line_and_a_bad_line_does_not_stop_
     listing.write_text("\n \n")
     code, _, err = run_cli([*args[:1], *args[2:], "--out", str(out)], capsys)
     assert code == 2 and "has no prompt" in err
+
+
+# -- stroke_width ---------------------------------------------------------------------------------
+def test_stroke_width_bounds_the_painting_s_strokes(models: ModelCache) -> None:
+    import re
+
+    def widths(result: Result) -> list[float]:
+        assert result.svg is not None
+        return [float(w) for w in re.findall(r'stroke-width="([0-9.]+)"', result.svg)]
+
+    painting = {"style": "painting", "strokes": 16, "iterations": 3}
+    today = _run(models, **painting)
+    assert min(widths(today)) >= 1.0 and max(widths(today)) <= max(1.0, 0.05 * 32)
+    thick = _run(models, **painting, stroke_width="6,9")
+    assert all(6.0 <= w <= 9.0 for w in widths(thick)) and max(widths(thick)) > 1.6
+    assert png_bytes(thick.image) != png_bytes(today.image)
+    assert tiny_settings(stroke_width=[2, 8]).stroke_width == (2.0, 8.0)
+    for bad, words in [("9,6", "need 0.5 <= MIN <= MAX <= 256"), ("thick", "expected MIN,MAX")]:
+        with pytest.raises(SettingsError, match=f"stroke_width: {words}"):
+            tiny_settings(stroke_width=bad)

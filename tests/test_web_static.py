@@ -335,7 +335,7 @@ def select_options(name: str) -> list[str]:
 
 # The creative controls (issue 29) the Advanced fold has, beside seed, iterations and scale.
 CREATIVE = ("symmetry", "symmetry_weight", "tile", "init_noise", "optimiser", "learning_rate",
-            "augments", "cut_power", "save_every")  # fmt: skip
+            "augments", "cut_power", "save_every", "stroke_width")  # fmt: skip
 
 
 def test_advanced_fold_holds_seed_iterations_scale_and_every_creative_control(

@@ -95,6 +95,7 @@ const CONTROL_DEFAULTS = {
   augments: "affine,perspective,colour,noise",
   cut_power: "1",
   save_every: "0",
+  stroke_width: "",
 };
 
 /** Put the creative controls of settings `s` into the form; whether one differs from today's. */
