@@ -44,7 +44,7 @@ FORM_FIELDS = (
     "init_image", "image_prompts", "variations",
     "frames", "frame_iterations", "zoom", "angle", "translate_x", "translate_y", "fps",
     "optimiser", "learning_rate", "symmetry", "symmetry_weight", "tile", "init_noise",
-    "augments", "cut_power", "save_every", "stroke_width",
+    "augments", "cut_power", "save_every", "stroke_width", "pixel_shape",
 )  # fmt: skip
 UPLOADS = ("init_image", "image_prompts")
 # The form's own field beside the card's: the image prompts' weights, in the uploads' order (the

@@ -30,6 +30,8 @@ ASPECT: dict[str, tuple[int, int]] = {
 
 DEFAULT_CUTOUTS = 40
 
+PIXEL_SHAPES = ("square", "hex")  # pixel art's cells (pixray's pixel types)
+
 # The cutouts' augmentations by name, in the order they are applied (engine.cutouts), with the
 # spellings also accepted; the default is clipit's set (what every run used before the choice).
 AUGMENTS = ("affine", "perspective", "colour", "sharpness", "flip", "erasing", "noise")

@@ -29,7 +29,7 @@ SYMMETRIES = ("none", "horizontal", "vertical", "both")
 # still reads it with `--from`.
 QUIET_DEFAULTS = (
     "optimiser", "symmetry", "symmetry_weight", "tile", "init_noise", "augments", "cut_power",
-    "save_every", "stroke_width",
+    "save_every", "stroke_width", "pixel_shape",
 )  # fmt: skip
 
 
@@ -39,6 +39,7 @@ def choices(field: str) -> tuple[str, ...] | None:
     the registered drawers (engine.drawers)."""
     named = {"style": tuple(list_drawers()), "quality": QUALITIES, "aspect": ASPECTS}
     named |= {"optimiser": tuple(OPTIMISERS), "symmetry": SYMMETRIES, "init_noise": INIT_NOISES}
+    named["pixel_shape"] = presets.PIXEL_SHAPES
     return named.get(field)
 
 
@@ -212,6 +213,9 @@ class Settings(BaseModel):
         description=f"Pixel-art palette: a name ({', '.join(presets.PALETTES)}) or hex "
         "colours like '#1a1c2c,#5d275d'.",
     )
+    pixel_shape: str = Field(
+        "square", description="Pixel-art cells: square, or hex (hexagons).", examples=["square"]
+    )
     smoothness_weight: float = Field(
         0.0, ge=0.0, le=100.0, description="Penalise differences between neighbouring pixels."
     )
@@ -250,7 +254,7 @@ class Settings(BaseModel):
     def _aspect(cls, v: Any) -> str:
         return _choice(v, ASPECTS)
 
-    @field_validator("optimiser", "symmetry", "init_noise", mode="before")
+    @field_validator("optimiser", "symmetry", "init_noise", "pixel_shape", mode="before")
     @classmethod
     def _named(cls, v: Any, info: ValidationInfo) -> str:
         allowed = choices(str(info.field_name))

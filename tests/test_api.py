@@ -32,7 +32,7 @@ CARD_FIELDS = [
     "frames", "frame_iterations", "zoom", "angle", "translate_x", "translate_y", "fps",
     # the creative controls (issue 29)
     "optimiser", "learning_rate", "symmetry", "symmetry_weight", "tile", "init_noise",
-    "augments", "cut_power", "save_every", "stroke_width",
+    "augments", "cut_power", "save_every", "stroke_width", "pixel_shape",
 ]  # fmt: skip
 FORM_ONLY = {"image_prompt_weights": WEIGHTS_HELP}  # the form's own fields beside the card's
 

@@ -225,6 +225,7 @@ CONTROLS: dict[str, Any] = {
     "cut_power": 2.5,
     "save_every": 1,
     "stroke_width": [2.0, 6.0],
+    "pixel_shape": "hex",
 }
 CLI = ["generate", "a red circle", "--clip-model", "tiny-random", "--style", "pixel art"]
 CLI += ["--size", "32x32", "--cutouts", "4", "--iterations", "2", "--seed", "4"]
@@ -464,3 +465,25 @@ def test_stroke_width_bounds_the_painting_s_strokes(models: ModelCache) -> None:
     for bad, words in [("9,6", "need 0.5 <= MIN <= MAX <= 256"), ("thick", "expected MIN,MAX")]:
         with pytest.raises(SettingsError, match=f"stroke_width: {words}"):
             tiny_settings(stroke_width=bad)
+
+
+# -- pixel shapes ---------------------------------------------------------------------------------
+def test_hex_pixels_shift_every_other_row_by_half_a_cell(models: ModelCache) -> None:
+    from engine.drawers.pixel import hex_cells
+
+    cell = 8
+    index = hex_cells(4, 5, cell)  # (32, 40)
+    assert sorted(set(index.flatten().tolist())) == list(range(20))  # every cell is seen
+
+    def edges(y: int) -> list[int]:
+        row = index[y].tolist()
+        return [x for x in range(1, len(row)) if row[x] != row[x - 1]]
+
+    assert edges(cell // 2) == [8, 16, 24, 32]  # even rows: square columns
+    odd = [x for x in edges(cell + cell // 2) if x > cell // 2]  # (the neighbours fill the
+    assert odd == [12, 20, 28, 36]  # odd rows: half a cell over;   half cell at the left edge)
+    square = _run(models, pixel_size=(8, 8), iterations=2)
+    hexes = _run(models, pixel_size=(8, 8), iterations=2, pixel_shape="hex")
+    assert png_bytes(square.image) != png_bytes(hexes.image)
+    with pytest.raises(SettingsError, match="pixel_shape: unknown value 'triangle'; choose one"):
+        tiny_settings(pixel_shape="triangle")

@@ -335,7 +335,7 @@ def select_options(name: str) -> list[str]:
 
 # The creative controls (issue 29) the Advanced fold has, beside seed, iterations and scale.
 CREATIVE = ("symmetry", "symmetry_weight", "tile", "init_noise", "optimiser", "learning_rate",
-            "augments", "cut_power", "save_every", "stroke_width")  # fmt: skip
+            "augments", "cut_power", "save_every", "stroke_width", "pixel_shape")  # fmt: skip
 
 
 def test_advanced_fold_holds_seed_iterations_scale_and_every_creative_control(
@@ -348,7 +348,7 @@ def test_advanced_fold_holds_seed_iterations_scale_and_every_creative_control(
         assert f'name="{name}"' in fold, name
         assert page.find("p", id=f"{name}-error"), name
     assert set(CREATIVE) <= set(FORM_FIELDS), "each is a field of the form"
-    for name in ("symmetry", "init_noise", "optimiser"):  # the engine's choices and default
+    for name in ("symmetry", "init_noise", "optimiser", "pixel_shape"):  # choices and default
         assert sorted(select_options(name)) == sorted(choices(name) or ()), name
         default = Settings.model_fields[name].default
         assert f'<option value="{default}" selected>' in fold, name

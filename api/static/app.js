@@ -96,6 +96,7 @@ const CONTROL_DEFAULTS = {
   cut_power: "1",
   save_every: "0",
   stroke_width: "",
+  pixel_shape: "square",
 };
 
 /** Put the creative controls of settings `s` into the form; whether one differs from today's. */
