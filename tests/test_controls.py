@@ -480,8 +480,8 @@ def test_hex_pixels_shift_every_other_row_by_half_a_cell(models: ModelCache) -> 
         return [x for x in range(1, len(row)) if row[x] != row[x - 1]]
 
     assert edges(cell // 2) == [8, 16, 24, 32]  # even rows: square columns
-    odd = [x for x in edges(cell + cell // 2) if x > cell // 2]  # (the neighbours fill the
-    assert odd == [12, 20, 28, 36]  # odd rows: half a cell over;   half cell at the left edge)
+    # Odd rows: half a cell over (their neighbours fill the half cell at the left edge).
+    assert [x for x in edges(cell + cell // 2) if x > cell // 2] == [12, 20, 28, 36]
     square = _run(models, pixel_size=(8, 8), iterations=2)
     hexes = _run(models, pixel_size=(8, 8), iterations=2, pixel_shape="hex")
     assert png_bytes(square.image) != png_bytes(hexes.image)
