@@ -295,7 +295,7 @@ class JobRunner:
             settings = ResolvedSettings.create(**values)
             settings = self.artifacts.localize(settings, job.id)  # its uploads, on this node
             result = self._run(job.id, settings, cancel)
-            outputs = self.artifacts.save_result(result, job.id)
+            outputs = self.artifacts.save_result(result, job.id) + self.artifacts.steps(job.id)
         except Cancelled as exc:
             return self._stopped(job.id, exc)
         except (SettingsError, RunFailed, StorageError) as exc:  # run_engine logged a failed run
@@ -333,6 +333,7 @@ class JobRunner:
                         bounded=False,  # the queue bounds the waiting
                         on_step=progress,
                         on_frame=progress.frame_done,
+                        on_save=lambda i, picture: self.artifacts.save_step(job_id, i, picture),
                         video_path=self._video(job_id, settings),
                         resume=state,
                         checkpoint=checkpoints if every > 0 else None,
