@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import typing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ def _settings_options() -> list[click.Option]:
             )
         else:
             default = None if info.is_required() else info.get_default(call_default_factory=True)
+            if isinstance(default, list):  # a comma-separated list (augments)
+                default = ",".join(default)
             shown = f" [default: {default}]" if default not in (None, [], "") else ""
             options.append(
                 click.Option(
@@ -66,6 +69,8 @@ _METAVARS = {
     "image_prompts": "FILE",
     "init_image": "FILE",
     "vqgan_model": "NAME",
+    "augments": "NAMES",
+    "stroke_width": "MIN,MAX",
 }
 
 
@@ -131,6 +136,13 @@ def _run_generate(ctx: click.Context, prompt: str | None, out: str, **params: An
 
     resume, save_frames = params.pop("resume"), params.pop("save_frames")
     frames_dir = Path(save_frames) if save_frames else None
+    batch = params.pop("prompts_file")
+    if batch:  # one picture per line of a file (api.cli_batch)
+        from api.cli_batch import run_prompts_file
+
+        run = partial(_generate_with_progress, frames_dir=frames_dir)
+        run_prompts_file(Path(batch), prompt, resume, _collect(ctx, "", params), Path(out), run)
+        return
     if resume:
         from api.cli_resume import default_output, load_resume
 
@@ -169,20 +181,15 @@ def _generate_with_progress(
     from tqdm import tqdm
 
     from api.cli_resume import StopOnSignal, finish_resumed, save_stopped
-    from api.cli_run import frame_writer, prepare, progress
+    from api.cli_run import frame_writer, prepare, progress, step_writer
     from engine import Cancelled, SettingsError, generate
     from engine.errors import one_line
 
     device, models = prepare(settings)
     video = out_path.with_suffix(".mp4") if settings.wants_video else None
     first = state.iteration if state is not None else 0
-    bar = tqdm(
-        total=settings.total_iterations,
-        initial=first,
-        unit="it",
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
+    bar = tqdm(total=settings.total_iterations, initial=first, unit="it", dynamic_ncols=True,
+               file=sys.stderr)  # fmt: skip
     on_step = progress(bar, device)
 
     try:
@@ -195,6 +202,7 @@ def _generate_with_progress(
                 models=models,
                 resume=state,
                 on_frame=frame_writer(frames_dir),
+                on_save=step_writer(out_path, settings.save_every),
             )
     except Cancelled as exc:
         bar.close()
@@ -223,6 +231,9 @@ def _write_outputs(result: Any, out_path: Path) -> None:
     files = save_outputs(result, out_path.parent, out_path.stem)
     for path in files.values():
         click.echo(f"wrote {path}")
+    if every := result.settings.save_every:  # the pictures in a folder named after the output
+        saved, folder = len(result.losses) // every, out_path.with_suffix("")
+        click.echo(f"wrote {folder}/step-*.png ({saved} pictures, one every {every} iterations)")
     if len(result.seeds) > 1:
         seeds = ", ".join(str(seed) for seed in result.seeds)
         click.echo(f"seeds {seeds} (the sheet {files['png'].name}, then each picture)")
@@ -239,6 +250,8 @@ def _generate_command() -> click.Command:
                      help="Reproduce the image whose PNG metadata holds its settings."),
         click.Option(["--save-frames", "save_frames"], default=None, metavar="DIR",
                      help="Also write every frame of an animation as DIR/frame-0001.png, ..."),
+        click.Option(["--prompts-file", "prompts_file"], default=None, metavar="FILE", help="One "
+                     "picture per non-empty line of FILE, numbered OUT-1.png, OUT-2.png, ..."),
         click.Option(["--resume", "resume"], default=None, metavar="STATE",
                      help="Continue a run stopped with Ctrl-C from the state it saved "
                           "(NAME.resume.safetensors beside its output)."),

@@ -86,6 +86,22 @@ def frame_writer(directory: Path | None) -> Any:
     return write
 
 
+def step_writer(out_path: Path, every: int) -> Any:
+    """`on_save` that writes the picture every `every` iterations as OUT/step-0010.png, ... in
+    a folder beside the output named after it (None when `every` is 0)."""
+    if not every:
+        return None
+    from engine import atomic_write
+
+    directory = out_path.parent / out_path.stem
+
+    def write(iteration: int, picture: Any) -> None:
+        path = directory / f"step-{iteration:04d}.png"
+        atomic_write(path, lambda part: picture.save(part, format="PNG"))
+
+    return write
+
+
 def progress(bar: Any, device: Any) -> Any:
     """`on_step` for the bar: the loss twice a second at most, an estimate on the CPU."""
     stamps: list[float] = []

@@ -26,7 +26,16 @@ from starlette.datastructures import FormData
 
 from api.config import ApiConfig
 from api.cost import check_cost
-from engine import ResolvedSettings, Settings, drawer_class, list_drawers, publish, resolve
+from engine import (
+    ResolvedSettings,
+    Settings,
+    drawer_class,
+    image_prompt_entry,
+    list_drawers,
+    parse_image_prompt,
+    publish,
+    resolve,
+)
 from engine.errors import SettingsError
 
 # The card's fields, in the order of the form.
@@ -34,20 +43,32 @@ FORM_FIELDS = (
     "prompts", "seed", "iterations", "quality", "aspect", "scale", "style", "make_video", "size",
     "init_image", "image_prompts", "variations",
     "frames", "frame_iterations", "zoom", "angle", "translate_x", "translate_y", "fps",
+    "optimiser", "learning_rate", "symmetry", "symmetry_weight", "tile", "init_noise",
+    "augments", "cut_power", "save_every", "stroke_width", "pixel_shape",
 )  # fmt: skip
 UPLOADS = ("init_image", "image_prompts")
+# The form's own field beside the card's: the image prompts' weights, in the uploads' order (the
+# command line writes them after each file: --image-prompt cat.png:0.5).
+WEIGHTS_FIELD = "image_prompt_weights"
+WEIGHTS_HELP = (
+    "Weights of the image prompts, comma-separated in their order, each like a text prompt's: "
+    "'0.5, -1' (negative: away from that image), '1:0.2' adds a stop (default 1 each)."
+)
 # How a field travels in a form when not as its `Settings` type: uploads are files, a size is
 # "WxH" text, and the scale always has the card's default.
 _FORM_TYPES: dict[str, Any] = {
     "scale": float,
     "size": str | None,
+    "stroke_width": str | None,
+    "augments": str,
     "init_image": UploadFile | None,
     "image_prompts": list[UploadFile] | None,
 }
 _EXAMPLES: dict[str, list[Any]] = {
     "seed": [42], "make_video": [False], "size": ["256x256"], "variations": [1], "frames": [0],
     "frame_iterations": [20], "zoom": ["1"], "angle": ["0"], "translate_x": ["0"],
-    "translate_y": ["0"], "fps": [12],
+    "translate_y": ["0"], "fps": [12], "learning_rate": [0.1], "symmetry_weight": [1.0],
+    "tile": [False], "cut_power": [1.0], "save_every": [0], "stroke_width": ["2,8"],
 }  # fmt: skip
 # The card's defaults where they differ from the engine's (the engine lets the quality decide);
 # they are resolution defaults: a value the client or the chosen model gives wins.
@@ -84,7 +105,8 @@ def default_of(name: str) -> Any:
     """The form's default for a setting: the card's, else the engine's."""
     if name in CARD_DEFAULTS:
         return CARD_DEFAULTS[name]
-    return Settings.model_fields[name].get_default(call_default_factory=True)
+    default = Settings.model_fields[name].get_default(call_default_factory=True)
+    return ",".join(default) if isinstance(default, list) else default  # a form sends text
 
 
 def describe(name: str) -> str:
@@ -113,6 +135,7 @@ class GenerateForm:
     given: dict[str, Any]
     init_image: UploadFile | None = None
     image_prompts: list[UploadFile] = field(default_factory=list)
+    image_weights: str | None = None  # `WEIGHTS_FIELD` as sent
 
 
 async def generate_form(request: Request, **sent: Any) -> GenerateForm:
@@ -123,7 +146,7 @@ async def generate_form(request: Request, **sent: Any) -> GenerateForm:
         given["prompts"] = str(raw["prompts"])
     init_image = given.pop("init_image", None)
     image_prompts = list(given.pop("image_prompts", None) or [])
-    return GenerateForm(given, init_image, image_prompts)
+    return GenerateForm(given, init_image, image_prompts, given.pop(WEIGHTS_FIELD, None))
 
 
 def _was_sent(name: str, value: Any, raw: FormData) -> bool:
@@ -149,6 +172,13 @@ def _form_parameter(name: str) -> inspect.Parameter:
 def _form_signature() -> inspect.Signature:
     request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     params = [request.replace(annotation=Request), *map(_form_parameter, FORM_FIELDS)]
+    weights = Form(description=WEIGHTS_HELP, examples=["0.5, -1"])
+    params.append(
+        inspect.Parameter(
+            WEIGHTS_FIELD, inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[str | None, weights],
+        )
+    )  # fmt: skip
     return inspect.Signature(params, return_annotation=GenerateForm)
 
 
@@ -175,7 +205,31 @@ def form_settings(form: GenerateForm, config: ApiConfig) -> Settings:
     if len(form.image_prompts) > most:
         n = len(form.image_prompts)
         raise SettingsError("image_prompts", f"{n} images given; at most {most}")
+    image_weights(form)  # checked before any upload is read
     return settings
+
+
+def image_weights(form: GenerateForm) -> list[tuple[float, float]]:
+    """(weight, stop) of each uploaded image prompt, from `WEIGHTS_FIELD` (default weight 1, no
+    stop); `SettingsError` naming the field for a bad number or a count that does not match."""
+    n = len(form.image_prompts)
+    if not form.image_weights or not form.image_weights.strip():
+        return [(1.0, float("-inf"))] * n
+    parts = [part.strip() for part in form.image_weights.split(",")]
+    if len(parts) != n:
+        raise SettingsError(
+            WEIGHTS_FIELD, f"{len(parts)} weights for {n} image prompts; give one per image"
+        )
+    weights = []
+    for part in parts:
+        try:
+            prompt = parse_image_prompt(f"file:{part}")
+        except ValueError as exc:
+            raise SettingsError(WEIGHTS_FIELD, str(exc)) from None
+        if prompt.text != "file":
+            raise SettingsError(WEIGHTS_FIELD, f"{part!r} is not a weight like 0.5 or -1:0.2")
+        weights.append((prompt.weight, prompt.stop))
+    return weights
 
 
 async def with_uploads(
@@ -234,7 +288,8 @@ async def _store_uploads(form: GenerateForm, config: ApiConfig, upload_dir: Path
             )
         )
     if paths:
-        values["image_prompts"] = [str(p) for p in paths]
+        weighted = zip(paths, image_weights(form), strict=True)
+        values["image_prompts"] = [image_prompt_entry(str(p), *w) for p, w in weighted]
     return values
 
 

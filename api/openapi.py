@@ -31,7 +31,7 @@ FORM_PATHS = ("/generate", "/jobs")
 _KEYWORDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum",
              "min_length": "minLength", "max_length": "maxLength"}  # fmt: skip
 UPLOAD_TYPES = ", ".join(f"image/{fmt.lower()}" for fmt in UPLOAD_FORMATS)
-SIZE_PATTERN = r"^\s*[0-9]{1,6}\s*[x×,\s]\s*[0-9]{1,6}\s*$"  # what engine.settings.parse_size reads
+SIZE_PATTERN = r"^\s*[0-9]{1,6}\s*[x×,\s]\s*[0-9]{1,6}\s*$"  # what engine.presets.parse_size reads
 
 
 def install_openapi(app: FastAPI, config: ApiConfig) -> None:

@@ -75,14 +75,15 @@ def run_engine(
     resume: RunState | None = None,
     checkpoint: Checkpoint | None = None,
     on_frame: Callable[[int, Image.Image], None] | None = None,
+    on_save: Callable[[int, Image.Image], Any] | None = None,
     engine: EngineFn | None = None,
 ) -> Result:
     """Run `engine` (default `engine.generate`) in `gpu.slot(cancel, bounded=...)`; blocking.
 
     Raises `GpuBusy` when a bounded caller finds the queue full, `Cancelled`, `SettingsError`,
     `StateError`, or `RunFailed` for any other failure of the run. `abort` (a prompt cancel:
-    `generate`'s `should_abort`), `resume`, `checkpoint` and `on_frame` go to the engine only
-    when given (a caller's engine need not know them).
+    `generate`'s `should_abort`), `resume`, `checkpoint`, `on_frame` and `on_save` go to the
+    engine only when given (a caller's engine need not know them).
     """
     cancel = cancel or threading.Event()
     run = engine or generate  # looked up per call, so a test may replace `generate`
@@ -93,6 +94,8 @@ def run_engine(
         extra["on_frame"] = on_frame
     if abort is not None:
         extra["should_abort"] = abort.is_set
+    if on_save is not None:
+        extra["on_save"] = on_save
     with gpu.slot(cancel, bounded=bounded):
         try:
             return run(
@@ -119,8 +122,12 @@ def classify(exc: BaseException) -> RunFailed:
     """The `RunFailed` that tells a client why a run failed; frees GPU memory after an OOM."""
     if isinstance(exc, RunFailed):  # already classified
         return exc
-    if isinstance(exc, StorageError):  # e.g. from on_step: the store's line says it all
-        return RunFailed(exc.code, exc.detail)
+    if isinstance(exc, StorageError):  # e.g. from on_save: the store's line says it all
+        return (
+            RunFailed("unavailable", exc.detail, 503)
+            if exc.unavailable
+            else RunFailed(exc.code, exc.detail)
+        )
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         free_gpu_memory()
         return RunFailed(

@@ -5,6 +5,8 @@ under the store's directory, or an S3 key under the bucket's prefix):
 
     {id}.png | {id}.svg | {id}.mp4     the kept results, served at GET /outputs/{id}.{ext}
     {id}-{k}.png | {id}-{k}.svg        picture k of a job with variations ({id}.png: their sheet)
+    steps/{id}/step-{n}.png            the picture after iteration n of a job with save_every,
+                                       served at GET /outputs/{id}-step-{n}.png
     previews/{id}.png                  the latest preview of a running job
     states/{id}.safetensors            the saved state of an unfinished job (`engine.RunState`)
     uploads/{id}/{file}                the images uploaded with the job
@@ -32,13 +34,21 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from PIL import Image
 
 from api.errors import StorageError, unreachable
-from engine import MAX_VARIATIONS, Result, Settings, output_filename
+from engine import (
+    MAX_VARIATIONS,
+    Result,
+    Settings,
+    image_prompt_entry,
+    output_filename,
+    parse_image_prompt,
+)
 from engine.errors import one_line
 
 MEDIA_TYPES = {"png": "image/png", "mp4": "video/mp4", "svg": "image/svg+xml"}
@@ -49,9 +59,12 @@ OUTPUT_KEYS = EXTENSIONS + tuple(
     f"{k}.{ext}" for k in range(1, MAX_VARIATIONS + 1) for ext in ("png", "svg")
 )
 OUTPUTS_PATH = "/outputs"  # GET {OUTPUTS_PATH}/{a result's name} serves it
-_NAME = re.compile(rf"[0-9a-f]{{32}}(-[1-{MAX_VARIATIONS}])?")
+_NAME = re.compile(rf"[0-9a-f]{{32}}(-[1-{MAX_VARIATIONS}]|-step-\d{{4,5}})?")
+# An intermediate picture (`save_every`) as a result's file name: the job id and its key.
+_STEP_FILE = re.compile(r"(?P<id>[0-9a-f]{32})-(?P<key>step-\d{4,5}\.png)")
+STEP_KEY = re.compile(r"step-\d{4,5}\.png")
 
-ArtifactKind = Literal["result", "preview", "state", "uploads", "marker"]
+ArtifactKind = Literal["result", "preview", "state", "uploads", "marker", "steps"]
 S = TypeVar("S", bound=Settings)  # settings keep their kind (resolved ones stay resolved)
 
 
@@ -74,10 +87,16 @@ def artifact_name(kind: ArtifactKind, owner: str, item: str = "") -> str:
     - ('preview', id): `previews/{id}.png`;
     - ('state', id): `states/{id}.safetensors`, the state a stopped run of the job continues from;
     - ('uploads', id) the job's upload folder `uploads/{id}`; ('uploads', id, file) one upload;
-    - ('marker', name): `.text2art/{name}`.
+    - ('marker', name): `.text2art/{name}`;
+    - ('steps', id): the folder of the job's intermediate pictures, `steps/{id}`; a result
+      whose key is 'step-0010.png' lives there (`steps/{id}/step-0010.png`).
     """
     if kind == "result":
-        return output_filename(owner, item)
+        name = output_filename(owner, item)
+        step = _STEP_FILE.fullmatch(name)  # an intermediate picture lives in its job's folder
+        return f"steps/{step['id']}/{step['key']}" if step else name
+    if kind == "steps":
+        return f"steps/{owner}"
     if kind == "preview":
         return f"previews/{owner}.png"
     if kind == "state":
@@ -87,14 +106,32 @@ def artifact_name(kind: ArtifactKind, owner: str, item: str = "") -> str:
     if kind == "marker":
         return f".text2art/{owner}"
     raise ValueError(
-        f"unknown artifact kind {kind!r}; choose result, preview, state, uploads or marker"
+        f"unknown artifact kind {kind!r}; choose result, preview, state, uploads, marker or steps"
     )
+
+
+def step_key(iteration: int) -> str:
+    """The output key of the picture after `iteration` (`save_every`): 'step-0010.png'."""
+    return f"step-{iteration:04d}.png"
+
+
+def step_keys(names: list[str]) -> list[str]:
+    """The intermediate pictures' keys among file or object names (a folder's), in order."""
+    keys = [name.rpartition("/")[2] for name in names]
+    return sorted(key for key in keys if STEP_KEY.fullmatch(key))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The image as a PNG file's bytes."""
+    buffer = BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def output_url(base: str, job_id: str, key: str) -> str:
     """The URL of a kept result under `base` (the service's URL, no trailing slash), e.g.
     `{base}/outputs/{id}-2.png`: the job's links and /generate's headers both use it."""
-    return f"{base}{OUTPUTS_PATH}/{artifact_name('result', job_id, key)}"
+    return f"{base}{OUTPUTS_PATH}/{output_filename(job_id, key)}"  # the served name
 
 
 def variation_keys(keys: list[str], ext: str = "png") -> dict[int, str]:
@@ -126,7 +163,9 @@ def uploads_relative(settings: Settings, root: Path) -> Settings:
 
 
 def _move_uploads(settings: S, move: Callable[[str], str]) -> S:
-    update: dict[str, Any] = {"image_prompts": [move(p) for p in settings.image_prompts]}
+    prompts = [parse_image_prompt(entry) for entry in settings.image_prompts]
+    moved = [image_prompt_entry(move(p.text), p.weight, p.stop) for p in prompts]
+    update: dict[str, Any] = {"image_prompts": moved}
     if settings.init_image:
         update["init_image"] = move(settings.init_image)
     return settings.model_copy(update=update)
@@ -282,15 +321,26 @@ class ArtifactStore(abc.ABC):
     # -- deletion --------------------------------------------------------------------------
     @abc.abstractmethod
     def delete(self, job_id: str) -> None:
-        """Remove every file of the job: results, preview, run state and uploads."""
+        """Remove every file of the job: results, intermediate pictures, preview, run state and
+        uploads."""
+
+    @abc.abstractmethod
+    def save_step(self, job_id: str, iteration: int, image: Image.Image) -> str:
+        """Keep the picture after `iteration` of a job with `save_every` (atomically); returns
+        its output key (`step_key`)."""
+
+    @abc.abstractmethod
+    def steps(self, job_id: str) -> list[str]:
+        """The output keys of the job's kept intermediate pictures, in order."""
 
     @abc.abstractmethod
     def discard(self, job_id: str) -> None:
-        """Remove what a failed, cancelled or handed-back run wrote (results, preview); uploads
-        and the run state stay (the worker removes the state when the job ends)."""
+        """Remove what a failed, cancelled or handed-back run wrote (results, preview); uploads,
+        intermediate pictures (a run that continues keeps those it made before) and the run
+        state stay (the worker removes the state when the job ends)."""
 
 
 def _name_and_ext(job_id: str, key: str) -> tuple[str, str]:
     """The served name and extension of an output key: '2.png' -> (`{id}-2`, 'png')."""
-    name, _, ext = artifact_name("result", job_id, key).rpartition(".")
+    name, _, ext = output_filename(job_id, key).rpartition(".")
     return name, ext

@@ -22,6 +22,8 @@ from api.storage import (
     Served,
     ServedFile,
     artifact_name,
+    step_key,
+    step_keys,
     uploads_in,
     uploads_relative,
     valid_name,
@@ -154,11 +156,27 @@ class LocalArtifactStore(ArtifactStore):
         return uploads_relative(settings, self.root)
 
     # -- deletion ----------------------------------------------------------------------------
+    def save_step(self, job_id: str, iteration: int, image: Image.Image) -> str:
+        """Write `steps/{id}/step-0010.png` atomically; returns its key."""
+        key = step_key(iteration)
+        try:
+            atomic_write(self._result(job_id, key), lambda part: image.save(part, format="PNG"))
+        except OSError as exc:
+            detail = f"cannot save a step's picture in {self.describe()}: {one_line(exc)}"
+            raise StorageError(detail) from exc
+        return key
+
+    def steps(self, job_id: str) -> list[str]:
+        """The keys of the files in the job's `steps/{id}` folder, in order."""
+        folder = self.file(artifact_name("steps", job_id))
+        return step_keys([p.name for p in folder.iterdir()] if folder.is_dir() else [])
+
     def delete(self, job_id: str) -> None:
-        """Remove the job's results, preview, run state and upload folder."""
+        """Remove the job's results, intermediate pictures, preview, run state and uploads."""
         self.discard(job_id)
         self.remove_state(job_id)
         shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
+        shutil.rmtree(self.file(artifact_name("steps", job_id)), ignore_errors=True)
 
     def discard(self, job_id: str) -> None:
         """Remove the results and preview of a failed or cancelled run."""

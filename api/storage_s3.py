@@ -20,7 +20,6 @@ import contextlib
 import shutil
 from datetime import timezone
 from email.utils import format_datetime
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +36,9 @@ from api.storage import (
     ServedRedirect,
     ServedStream,
     artifact_name,
+    png_bytes,
+    step_key,
+    step_keys,
     uploads_in,
     uploads_relative,
     valid_name,
@@ -251,10 +253,8 @@ class S3ArtifactStore(ArtifactStore):
     # -- previews ----------------------------------------------------------------------------
     def save_preview(self, job_id: str, image: Image.Image) -> None:
         """Replace the job's preview object."""
-        buffer = BytesIO()
-        image.save(buffer, format="PNG")
         try:
-            self.put_bytes(artifact_name("preview", job_id), buffer.getvalue(), "image/png")
+            self.put_bytes(artifact_name("preview", job_id), png_bytes(image), "image/png")
         except Exception as exc:
             detail = f"cannot save the preview in {self.describe()}: {one_line(exc)}"
             raise StorageError(detail, unreachable(exc)) from exc
@@ -331,7 +331,22 @@ class S3ArtifactStore(ArtifactStore):
         self.discard(job_id)
         self.remove_state(job_id)
         self.remove(self.list_names(artifact_name("uploads", job_id)))
+        self.remove(self.list_names(artifact_name("steps", job_id)))
         shutil.rmtree(self.upload_dir(job_id), ignore_errors=True)
+
+    def save_step(self, job_id: str, iteration: int, image: Image.Image) -> str:
+        """Put `steps/{id}/step-0010.png`; returns its key."""
+        key = step_key(iteration)
+        try:
+            self.put_bytes(artifact_name("result", job_id, key), png_bytes(image), "image/png")
+        except Exception as exc:
+            detail = f"cannot save a step's picture in {self.describe()}: {one_line(exc)}"
+            raise StorageError(detail) from exc
+        return key
+
+    def steps(self, job_id: str) -> list[str]:
+        """The keys of the objects under the job's `steps/{id}/`, in order."""
+        return step_keys(self.list_names(artifact_name("steps", job_id)))
 
     def discard(self, job_id: str) -> None:
         """Remove the results and preview of a failed or cancelled run (uploads stay)."""

@@ -13,6 +13,8 @@ and from `engine.errors` only (`scripts.check_rules` holds it to that). What it 
 - models and weights: the catalog (`known_clip_models`, `VQGAN_MODELS`, `list_models`,
   `bundled_models`, `model_files`) and the cache (`cache_dir`, `ensure_file`);
 - presets: `QUALITY`, `ASPECT`, `base_size`;
+- image prompts: `parse_image_prompt` ('file.png:0.5' -> file, weight, stop) and
+  `image_prompt_entry` (back);
 - animation: `frame_progress` (which frame a run is at), `CAMERA_FIELDS` (the camera's moves)
   and `schedule_pattern` (a move's number-or-keyframes form, as a regular expression);
 - resuming: `RunState` (a stopped run), `encode_state` / `decode_state`, `write_state` /
@@ -44,6 +46,7 @@ from engine.models import ModelCache
 from engine.output import output_filename, read_png_settings, save_outputs
 from engine.prepare import load_models, missing_weights
 from engine.presets import ASPECT, QUALITY, base_size
+from engine.prompts import image_prompt_entry, parse_image_prompt
 from engine.resolve import ResolvedSettings, resolve, usable_device, world_canvases
 from engine.runstate import (
     STATE_SUFFIX,
@@ -93,6 +96,7 @@ __all__ = [
     "encode_state",
     "ensure_file",
     "frame_progress",
+    "image_prompt_entry",
     "generate",
     "known_clip_models",
     "list_drawers",
@@ -102,6 +106,7 @@ __all__ = [
     "model_files",
     "normalise_style",
     "output_filename",
+    "parse_image_prompt",
     "pick_device",
     "prompt_hints",
     "picture_seed",

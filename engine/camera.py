@@ -106,6 +106,7 @@ class Camera:
     angle: float = 0.0  # degrees, counter-clockwise on the screen
     translate_x: float = 0.0  # pixels, to the right
     translate_y: float = 0.0  # pixels, down
+    wrap: bool = False  # a tile (`tile`): what leaves one side comes back at the other
 
     @property
     def still(self) -> bool:
@@ -131,9 +132,13 @@ class Camera:
         return points @ m[:, :2].T + m[:, 2]
 
     def warp(self, image: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        """(N, C, H, W) resampled by the move (bilinear; uncovered parts reflected)."""
+        """(N, C, H, W) resampled by the move (bilinear; uncovered parts reflected, or with
+        `wrap` taken from the other side: the picture is a torus)."""
         _, _, h, w = image.shape
         grid = self._grid((w, h), scale).to(image.device, image.dtype)
+        if self.wrap:  # sample a copy with one pixel of the other side around it
+            image = F.pad(image, (1, 1, 1, 1), mode="circular")
+            grid = _wrapped(grid, w, h)
         return F.grid_sample(
             image, grid.expand(len(image), -1, -1, -1), mode="bilinear",
             padding_mode="reflection", align_corners=False,
@@ -160,7 +165,16 @@ class Camera:
         return torch.stack([source[..., 0] / w * 2 - 1, source[..., 1] / h * 2 - 1], dim=-1)[None]
 
 
+def _wrapped(grid: torch.Tensor, w: int, h: int) -> torch.Tensor:
+    """A `grid_sample` grid over a (w, h) picture as one over its copy padded by one pixel of
+    the other side, each source point taken modulo the picture's size."""
+    x = torch.remainder((grid[..., 0] + 1) / 2 * w, w) + 1  # pixels of the padded copy
+    y = torch.remainder((grid[..., 1] + 1) / 2 * h, h) + 1
+    return torch.stack([x / (w + 2) * 2 - 1, y / (h + 2) * 2 - 1], dim=-1)
+
+
 def camera_at(settings: object, frame: int) -> Camera:
-    """The camera move into `frame` (>= 1) from the settings' schedules."""
+    """The camera move into `frame` (>= 1) from the settings' schedules (wrapping round a
+    tile's edges)."""
     values = {name: parse_schedule(getattr(settings, name), name).at(frame) for name in BOUNDS}
-    return Camera(**values)
+    return Camera(**values, wrap=bool(getattr(settings, "tile", False)))

@@ -1,8 +1,8 @@
 """generate(settings) -> Result: the CLIP-guided optimisation loop.
 
 `variations=N` makes N pictures in one batch, from the seeds seed, seed+1, ...: each picture has
-its own drawer (its own start), its own generator (its own cutouts) and its own Adam state (Adam
-is element-wise, so one optimiser over every picture's parameters is N independent ones); their
+its own drawer (its own start), its own generator (its own cutouts) and its own optimiser state
+(every optimiser offered is element-wise, so one over every picture's parameters is N); their
 views go through CLIP as one batch and their losses are summed, so no picture's gradient depends
 on another's. On the CPU picture i is byte for byte the solo run with seed+i (tested).
 
@@ -28,10 +28,11 @@ from engine.animation import Timeline
 from engine.camera import camera_at
 from engine.drawers import DrawerContext, create_drawer, drawer_class
 from engine.errors import Cancelled, StateError
-from engine.images import fit_cover, open_rgb
+from engine.images import load_image_tensor
 from engine.interrupt import Tripwire
 from engine.models import ModelCache
 from engine.objective import Objective
+from engine.optimisers import make_optimiser
 from engine.resolve import ResolvedSettings, as_resolved
 from engine.runstate import (
     Checkpoint,
@@ -124,14 +125,6 @@ def _sheet_now(images: list[torch.Tensor]) -> Image.Image:
     return contact_sheet([to_pil(image) for image in images])
 
 
-def load_image_tensor(path: str, size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """An image file centre-cropped to the aspect of `size` and resized to it: (1, 3, H, W)."""
-    from torchvision.transforms.functional import pil_to_tensor
-
-    img = fit_cover(open_rgb(path, "init_image"), size)
-    return pil_to_tensor(img).float().div(255).unsqueeze(0).to(device)
-
-
 def generate(
     settings: Settings,
     *,
@@ -144,13 +137,15 @@ def generate(
     checkpoint: Checkpoint | None = None,
     on_frame: Callable[[int, Image.Image], None] | None = None,
     should_abort: Callable[[], bool] | None = None,
+    on_save: Callable[[int, Image.Image], None] | None = None,
 ) -> Result:
     """Optimise the style's drawer until CLIP finds the prompts in the image (VQGAN+CLIP loop).
 
     `settings` are resolved here unless they are `ResolvedSettings` already (the CLI and the
     service resolve once); either way they are checked against `limits` (default `Limits()`).
     An animation (`frames` > 0) is frame after frame of that loop, the camera moving the picture
-    between two; `on_frame(index, picture)` sees each finished frame (0-based).
+    between two; `on_frame(index, picture)` sees each finished frame (0-based), and
+    `on_save(iteration, picture)` the picture after every `save_every`-th iteration (1-based).
 
     A stopped run continues: the `Cancelled` that `should_stop()` causes carries the run's
     state, `checkpoint` is offered it whenever due, and `resume=state` continues from it to the
@@ -172,7 +167,7 @@ def generate(
         loop, clips = _make_loop(s, models, device, seeds, gens, init, recorder)
         loop.restore(resume)
         with loop.armed(should_abort, clips):
-            losses = loop.run(on_step, should_stop, checkpoint, on_frame)
+            losses = loop.run(on_step, should_stop, checkpoint, on_frame, on_save)
         finals = loop.finish(on_frame)
     except BaseException:
         if recorder is not None:
@@ -180,17 +175,11 @@ def generate(
         raise
     images, svgs = [to_pil(final) for final in finals], [d.to_svg() for d in loop.drawers]
     return Result(
-        image=contact_sheet(images),
-        settings=s,
-        losses=losses,
-        elapsed=time.perf_counter() - start,
-        svg=svgs[0] if len(svgs) == 1 else None,
+        image=contact_sheet(images), settings=s, losses=losses,
+        elapsed=time.perf_counter() - start, svg=svgs[0] if len(svgs) == 1 else None,
         video_path=Path(video_path) if recorder is not None and video_path else None,
-        images=images,
-        seeds=seeds,
-        svgs=svgs,
-        resumed_from=loop.first,
-    )
+        images=images, seeds=seeds, svgs=svgs, resumed_from=loop.first,
+    )  # fmt: skip
 
 
 def _make_loop(
@@ -232,7 +221,7 @@ FRAME_LR_SCALE = 0.3
 
 
 class _Loop:
-    """The loop: render -> cutouts -> CLIP -> loss -> Adam step -> clamp -> progress; an
+    """The loop: render -> cutouts -> CLIP -> loss -> optimiser step -> clamp -> progress; an
     animation moves the camera and starts a new optimiser at each frame's first iteration.
 
     The losses go into a device tensor: nothing in the loop waits for the device unless a
@@ -273,7 +262,7 @@ class _Loop:
         groups = [group for drawer in self.drawers for group in drawer.parameters()]
         if scale != 1.0:
             groups = [{**group, "lr": group["lr"] * scale} for group in groups]
-        return torch.optim.Adam(groups)
+        return make_optimiser(self.s.optimiser, groups)
 
     def restore(self, state: RunState | None) -> None:
         """Continue from `state` (None: start afresh): parameters, optimiser, generators,
@@ -310,6 +299,7 @@ class _Loop:
         should_stop: Callable[[], bool] | None,
         checkpoint: Checkpoint | None,
         on_frame: Callable[[int, Image.Image], None] | None = None,
+        on_save: Callable[[int, Image.Image], None] | None = None,
     ) -> list[float]:
         """Iterations `first` .. the last; returns every iteration's mean loss."""
         t, start = self.timeline, time.perf_counter()
@@ -327,6 +317,9 @@ class _Loop:
             elif t.scene_start(i):
                 self.opt = self._optimiser()
             images = self._step(i, t.scene_of(i))
+            if on_save is not None and self.s.save_every and (i + 1) % self.s.save_every == 0:
+                with torch.no_grad():  # the picture after this iteration's step
+                    on_save(i + 1, _sheet_now([drawer.render() for drawer in self.drawers]))
             if on_step is not None:
                 elapsed = time.perf_counter() - start
                 loss = partial(_mean_loss, self.history, i)

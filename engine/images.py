@@ -7,6 +7,7 @@ computed first and PIL resizes only that box, so memory stays bounded by the out
 
 from __future__ import annotations
 
+import torch
 from PIL import Image
 
 from engine.errors import SettingsError
@@ -62,3 +63,11 @@ def fit_cover(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     """`img` centre-cropped to the aspect of `size` (width, height) and resized to it (Lanczos)."""
     box = cover_box(img.width, img.height, *size)
     return img.resize(size, Image.Resampling.LANCZOS, box=box)
+
+
+def load_image_tensor(path: str, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """An image file centre-cropped to the aspect of `size` and resized to it: (1, 3, H, W)."""
+    from torchvision.transforms.functional import pil_to_tensor
+
+    img = fit_cover(open_rgb(path, "init_image"), size)
+    return pil_to_tensor(img).float().div(255).unsqueeze(0).to(device)

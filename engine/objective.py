@@ -11,12 +11,12 @@ from PIL import Image
 from engine.cutouts import Cutouts
 from engine.images import open_rgb
 from engine.perceptor import ClipModel, Targets, build_targets
-from engine.prompts import parse_prompts, split_scenes
+from engine.prompts import parse_image_prompt, parse_prompts, split_scenes
 from engine.resolve import ResolvedSettings
 
 
-def _open_image_prompts(paths: list[str]) -> list[Image.Image]:
-    return [open_rgb(p, "image_prompts") for p in paths]
+def _open_image_prompts(entries: list[str]) -> list[Image.Image]:
+    return [open_rgb(parse_image_prompt(e).text, "image_prompts") for e in entries]
 
 
 def _views_key(clip: ClipModel) -> tuple[int, bool, float]:
@@ -38,14 +38,23 @@ class Objective:
 
     def __init__(self, s: ResolvedSettings, clips: list[ClipModel], init: torch.Tensor | None):
         images = _open_image_prompts(s.image_prompts)  # every scene's
+        weights = [parse_image_prompt(entry) for entry in s.image_prompts]
         self.clips = clips
         # targets[scene][model]: a story's scenes each have their own (one scene without '^').
         self.targets: list[list[Targets]] = [
-            [build_targets(c, parse_prompts(scene), images) for c in clips]
+            [build_targets(c, parse_prompts(scene), images, weights) for c in clips]
             for scene in split_scenes(s.prompts)
         ]
         self.cutouts = {
-            _views_key(c): Cutouts(c.input_size, s.cutouts, zoom=c.zoom_views, wide=c.view_strength)
+            _views_key(c): Cutouts(
+                c.input_size,
+                s.cutouts,
+                zoom=c.zoom_views,
+                wide=c.view_strength,
+                wrap=s.tile,
+                augments=s.augments,
+                cut_power=s.cut_power,
+            )  # fmt: skip
             for c in clips
         }
         self.settings, self.init = s, init
@@ -80,15 +89,41 @@ class Objective:
         return torch.stack([self._penalties(image, loss) for image, loss in pairs])
 
     def _penalties(self, image: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-        """`loss` plus the optional init, smoothness and saturation terms of one picture."""
+        """`loss` plus the optional init, smoothness, symmetry and saturation terms of one
+        picture."""
         s = self.settings
         if s.init_weight and self.init is not None:
             loss = loss + s.init_weight * (image - self.init).pow(2).mean()
         if s.smoothness_weight:
-            dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
-            dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
-            loss = loss + s.smoothness_weight * (dx + dy)
+            loss = loss + s.smoothness_weight * roughness(image, s.tile)
+        if s.symmetry != "none":
+            loss = loss + s.symmetry_weight * asymmetry(image, s.symmetry)
         if s.saturation_weight:
             spread = image.amax(dim=1) - image.amin(dim=1)  # (1, H, W)
             loss = loss + s.saturation_weight * spread.pow(2).mean()
         return loss
+
+
+def roughness(image: torch.Tensor, wrap: bool = False) -> torch.Tensor:
+    """Mean difference between neighbouring pixels, across and down; with `wrap` (a tile) the
+    last column's neighbour is the first (and the last row's the first row)."""
+    if wrap:
+        dx = (image - image.roll(1, dims=-1)).abs().mean()
+        dy = (image - image.roll(1, dims=-2)).abs().mean()
+    else:
+        dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
+        dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+    return dx + dy
+
+
+# symmetry -> the dimensions of (1, 3, H, W) whose mirror image the picture should equal.
+MIRRORS = {"horizontal": (-1,), "vertical": (-2,), "both": (-1, -2)}
+
+
+def asymmetry(image: torch.Tensor, symmetry: str) -> torch.Tensor:
+    """Mean difference between the picture and its mirror image(s) (pixray's symmetry loss):
+    'horizontal' mirrors left-right, 'vertical' top-bottom, 'both' adds the two."""
+    total = image.new_zeros(())
+    for dim in MIRRORS[symmetry]:
+        total = total + (image - image.flip(dim)).abs().mean()
+    return total

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, PngImagePlugin
 
 from engine.files import atomic_write
-from engine.settings import Settings, solo
+from engine.settings import Settings, record, solo
 from engine.version import __version__
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ _MACHINE_FIELDS = {"device"}
 
 def png_metadata(settings: Settings) -> dict[str, str]:
     """The text chunks written into every PNG."""
-    data = settings.model_dump(mode="json", exclude=_MACHINE_FIELDS)
+    data = record(settings, _MACHINE_FIELDS)
     return {
         "prompt": settings.prompts,
         "seed": str(settings.seed),

@@ -187,19 +187,24 @@ class Targets:
 
 
 def build_targets(
-    clip: ClipModel, prompts: Sequence[Prompt], image_prompts: Sequence[Image.Image]
+    clip: ClipModel,
+    prompts: Sequence[Prompt],
+    image_prompts: Sequence[Image.Image],
+    image_weights: Sequence[Prompt] | None = None,
 ) -> Targets:
-    """Encode text prompts and image prompts once per run."""
+    """Encode text prompts and image prompts once per run; `image_weights` holds each image
+    prompt's weight and stop (default: weight 1, no stop)."""
     embeds, weights, stops = [], [], []
     if prompts:
         embeds.append(clip.encode_text([p.text for p in prompts]))
         weights += [p.weight for p in prompts]
         stops += [p.stop for p in prompts]
-    for img in image_prompts:
+    weighted = image_weights or [Prompt("")] * len(image_prompts)
+    for img, weight in zip(image_prompts, weighted, strict=True):
         with torch.no_grad():
             embeds.append(clip.encode_image(_square_tensor(img, clip.input_size, clip.device)))
-        weights.append(1.0)
-        stops.append(float("-inf"))
+        weights.append(weight.weight)
+        stops.append(weight.stop)
     dev = clip.device
     return Targets(
         torch.cat(embeds),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,32 @@ ASPECT: dict[str, tuple[int, int]] = {
 }
 
 DEFAULT_CUTOUTS = 40
+
+PIXEL_SHAPES = ("square", "hex")  # pixel art's cells (pixray's pixel types)
+
+# The cutouts' augmentations by name, in the order they are applied (engine.cutouts), with the
+# spellings also accepted; the default is clipit's set (what every run used before the choice).
+AUGMENTS = ("affine", "perspective", "colour", "sharpness", "flip", "erasing", "noise")
+AUGMENT_ALIASES = {
+    "color": "colour",
+    "jitter": "colour",
+    "erase": "erasing",
+    "sharpen": "sharpness",
+}
+DEFAULT_AUGMENTS = ("affine", "perspective", "colour", "noise")
+
+
+def parse_augments(value: str | list[str]) -> list[str]:
+    """'flip, affine' or a list -> the named augmentations in `AUGMENTS` order; 'none' (or
+    nothing) is none; ValueError listing the names."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = {str(i).strip().lower() for i in items} - {"", "none"}
+    names = {AUGMENT_ALIASES.get(n, n) for n in names}
+    unknown = sorted(names - set(AUGMENTS))
+    if unknown:
+        raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(AUGMENTS)}")
+    return [name for name in AUGMENTS if name in names]
+
 
 # Pixel-art palettes by name (a palette may also be given as hex colours).
 PALETTES: dict[str, list[str]] = {
@@ -80,3 +107,31 @@ def trim(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     """Round both sides down to a multiple (never below one multiple)."""
     w, h = size
     return (max(multiple, w - w % multiple), max(multiple, h - h % multiple))
+
+
+def parse_size(value: Any) -> tuple[int, int] | None:
+    """'640x360', '640,360', [640, 360] -> (640, 360)."""
+    if value is None or value == "":
+        return None
+    parts = re.split(r"[x×,\s]+", value.strip().lower()) if isinstance(value, str) else list(value)
+    try:
+        w, h = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected WIDTHxHEIGHT such as 640x360, got {value!r}") from None
+    if w < 8 or h < 8:
+        raise ValueError(f"width and height must be at least 8, got {w}x{h}")
+    return (w, h)
+
+
+def parse_widths(value: Any) -> tuple[float, float] | None:
+    """'2,8', [2, 8] -> (2.0, 8.0): a range of stroke widths in pixels (0.5 to 256)."""
+    if value is None or value == "":
+        return None
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        low, high = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected MIN,MAX pixels such as 2,8, got {value!r}") from None
+    if not 0.5 <= low <= high <= 256:
+        raise ValueError(f"need 0.5 <= MIN <= MAX <= 256 pixels, got {low:g},{high:g}")
+    return (low, high)

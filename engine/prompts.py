@@ -47,6 +47,20 @@ def _bounded(text: str, what: str, bound: float) -> float:
     return value
 
 
+def parse_image_prompt(entry: str) -> Prompt:
+    """'cat.png:0.5:0.2' -> Prompt('cat.png', 0.5, 0.2): an image prompt's file with a weight and
+    stop read from the right as a text prompt's ('cat.png' alone has weight 1)."""
+    return parse_prompt(entry)
+
+
+def image_prompt_entry(path: str, weight: float = 1.0, stop: float = float("-inf")) -> str:
+    """The canonical spelling of an image prompt: the path, then ':weight' and ':stop' unless
+    they are the defaults (so 'cat.png:1' is 'cat.png')."""
+    if stop != float("-inf"):
+        return f"{path}:{weight:g}:{stop:g}"
+    return path if weight == 1.0 else f"{path}:{weight:g}"
+
+
 SCENE_SEPARATOR = "^"
 
 

@@ -61,6 +61,7 @@ def resolve(
         raise SettingsError("seed", f"with {resolved.variations} variations, at most "
                             f"{MAX_SEED - resolved.variations + 1}")  # fmt: skip
     check_limits(resolved, limits)
+    check_controls(resolved)
     return resolved
 
 
@@ -163,6 +164,20 @@ def world_canvases(clip_models: list[str] | None) -> dict[str, tuple[int, int]]:
     models bring no canvas, the presets' `ASPECT` holds)."""
     world = catalog.world_defaults(clip_models)
     return dict(world.canvases) if world is not None else {}
+
+
+def check_controls(s: Settings) -> None:
+    """Raise `SettingsError` for a creative control that would do nothing as asked."""
+    unset = Settings.model_fields["symmetry_weight"].get_default()
+    if s.symmetry == "none" and s.symmetry_weight != unset:
+        raise SettingsError(
+            "symmetry_weight", "has no effect without symmetry; give symmetry horizontal, "
+            "vertical or both",
+        )  # fmt: skip
+    if s.init_image and s.init_noise != "default":
+        raise SettingsError(
+            "init_noise", "the init image is the start; give no init_noise with an init_image"
+        )
 
 
 def check_limits(s: ResolvedSettings, limits: Limits) -> None:

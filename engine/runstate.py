@@ -40,8 +40,10 @@ from engine import catalog
 from engine.checkpoints import tensors_from_bytes, tensors_to_bytes
 from engine.errors import CheckpointError, StateError, one_line
 from engine.files import atomic_write_bytes
+from engine.optimisers import SCALARS, state_keys
 from engine.prepare import run_vqgan
-from engine.settings import ResolvedSettings
+from engine.prompts import image_prompt_entry, parse_image_prompt
+from engine.settings import ResolvedSettings, record
 from engine.version import __version__
 
 STATE_FORMAT = "text2art-run-state"
@@ -92,14 +94,20 @@ def state_path(output: str | Path) -> Path:
 def run_identity(s: ResolvedSettings) -> dict[str, Any]:
     """What makes two runs the same run: the settings (uploads by their content, so a node may
     keep them under another path) and the weights files it reads (by size)."""
-    data = s.model_dump(mode="json", exclude=_MACHINE_FIELDS)
+    data = record(s, _MACHINE_FIELDS)
     data["init_image"] = _digest(s.init_image) if s.init_image else None
-    data["image_prompts"] = [_digest(p) for p in s.image_prompts]
+    data["image_prompts"] = [_image_prompt_digest(p) for p in s.image_prompts]
     models = {
         label: path.stat().st_size if path.is_file() else None
         for label, _, path in catalog.run_files(s.clip_models, run_vqgan(s))
     }
     return {"settings": data, "models": models}
+
+
+def _image_prompt_digest(entry: str) -> str:
+    """An image prompt by its file's content, with its weight and stop."""
+    prompt = parse_image_prompt(entry)
+    return image_prompt_entry(_digest(prompt.text), prompt.weight, prompt.stop)
 
 
 def _digest(path: str) -> str:
@@ -152,7 +160,7 @@ def capture(
     for p, g in enumerate(gens):
         tensors[f"rng.{p}"] = g.get_state().clone()
     tensors["losses"] = _cpu(history[:iteration].float())
-    settings = s.model_dump(mode="json", exclude=_MACHINE_FIELDS)
+    settings = record(s, _MACHINE_FIELDS)
     return RunState(iteration, s.total_iterations, settings, run_identity(s), tensors, list(frames))
 
 
@@ -177,7 +185,7 @@ def restore(
     for p, drawer in enumerate(drawers):
         for k, _ in enumerate(_params(drawer)):
             _expect(t[f"drawer.{p}.{k}"], next(flat), f"drawer.{p}.{k}")
-    opt_state = _optimiser_state(t, params, optim)
+    opt_state = _optimiser_state(t, params, optim, state_keys(opt))
     for p in range(len(gens)):
         _expect(t[f"rng.{p}"], gens[p].get_state(), f"rng.{p}")
     losses = t["losses"]
@@ -196,21 +204,28 @@ def restore(
 
 
 def _optimiser_state(
-    t: dict[str, torch.Tensor], params: list[torch.Tensor], names: set[str]
+    t: dict[str, torch.Tensor], params: list[torch.Tensor], names: set[str], keys: frozenset[str]
 ) -> dict[int, dict[str, torch.Tensor]]:
-    """The optimiser's per-parameter state from the `optim.{j}.{name}` tensors, checked: `step`
-    a scalar, every other entry shaped like its parameter."""
+    """The optimiser's per-parameter state from the `optim.{j}.{name}` tensors, checked: every
+    parameter with a state has each of `keys` (the run's optimiser's), the `SCALARS` 0-d, every
+    other entry shaped like its parameter."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name in sorted(names):
         _, j_text, key = name.split(".", 2)
         j = int(j_text)
         if j >= len(params):
             raise StateError(f"the state's {name} has no parameter in this run")
+        if key not in keys:
+            raise StateError(f"the state's {name} is not kept by this run's optimiser")
         value = t[name]
-        shape = () if key == "step" else tuple(params[j].shape)
+        shape = () if key in SCALARS else tuple(params[j].shape)
         if tuple(value.shape) != shape or value.dtype != torch.float32:
             raise StateError(f"the state's {name} is {_describe(value)}, expected {list(shape)}")
         state.setdefault(j, {})[key] = value
+    for j, values in state.items():
+        if set(values) != keys:
+            missing = sorted(keys - set(values))
+            raise StateError(f"the state of the optimiser's parameter {j} lacks {missing}")
     return state
 
 

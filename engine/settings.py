@@ -6,7 +6,6 @@ The CLI flags, the HTTP form fields, the JSON schema and the README table all de
 
 from __future__ import annotations
 
-import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -15,12 +14,23 @@ from engine import presets
 from engine.camera import CAMERA_FIELDS, canonical, parse_schedule
 from engine.drawers import DEFAULT_STYLE, describe_styles, list_drawers, normalise_style
 from engine.errors import SettingsError
-from engine.prompts import parse_prompts, split_scenes
+from engine.noise import INIT_NOISES
+from engine.optimisers import DEFAULT_OPTIMISER, OPTIMISERS
+from engine.prompts import image_prompt_entry, parse_image_prompt, parse_prompts, split_scenes
 
 QUALITIES = tuple(presets.QUALITY)
 ASPECTS = tuple(presets.ASPECT)
 MAX_VARIATIONS = 4  # pictures in one batch (each adds its cutouts to the CLIP batch)
 MAX_SEED = 2**63 - 1
+SYMMETRIES = ("none", "horizontal", "vertical", "both")
+# Fields added after PNGs and run states were first written: a record of the settings (PNG
+# metadata, a run's identity) leaves each out while it has its default, so a picture made
+# without them keeps its bytes, and an older text2art (whose settings forbid unknown fields)
+# still reads it with `--from`.
+QUIET_DEFAULTS = (
+    "optimiser", "symmetry", "symmetry_weight", "tile", "init_noise", "augments", "cut_power",
+    "save_every", "stroke_width", "pixel_shape",
+)  # fmt: skip
 
 
 def choices(field: str) -> tuple[str, ...] | None:
@@ -28,6 +38,8 @@ def choices(field: str) -> tuple[str, ...] | None:
     free field: the validators check them, and the CLI lists them in its help. The styles are
     the registered drawers (engine.drawers)."""
     named = {"style": tuple(list_drawers()), "quality": QUALITIES, "aspect": ASPECTS}
+    named |= {"optimiser": tuple(OPTIMISERS), "symmetry": SYMMETRIES, "init_noise": INIT_NOISES}
+    named["pixel_shape"] = presets.PIXEL_SHAPES
     return named.get(field)
 
 
@@ -52,20 +64,6 @@ class Limits(BaseModel):
     max_frames: int = Field(240, ge=1, description="Most frames of an animation.")
 
 
-def parse_size(value: Any) -> tuple[int, int] | None:
-    """'640x360', '640,360', [640, 360] -> (640, 360)."""
-    if value is None or value == "":
-        return None
-    parts = re.split(r"[x×,\s]+", value.strip().lower()) if isinstance(value, str) else list(value)
-    try:
-        w, h = (int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected WIDTHxHEIGHT such as 640x360, got {value!r}") from None
-    if w < 8 or h < 8:
-        raise ValueError(f"width and height must be at least 8, got {w}x{h}")
-    return (w, h)
-
-
 S = TypeVar("S", bound="Settings")
 
 
@@ -82,7 +80,8 @@ class Settings(BaseModel):
     )
     image_prompts: list[str] = Field(
         default_factory=list,
-        description="Image files whose CLIP embedding is a target, like a text prompt.",
+        description="Image files whose CLIP embedding is a target, like a text prompt; "
+        "'file.png:0.5' gives a weight (negative: away from it) and ':0.5:0.2' a stop.",
     )
     init_image: str | None = Field(
         None, description="Image file to start from instead of noise.", examples=[None]
@@ -126,6 +125,9 @@ class Settings(BaseModel):
         "(each reproducible on its own with its seed).",
     )
     make_video: bool = Field(False, description="Also make an MP4 of the generation.")
+    save_every: int = Field(
+        0, ge=0, description="Also keep the picture every N iterations as a PNG (0: never)."
+    )
     # -- animation (engine.camera): 0 frames is a still picture --------------------------------
     frames: int = Field(
         0,
@@ -156,6 +158,19 @@ class Settings(BaseModel):
     cutouts: int | None = Field(
         None, ge=1, description="Augmented crops per step seen by CLIP (default 40)."
     )
+    augments: list[str] = Field(
+        default_factory=lambda: list(presets.DEFAULT_AUGMENTS),
+        description="The cutouts' augmentations, comma-separated, from "
+        f"{', '.join(presets.AUGMENTS)} (or none; default {','.join(presets.DEFAULT_AUGMENTS)}).",
+        examples=[",".join(presets.DEFAULT_AUGMENTS)],
+    )
+    cut_power: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description="Shapes the cutouts' sizes: above 1 more small crops (detail), below 1 more "
+        "large ones (nerdyrodent's -cutp).",
+    )
     clip_models: list[str] | None = Field(
         None,
         description="CLIP models by clipit's names (ViT-B/32, ViT-B/16, RN50, ...), the bundled "
@@ -164,7 +179,29 @@ class Settings(BaseModel):
         examples=[["ViT-B/32"]],
     )
     learning_rate: float | None = Field(
-        None, gt=0.0, le=100.0, description="Adam step size (default: the style's)."
+        None, gt=0.0, le=100.0, description="The optimiser's step size (default: the style's)."
+    )
+    # -- creative controls (README: Creative controls) -----------------------------------------
+    optimiser: str = Field(
+        DEFAULT_OPTIMISER,
+        description=f"PyTorch's optimiser: {', '.join(OPTIMISERS)}.",
+        examples=[DEFAULT_OPTIMISER],
+    )
+    symmetry: str = Field(
+        "none",
+        description="Mirror symmetry as a loss: none, horizontal (left-right mirror), vertical "
+        "(top-bottom) or both.",
+        examples=["none"],
+    )
+    symmetry_weight: float = Field(
+        1.0, ge=0.0, le=100.0, description="Weight of the symmetry loss (needs symmetry)."
+    )
+    tile: bool = Field(False, description="A seamless tile: the picture wraps around like a torus.")
+    init_noise: str = Field(
+        "default",
+        description="How a picture starts without an init image: pixels, gradient (smooth), "
+        "perlin (fractal) or default (the style's own).",
+        examples=["default"],
     )
     pixel_size: tuple[int, int] | None = Field(
         None,
@@ -176,6 +213,9 @@ class Settings(BaseModel):
         description=f"Pixel-art palette: a name ({', '.join(presets.PALETTES)}) or hex "
         "colours like '#1a1c2c,#5d275d'.",
     )
+    pixel_shape: str = Field(
+        "square", description="Pixel-art cells: square, or hex (hexagons).", examples=["square"]
+    )
     smoothness_weight: float = Field(
         0.0, ge=0.0, le=100.0, description="Penalise differences between neighbouring pixels."
     )
@@ -186,6 +226,11 @@ class Settings(BaseModel):
         "imagenet_f16_16384", description="VQGAN checkpoint for the image style."
     )
     strokes: int = Field(1024, ge=1, description="Number of strokes for the painting style.")
+    stroke_width: tuple[float, float] | None = Field(
+        None,
+        description="Painting strokes' width as MIN,MAX pixels; they start at MIN (default: "
+        "1 up to 5% of the height).",
+    )
     decoder_checkpointing: bool | None = Field(
         None,
         description="Recompute VQGAN decoder activations to save GPU memory "
@@ -209,10 +254,22 @@ class Settings(BaseModel):
     def _aspect(cls, v: Any) -> str:
         return _choice(v, ASPECTS)
 
+    @field_validator("optimiser", "symmetry", "init_noise", "pixel_shape", mode="before")
+    @classmethod
+    def _named(cls, v: Any, info: ValidationInfo) -> str:
+        allowed = choices(str(info.field_name))
+        assert allowed is not None, "a named field has choices"
+        return _choice(v, allowed)
+
     @field_validator("size", "pixel_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> tuple[int, int] | None:
-        return parse_size(v)
+        return presets.parse_size(v)
+
+    @field_validator("stroke_width", mode="before")
+    @classmethod
+    def _stroke_width(cls, v: Any) -> tuple[float, float] | None:
+        return presets.parse_widths(v)
 
     @field_validator("prompts")
     @classmethod
@@ -229,6 +286,12 @@ class Settings(BaseModel):
         parse_schedule(v, str(info.field_name))  # raises ValueError saying where
         return canonical(v)
 
+    @field_validator("image_prompts")
+    @classmethod
+    def _image_prompts(cls, v: list[str]) -> list[str]:
+        parsed = [parse_image_prompt(entry) for entry in v]  # raises ValueError with the reason
+        return [image_prompt_entry(p.text, p.weight, p.stop) for p in parsed]
+
     @field_validator("clip_models", mode="before")
     @classmethod
     def _clip_models(cls, v: Any) -> list[str] | None:
@@ -237,6 +300,11 @@ class Settings(BaseModel):
         items = v.split(",") if isinstance(v, str) else list(v)
         items = [str(m).strip() for m in items if str(m).strip()]
         return items or None
+
+    @field_validator("augments", mode="before")
+    @classmethod
+    def _augments(cls, v: Any) -> list[str]:
+        return presets.parse_augments(v if v is not None else "none")
 
     @field_validator("palette", mode="before")
     @classmethod
@@ -281,7 +349,22 @@ class ResolvedSettings(Settings):
     seed: int = Field(ge=0, le=MAX_SEED, description="Random seed.")
     cutouts: int = Field(ge=1, description="Augmented crops per step seen by CLIP.")
     clip_models: list[str] = Field(description="CLIP models guiding the run.")
-    learning_rate: float = Field(gt=0.0, le=100.0, description="Adam step size.")
+    learning_rate: float = Field(gt=0.0, le=100.0, description="The optimiser's step size.")
+
+
+def record(settings: Settings, exclude: set[str]) -> dict[str, Any]:
+    """The settings as JSON for a record (PNG metadata, a run's identity), without `exclude`
+    and without the `QUIET_DEFAULTS` that have their default."""
+    data = settings.model_dump(mode="json", exclude=exclude)
+    for name in QUIET_DEFAULTS:
+        if name in data and data[name] == _default(name):
+            del data[name]
+    return data
+
+
+def _default(name: str) -> Any:
+    default = Settings.model_fields[name].get_default(call_default_factory=True)
+    return list(default) if isinstance(default, list | tuple) else default
 
 
 def picture_seed(first: int, index: int) -> int:

@@ -19,7 +19,7 @@ from PIL import Image
 import api.runner as runner
 from api.app import create_app
 from api.config import ServiceConfig
-from api.forms import describe
+from api.forms import WEIGHTS_HELP, describe
 from api.gpu import GpuBusy, GpuLock
 from engine import Cancelled, ModelCache, Result, Settings, resolve
 
@@ -30,7 +30,11 @@ CARD_FIELDS = [
     "size", "init_image", "image_prompts", "variations",
     # an animation's (issue 28)
     "frames", "frame_iterations", "zoom", "angle", "translate_x", "translate_y", "fps",
+    # the creative controls (issue 29)
+    "optimiser", "learning_rate", "symmetry", "symmetry_weight", "tile", "init_noise",
+    "augments", "cut_power", "save_every", "stroke_width", "pixel_shape",
 ]  # fmt: skip
+FORM_ONLY = {"image_prompt_weights": WEIGHTS_HELP}  # the form's own fields beside the card's
 
 
 def tiny_config(tmp_path: Path, **overrides: Any) -> ServiceConfig:
@@ -252,8 +256,11 @@ def test_root_is_the_web_page_and_every_field_is_documented(client: TestClient) 
     body = spec["paths"]["/generate"]["post"]["requestBody"]
     ref = body["content"]["multipart/form-data"]["schema"]["$ref"].split("/")[-1]
     props = spec["components"]["schemas"][ref]["properties"]
-    assert sorted(props) == sorted(CARD_FIELDS)
+    assert sorted(props) == sorted([*CARD_FIELDS, *FORM_ONLY])
     for name, prop in props.items():
+        if name in FORM_ONLY:
+            assert prop["description"] == FORM_ONLY[name] and prop.get("examples"), name
+            continue
         assert prop["description"].startswith(describe(name)) and describe(name), name
         if name not in ("init_image", "image_prompts"):
             assert prop.get("examples"), name

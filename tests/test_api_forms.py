@@ -20,6 +20,7 @@ from api.forms import (
     CARD_DEFAULTS,
     FORM_FIELDS,
     UPLOADS,
+    WEIGHTS_FIELD,
     GenerateForm,
     GenerateFormDep,
     build_settings,
@@ -56,7 +57,7 @@ def test_openapi_form_lists_every_field_with_its_description(
     spec: dict[str, Any], path: str, extra: set[str]
 ) -> None:
     props = form_schema(spec, path)
-    assert set(props) == set(FORM_FIELDS) | extra
+    assert set(props) == set(FORM_FIELDS) | extra | {WEIGHTS_FIELD}  # the uploads' weights
     for name in FORM_FIELDS:
         # the description, then this server's limits (api.openapi)
         assert props[name]["description"].startswith(describe(name)) and describe(name), name

@@ -185,7 +185,7 @@ def test_the_interface_is_abstract_and_each_backend_implements_all_of_it() -> No
         "prepare", "describe", "write_marker", "read_marker", "delete_marker", "save_result",
         "video_path", "kept", "path", "read", "serve", "save_preview", "read_preview",
         "remove_preview", "save_state", "read_state", "remove_state", "upload_dir",
-        "commit_uploads", "localize", "public_settings", "delete", "discard",
+        "commit_uploads", "localize", "public_settings", "delete", "discard", "save_step", "steps",
     }  # fmt: skip
     assert ArtifactStore.__abstractmethods__ == operations
     for backend in (LocalArtifactStore, S3ArtifactStore):
@@ -206,7 +206,7 @@ def test_every_artifact_lives_where_its_name_says(store: LocalArtifactStore) -> 
     names.add(artifact_name("uploads", job_id, "init.png"))
     files = {p.relative_to(store.root).as_posix() for p in store.root.rglob("*") if p.is_file()}
     assert files == names and store.upload_dir(job_id) == store.file(f"uploads/{job_id}")
-    with pytest.raises(ValueError, match="choose result, preview, state, uploads or marker"):
+    with pytest.raises(ValueError, match="choose result, preview, state, uploads, marker or st"):
         artifact_name("thumbnail", job_id)  # type: ignore[arg-type]
 
 

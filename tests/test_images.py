@@ -15,7 +15,7 @@ from PIL import Image
 
 from api.cli import main
 from engine import ModelCache, SettingsError, generate
-from engine.generate import load_image_tensor
+from engine.images import load_image_tensor
 from engine.perceptor import _square_tensor
 
 

@@ -340,3 +340,30 @@ def test_a_bucket_serves_a_stream_a_range_or_a_redirect(
     assert isinstance(moved, ServedRedirect) and to_response(moved, "mp4").status_code == 302
     assert httpx.get(moved.url, timeout=10).content == b"0123456789" * 10
     assert store.serve(new_job_id(), "mp4", None) is None
+
+
+def test_intermediate_pictures_are_kept_served_by_name_and_gone_with_the_job(
+    tmp_path: Path, endpoint: str, bucket: str
+) -> None:
+    """save_every's pictures: `steps/{id}/step-0010.png` in both stores, served as
+    `{id}-step-0010.png`, kept by discard (a continued run keeps the earlier ones), deleted with
+    the job."""
+    local = LocalArtifactStore(tmp_path / "local")
+    s3 = S3ArtifactStore(f"s3://{bucket}/sv", tmp_path / "staging", make_client(endpoint, None))
+    for store in (local, s3):
+        store.prepare()
+        job_id = new_job_id()
+        assert store.steps(job_id) == []
+        for i in (20, 10):
+            assert store.save_step(job_id, i, Image.new("RGB", (4, 4), (i, 0, 0))) == (
+                f"step-{i:04d}.png"
+            )
+        assert store.steps(job_id) == ["step-0010.png", "step-0020.png"]
+        assert artifact_name("result", job_id, "step-0010.png") == f"steps/{job_id}/step-0010.png"
+        data = store.read(f"{job_id}-step-0020", "png")
+        assert data is not None and Image.open(io.BytesIO(data)).getpixel((0, 0)) == (20, 0, 0)
+        store.discard(job_id)
+        assert store.steps(job_id) == ["step-0010.png", "step-0020.png"]
+        store.delete(job_id)
+        assert store.steps(job_id) == [] and store.read(f"{job_id}-step-0010", "png") is None
+    assert not [k for k in keys(s3_client(endpoint), bucket) if k.startswith("sv/steps/")]

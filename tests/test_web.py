@@ -328,6 +328,37 @@ def test_an_animation_from_its_section_plays_in_the_picture_s_place(page: Any) -
     page.screenshot(path=str(SHOTS / "animation.png"))
 
 
+def test_tile_and_symmetry_from_the_advanced_section(page: Any) -> None:
+    """The Advanced section is collapsed at first; its creative controls are sent only when set
+    (a control at its default is left out) and come back with "use these settings"."""
+    assert page.locator("#advanced").get_attribute("open") is None
+    assert page.get_by_label("Symmetry", exact=True).is_hidden()
+    fill_form(page, "a tiled floor", iterations=2)
+    page.get_by_label("Symmetry", exact=True).select_option("horizontal")
+    page.get_by_role("switch", name="Seamless tile").check()
+    page.get_by_label("Symmetry strength").fill("3")
+    page.get_by_label("Start from", exact=True).select_option("gradient")
+    with page.expect_request("**/jobs") as sent:
+        page.get_by_role("button", name="Create art").click()
+    body = sent.value.post_data or ""
+    for field, value in [("symmetry", "horizontal"), ("tile", "true"), ("symmetry_weight", "3"),
+                         ("init_noise", "gradient")]:  # fmt: skip
+        assert re.search(rf'name="{field}"\r\n\r\n{re.escape(value)}\r\n', body), field
+    for field in ("optimiser", "augments", "cut_power", "learning_rate"):  # left at defaults
+        assert f'name="{field}"' not in body, field
+    wait_for_text(page, "#job-badge", "^Done$")
+    page.screenshot(path=str(SHOTS / "creative-controls.png"))
+    # The job's settings go back into the form: a fresh page, then the job's own link.
+    assert page.evaluate("() => new URL(location.href).searchParams.get('job')")
+    page.reload()
+    page.wait_for_selector("html[data-ready]")
+    page.wait_for_function("() => document.querySelector('#symmetry').value === 'horizontal'")
+    assert page.get_by_role("switch", name="Seamless tile").is_checked()
+    assert page.get_by_label("Start from", exact=True).input_value() == "gradient"
+    assert page.get_by_label("Optimiser").input_value() == "adam"  # the default, not sent
+    assert page.locator("#advanced").get_attribute("open") is not None
+
+
 def test_a_card_the_server_does_not_list_is_disabled(browser: Any, base_url: str) -> None:
     """/info lists every style but the first (the default): its card is disabled and the next
     one is chosen instead."""

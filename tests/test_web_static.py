@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from helpers import jobs_config, serving
 
+from api.forms import FORM_FIELDS
 from api.routes.web import STATIC_DIR, mount_web
-from engine import ModelCache
+from engine import ModelCache, Settings, choices
 from engine.drawers import DEFAULT_STYLE, DRAWERS, Drawer, drawer_class, list_drawers
 from engine.drawers.pixel import PixelDrawer
 from engine.settings import ASPECTS, MAX_VARIATIONS, QUALITIES
@@ -189,7 +190,7 @@ def test_form_sends_every_job_field_and_leaves_validation_to_the_server(page: Pa
 def test_choices_match_the_engine(page: Page) -> None:
     styles = [e["attrs"]["value"] for e in page.find("input", name="style")]
     aspects = [e["attrs"]["value"] for e in page.find("input", name="aspect")]
-    qualities = [e["attrs"]["value"] for e in page.find("option") if "value" in e["attrs"]]
+    qualities = select_options("quality")
     assert sorted(styles) == sorted(list_drawers())
     assert sorted(aspects) == sorted(ASPECTS)
     assert qualities == list(QUALITIES)
@@ -325,11 +326,39 @@ def test_keyword_chips_are_the_articles_modifiers(page: Page) -> None:
     assert all(c["attrs"].get("type") == "button" for c in chips)  # never submit the form
 
 
-def test_advanced_fold_holds_seed_iterations_and_scale(page: Page) -> None:
+def select_options(name: str) -> list[str]:
+    """The option values of the page's select `name`, in order."""
+    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    start = html.index(f'<select id="{name}"')
+    return re.findall(r'<option value="([^"]*)"', html[start : html.index("</select>", start)])
+
+
+# The creative controls (issue 29) the Advanced fold has, beside seed, iterations and scale.
+CREATIVE = ("symmetry", "symmetry_weight", "tile", "init_noise", "optimiser", "learning_rate",
+            "augments", "cut_power", "save_every", "stroke_width", "pixel_shape")  # fmt: skip
+
+
+def test_advanced_fold_holds_seed_iterations_scale_and_every_creative_control(
+    page: Page,
+) -> None:
     html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     fold = html[html.index('<details class="advanced"') : html.index("</details>")]
-    for name in ("seed", "iterations", "scale"):
-        assert f'name="{name}"' in fold
+    assert '<details class="advanced" id="advanced">' in html, "collapsed by default"
+    for name in ("seed", "iterations", "scale", *CREATIVE):
+        assert f'name="{name}"' in fold, name
+        assert page.find("p", id=f"{name}-error"), name
+    assert set(CREATIVE) <= set(FORM_FIELDS), "each is a field of the form"
+    for name in ("symmetry", "init_noise", "optimiser", "pixel_shape"):  # choices and default
+        assert sorted(select_options(name)) == sorted(choices(name) or ()), name
+        default = Settings.model_fields[name].default
+        assert f'<option value="{default}" selected>' in fold, name
+    app = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
+    defaults = re.search(r"const CONTROL_DEFAULTS = \{(.*?)\};", app, re.S)
+    assert defaults is not None
+    for name in set(CREATIVE) - {"tile"}:  # the script knows each one's default
+        assert re.search(rf"\b{name}: ", defaults.group(1)), name
+    augments = ",".join(Settings.model_fields["augments"].get_default(call_default_factory=True))
+    assert f'augments: "{augments}"' in defaults.group(1)
 
 
 def fieldset(html: str, field: str) -> str:

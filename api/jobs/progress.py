@@ -1,4 +1,4 @@
-"""A running job's progress and previews, written off the engine's thread.
+"""A running job's progress, previews and `save_every` pictures, written off the engine's thread.
 
 The engine calls `Progress` (its `on_step`, and `frame_done` as its `on_frame`) on its own
 thread between two iterations. Reading the loss and rendering a preview must happen there (they
@@ -39,6 +39,7 @@ class Progress:
         self._new_frame = False
         self._values: dict[str, Any] = {}  # waiting for the writer (the newest wins)
         self._preview: Image.Image | None = None
+        self._steps: list[tuple[int, Image.Image]] = []  # save_every's pictures, every one
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._done = threading.Event()
@@ -59,6 +60,12 @@ class Progress:
         """`on_frame`: an animation's frame is finished; it becomes the preview."""
         self._new_frame = True
         self._offer({}, picture)
+
+    def step_done(self, iteration: int, picture: Image.Image) -> None:
+        """`on_save`: an intermediate picture (`save_every`), kept by the writer."""
+        with self._lock:
+            self._steps.append((iteration, picture))
+        self._wake.set()
 
     def __call__(self, step: Step) -> None:
         config = self.runner.config
@@ -100,13 +107,16 @@ class Progress:
             with self._lock:
                 values, self._values = self._values, {}
                 preview, self._preview = self._preview, None
+                steps, self._steps = self._steps, []
+            for iteration, picture in steps:
+                self._save_step(iteration, picture)
             if preview is not None:
                 self._save_preview(preview)
             if values:
                 self._write(values)
             if self._done.is_set():
                 with self._lock:
-                    if not self._values and self._preview is None:
+                    if not self._values and self._preview is None and not self._steps:
                         return
 
     def _save_preview(self, picture: Image.Image) -> None:
@@ -114,6 +124,13 @@ class Progress:
             self.runner.artifacts.save_preview(self.job_id, picture)
         except Exception:  # a preview is a nicety: the run goes on without it
             log.warning("job %s: cannot save a preview", self.job_id, exc_info=True)
+
+    def _save_step(self, iteration: int, picture: Image.Image) -> None:
+        try:
+            self.runner.artifacts.save_step(self.job_id, iteration, picture)
+        except Exception:  # the run goes on; the job lists the pictures that were stored
+            log.warning("job %s: cannot save its picture of iteration %d", self.job_id, iteration,
+                        exc_info=True)  # fmt: skip
 
     def _write(self, values: dict[str, Any]) -> None:
         store, me = self.runner.store, str(self.runner.identity)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from api.jobs.store import Job
-from api.storage import output_url, variation_keys
+from api.storage import STEP_KEY, output_url, variation_keys
 from engine import picture_seed
 
 
@@ -47,6 +47,10 @@ class JobLinks(BaseModel):
         default_factory=list,
         description="Each picture of a batch (settings.variations > 1) with its seed; empty "
         "for a single picture.",
+    )
+    steps: list[str] = Field(
+        default_factory=list,
+        description="The picture every settings.save_every iterations, in order (empty without).",
     )
 
 
@@ -145,6 +149,7 @@ def job_links(base: str, job: Job) -> JobLinks:
         video=files.get("mp4"),
         svg=files.get("svg"),
         variations=variation_links(job, files),
+        steps=[url for key, url in files.items() if STEP_KEY.fullmatch(key)],
     )
 
 

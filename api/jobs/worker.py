@@ -267,7 +267,7 @@ class JobRunner:
     def _store(self, job_id: str, result: Result) -> list[str]:
         """Save the result; a storage outage of any length is waited out (the result waits in
         memory, the job stays running with its heartbeat) unless this worker stops meanwhile."""
-        save = lambda: self.artifacts.save_result(result, job_id)  # noqa: E731
+        save = lambda: self.artifacts.save_result(result, job_id) + self.artifacts.steps(job_id)  # noqa: E731
         return retry(
             save, f"job {job_id}: store the result", self.outages, math.inf, self._stopping
         )
@@ -299,6 +299,7 @@ class JobRunner:
                         bounded=False,  # the queue bounds the waiting
                         on_step=progress,
                         on_frame=progress.frame_done,
+                        on_save=progress.step_done,
                         video_path=self._video(job_id, settings),
                         resume=state,
                         checkpoint=checkpoints if every > 0 else None,

@@ -37,7 +37,7 @@ from api.jobs.store import CANCELLED, SUCCEEDED
 from api.jobs.submission import submit_form
 from api.jobs.waiting import ClientGone, wait_for_end
 from api.runner import run_engine
-from api.storage import MEDIA_TYPES, new_job_id, output_url, variation_keys
+from api.storage import MEDIA_TYPES, STEP_KEY, new_job_id, output_url, variation_keys
 from engine import Result, Settings, picture_seed
 from engine.errors import Cancelled
 
@@ -105,14 +105,10 @@ async def generate_image(
 
     def work(cancel: threading.Event) -> Result:
         return run_engine(
-            settings,
-            gpu=gpu,
-            models=models,
-            limits=limits,
-            cancel=cancel,
-            abort=cancel,
+            settings, gpu=gpu, models=models, limits=limits, cancel=cancel, abort=cancel,
             video_path=video,
-        )
+            on_save=lambda i, picture: artifacts.save_step(job_id, i, picture),  # save_every's
+        )  # fmt: skip
 
     try:
         result = await run_until_disconnect(request, work)
@@ -120,6 +116,7 @@ async def generate_image(
         artifacts.delete(job_id)  # nothing was made: keep nothing
         raise
     keys = await run_in_threadpool(artifacts.save_result, result, job_id)
+    keys += await run_in_threadpool(artifacts.steps, job_id)
     log.info("job %s: %s in %.1f s", job_id, settings.style, result.elapsed)
     headers = result_headers(request, job_id, artifacts.public_settings(result.settings), keys)
     png = artifacts.path(job_id, "png")
@@ -200,6 +197,9 @@ def result_headers(
             f'<{u}>; rel="item"; type="image/png"; title="seed {seed}"'
             for u, seed in zip(urls, seeds, strict=True)
         ]
+    steps = [url(key) for key in keys if STEP_KEY.fullmatch(key)]
+    if steps:  # save_every: the picture every few iterations, in order
+        headers["X-Step-Urls"] = ", ".join(steps)
     headers["Link"] = ", ".join(links)
     return headers
 

@@ -84,6 +84,35 @@ function syncChips() {
 }
 
 const ANIMATION_FIELDS = ["frames", "frame_iterations", "fps", "zoom", "angle", "translate_x", "translate_y"];
+// The creative controls of the Advanced section with the engine's defaults: a control left at
+// its default (or empty) is not sent, so a server that predates them still takes the job.
+const CONTROL_DEFAULTS = {
+  symmetry: "none",
+  symmetry_weight: "1",
+  init_noise: "default",
+  optimiser: "adam",
+  learning_rate: "",
+  augments: "affine,perspective,colour,noise",
+  cut_power: "1",
+  save_every: "0",
+  stroke_width: "",
+  pixel_shape: "square",
+};
+
+/** Put the creative controls of settings `s` into the form; whether one differs from today's. */
+function fillControls(s) {
+  let changed = Boolean(s.tile);
+  for (const [name, unset] of Object.entries(CONTROL_DEFAULTS)) {
+    const given = Array.isArray(s[name]) ? s[name].join(",") : String(s[name] ?? "");
+    const input = $(`#${name}`);
+    const blank = input.tagName === "SELECT" ? unset : "";
+    input.value = given === "" || given === unset ? blank : given;
+    // A job's learning rate is always resolved (the style's): it alone opens nothing.
+    if (name !== "learning_rate" && given !== "" && given !== unset) changed = true;
+  }
+  $("#tile").checked = Boolean(s.tile);
+  return changed;
+}
 
 /** The request body: empty optional fields are left out so the server's defaults apply. */
 function formData() {
@@ -103,6 +132,10 @@ function formData() {
   if (Number(value("frames")) > 0) {
     for (const name of ANIMATION_FIELDS) if (value(name) !== "") data.set(name, value(name));
   }
+  for (const [name, unset] of Object.entries(CONTROL_DEFAULTS)) {
+    if (value(name) !== unset && value(name) !== "") data.set(name, value(name));
+  }
+  if ($("#tile").checked) data.set("tile", "true");
   data.set("make_video", String($("#make_video").checked));
   data.set("public", String($("#public").checked));
   if (value("email")) data.set("email", value("email"));
@@ -129,7 +162,8 @@ function fillForm(s) {
   $("#iterations").value = s.iterations ?? "";
   $("#scale").value = s.scale ?? "";
   if (s.make_video !== undefined) $("#make_video").checked = Boolean(s.make_video);
-  if (s.seed !== undefined || s.iterations || s.scale) $("#advanced").open = true;
+  const changed = fillControls(s);
+  if (s.seed !== undefined || s.iterations || s.scale || changed) $("#advanced").open = true;
   const animated = Number(s.frames || 0) > 0;
   for (const name of ANIMATION_FIELDS) $(`#${name}`).value = animated ? s[name] ?? "" : "";
   $("#animation").open = animated;

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 
 from engine import presets
+from engine.noise import DEFAULT_NOISE, noise_image
 
 if TYPE_CHECKING:
     from engine.camera import Camera
@@ -41,13 +42,19 @@ class RunSettings(Protocol):
     @property
     def strokes(self) -> int: ...
     @property
+    def stroke_width(self) -> tuple[float, float] | None: ...
+    @property
     def pixel_size(self) -> tuple[int, int] | None: ...
     @property
     def palette(self) -> str | list[str] | None: ...
     @property
+    def pixel_shape(self) -> str: ...
+    @property
     def vqgan_model(self) -> str: ...
     @property
     def decoder_checkpointing(self) -> bool | None: ...
+    @property
+    def init_noise(self) -> str: ...
 
 
 @dataclass
@@ -115,8 +122,16 @@ class Drawer:
             "learning_rate": settings.learning_rate or cls.default_lr,
         }
 
+    def start_noise(self, size: tuple[int, int]) -> torch.Tensor | None:
+        """The run's `init_noise` start image (1, 3, H, W) for `size` = (W, H) on the CPU, from
+        the context's generator; None for the style's own start (or with an init image)."""
+        kind = self.ctx.settings.init_noise
+        if self.ctx.init_image is not None or kind == DEFAULT_NOISE:
+            return None
+        return noise_image(kind, size, self.ctx.generator)
+
     def parameters(self) -> list[dict[str, Any]]:
-        """Adam parameter groups: [{'params': [...], 'lr': ...}, ...]."""
+        """Optimiser parameter groups: [{'params': [...], 'lr': ...}, ...]."""
         raise NotImplementedError
 
     def render(self) -> torch.Tensor:

@@ -95,6 +95,9 @@ class ImageDrawer(Drawer):
         assert self.width % f == 0 and self.height % f == 0, "size not resolved by ImageDrawer"
         if ctx.init_image is not None:
             return self.vqgan.encode(ctx.init_image.to(ctx.device) * 2 - 1).detach().clone()
+        noise = self.start_noise((self.width, self.height))
+        if noise is not None:  # encoded into the latent, as nerdyrodent's `-in pixels|gradient`
+            return self.vqgan.encode(noise.to(ctx.device) * 2 - 1).detach().clone()
         rows, cols = self.height // f, self.width // f
         codebook = self.vqgan.codebook.detach()
         # Drawn on the CPU generator, so a seed gives the same start on every device.

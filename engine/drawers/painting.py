@@ -59,14 +59,24 @@ class PaintingDrawer(Drawer):
         super().__init__(ctx)
         size = (self.width, self.height)
         points, segments, colours = random_strokes(ctx.settings.strokes, size, ctx.generator)
-        self.max_width = max(1.0, 0.05 * self.height)
+        # Widths stay in [min_width, max_width] and start at the least (CLIPDraw: 1 pixel).
+        widths = ctx.settings.stroke_width or (START_WIDTH, max(1.0, 0.05 * self.height))
+        self.min_width, self.max_width = widths
         self.segments = segments.to(ctx.device)
         self.points = points.to(ctx.device).requires_grad_(True)
-        self.widths = torch.full((len(points),), START_WIDTH, device=ctx.device)
+        self.widths = torch.full((len(points),), self.min_width, device=ctx.device)
         self.widths.requires_grad_(True)
-        self.colours = colours.to(ctx.device).requires_grad_(True)
         # (3, H, W) init image, or white.
         self.background = ctx.init_image[0] if ctx.init_image is not None else None
+        noise = self.start_noise(size)
+        if (
+            noise is not None
+        ):  # init_noise: the background, and each stroke's colour where it starts
+            x = points[:, 0, 0].long().clamp(0, self.width - 1)
+            y = points[:, 0, 1].long().clamp(0, self.height - 1)
+            colours[:, :3] = noise[0, :, y, x].T
+            self.background = noise[0].to(ctx.device)
+        self.colours = colours.to(ctx.device).requires_grad_(True)
 
     def parameters(self) -> list[dict[str, Any]]:
         """Points at the run's learning rate; widths and colours at CLIPDraw's ratios to it."""
@@ -88,7 +98,7 @@ class PaintingDrawer(Drawer):
 
     @torch.no_grad()
     def clamp_(self) -> None:
-        self.widths.clamp_(1.0, self.max_width)
+        self.widths.clamp_(self.min_width, self.max_width)
         self.colours.clamp_(0.0, 1.0)
 
     @torch.no_grad()
@@ -98,7 +108,7 @@ class PaintingDrawer(Drawer):
         strokes (off the canvas first, then the most transparent) start again there."""
         size = (self.width, self.height)
         self.points.copy_(camera.map_points(self.points, size))
-        self.widths.mul_(camera.zoom).clamp_(1.0, self.max_width)
+        self.widths.mul_(camera.zoom).clamp_(self.min_width, self.max_width)
         holes = camera.uncovered(size).nonzero()  # (K, 2) as (y, x)
         n = round(len(holes) / (self.width * self.height) * len(self.points))
         if n == 0:
@@ -112,7 +122,7 @@ class PaintingDrawer(Drawer):
         idx = order.to(self.points.device)
         self.points[idx] = fresh.to(self.points)
         self.colours[idx] = colours.to(self.colours)
-        self.widths[idx] = START_WIDTH
+        self.widths[idx] = self.min_width
 
     def to_svg(self) -> str:
         bg = self.background if self.background is not None else (1.0, 1.0, 1.0)

@@ -34,6 +34,32 @@ class _NearestColour(torch.autograd.Function):
         return grad, None
 
 
+HEX_ROW = 3**0.5 / 2  # a regular hexagonal lattice's row spacing, in cell widths
+
+
+def hex_cells(rows: int, cols: int, cell: int) -> torch.Tensor:
+    """(rows*cell, cols*cell) index of the cell each pixel shows when the cells are hexagons
+    (pixray's hex pixels): every other row of cells is shifted right by half a cell and each
+    pixel takes the cell whose centre is nearest, so the cells tile the picture as hexagons."""
+    h, w = rows * cell, cols * cell
+    ys = torch.arange(h, dtype=torch.float64)[:, None] + 0.5  # (H, 1) pixel centres
+    xs = torch.arange(w, dtype=torch.float64)[None, :] + 0.5  # (1, W)
+    best = torch.full((h, w), float("inf"), dtype=torch.float64)
+    index = torch.zeros((h, w), dtype=torch.long)
+    for dr in (-1, 0, 1):  # the nearest centre is in this pixel's row of cells or a neighbour
+        r = (torch.div(ys, cell, rounding_mode="floor") + dr).clamp(0, rows - 1)  # (H, 1)
+        shift = torch.remainder(r, 2) * cell / 2
+        c = torch.div(xs - shift, cell, rounding_mode="floor").clamp(0, cols - 1)  # (H, W)
+        for dc in (0, 1):
+            cc = (c + dc).clamp(0, cols - 1)
+            # Rows measured sqrt(3)/2 as far apart: the cells are regular hexagons, stretched.
+            d = (xs - (cc + 0.5) * cell - shift) ** 2 + (HEX_ROW * (ys - (r + 0.5) * cell)) ** 2
+            closer = d < best
+            best = torch.where(closer, d, best)
+            index = torch.where(closer, (r * cols + cc).long(), index)
+    return index
+
+
 def cell_layout(size: tuple[int, int], grid: tuple[int, int]) -> tuple[int, tuple[int, int]]:
     """Square cell size in pixels and the grid that fits `size` with whole cells."""
     w, h = size
@@ -81,12 +107,18 @@ class PixelDrawer(Drawer):
         self.palette = (
             torch.tensor(parse_palette(s.palette), device=ctx.device) if s.palette else None
         )
+        noise = self.start_noise((self.cols, self.rows))  # init_noise fills the grid
         if ctx.init_image is not None:
             # Cell averages of the init image.  (1, 3, rows, cols)
             start = F.adaptive_avg_pool2d(ctx.init_image, (self.rows, self.cols))
+        elif noise is not None:
+            start = noise
         else:
             start = torch.rand((1, 3, self.rows, self.cols), generator=ctx.generator)
         self.cells = start.to(ctx.device, torch.float32).clone().requires_grad_(True)
+        cell = self.width // self.cols
+        hexes = s.pixel_shape == "hex"
+        self.hexes = hex_cells(self.rows, self.cols, cell).to(ctx.device) if hexes else None
 
     def parameters(self) -> list[dict[str, Any]]:
         return [{"params": [self.cells], "lr": self.ctx.settings.learning_rate}]
@@ -95,6 +127,8 @@ class PixelDrawer(Drawer):
         cells = self.cells
         if self.palette is not None:
             cells = _NearestColour.apply(cells, self.palette)
+        if self.hexes is not None:  # (1, 3, R*C) -> each pixel its hexagon's colour
+            return cells.flatten(2)[:, :, self.hexes]  # (1, 3, H, W)
         # (1, 3, rows*cell, cols*cell) == (1, 3, H, W) since the size was trimmed to whole cells.
         return F.interpolate(cells, size=(self.height, self.width), mode="nearest")
 
