@@ -260,6 +260,12 @@ class JobsConfig(BaseSettings):
         description="How long a worker retries (with backoff) the claim, the end and the "
         "hand-back of a job while the database or queue is down.",
     )
+    db_deadline_seconds: float = Field(
+        90.0,
+        ge=0,
+        description="A PostgreSQL call still waiting for its reply after this many seconds has "
+        "its connection cut (a reply lost on the way would hang its worker); 0: no deadline.",
+    )
     health_port: int | None = Field(
         None,
         ge=0,

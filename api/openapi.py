@@ -6,12 +6,12 @@ known only when the app is made; FastAPI would publish `iterations: integer` and
 keep to (iterations, seed, scale, variations, the size's form and the prompt's length), the
 upload's media types, and each bound a schema cannot say (width x height, upload bytes) in the
 field's description. Every bound `engine.Settings` declares (frames, fps, ...) is published too,
-the choices of the quality, the aspect and the style as enums, a camera move's number-or-keyframes
-form as a pattern, and a web hook's and an e-mail's form; the API key only where keys are on
-(T2A_API_KEYS). A form field is never `null` (a form
-cannot send one: a field left out takes its default). What is inside these ranges may still get a
-422 for what a schema cannot express (a size over T2A_MAX_PIXELS, frames x frame_iterations over
-T2A_MAX_ITERATIONS, a bad prompt weight, an upload that is not an image), never a 5xx.
+the choices of the quality, the aspect, the style, the optimiser, ... as enums, a camera move's
+number-or-keyframes form as a pattern, a web hook's and an e-mail's form, and the API key only
+where keys are on (T2A_API_KEYS). A form field is never `null` (a form cannot send one: a field
+left out takes its default). What is inside these ranges may still get a 422 for what a schema
+cannot express (a size over T2A_MAX_PIXELS, frames x frame_iterations over T2A_MAX_ITERATIONS, a
+bad prompt weight, an upload that is not an image), never a 5xx.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ from fastapi.openapi.utils import get_openapi
 from api.config import ApiConfig
 from api.forms import UPLOAD_FORMATS, UPLOADS, style_details
 from api.jobs.notify import MAX_URL_CHARS
-from engine import ASPECT, CAMERA_FIELDS, QUALITY, Settings, schedule_pattern
+from engine import CAMERA_FIELDS, Settings, choices, schedule_pattern
 
 FORM_PATHS = ("/generate", "/jobs")
+# The form's fields whose value is one of a few names (`engine.choices`): published as enums.
+CHOICE_FIELDS = ("quality", "aspect", "optimiser", "symmetry", "init_noise", "pixel_shape")
 # JSON Schema's name for each bound of `annotated_types` (what pydantic's Field(ge=...) keeps).
 _KEYWORDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum",
              "min_length": "minLength", "max_length": "maxLength"}  # fmt: skip
@@ -89,8 +91,7 @@ def field_bounds(config: ApiConfig) -> dict[str, dict[str, Any]]:
         "prompts": {"maxLength": limits.max_prompt_chars},
         "frames": {"minimum": 0, "maximum": limits.max_frames},
         "frame_iterations": {"minimum": 1, "maximum": limits.max_iterations},
-        "quality": {"enum": list(QUALITY)},
-        "aspect": {"enum": list(ASPECT)},
+        **{field: {"enum": list(named)} for field in CHOICE_FIELDS if (named := choices(field))},
         "style": {"enum": [s for d in style_details() for s in (d["name"], *d["aliases"])]},
         **{field: {"pattern": schedule_pattern(field)} for field in CAMERA_FIELDS},
         "webhook_url": {"format": "uri", "pattern": r"^https?://\S+$", "maxLength": MAX_URL_CHARS},

@@ -56,7 +56,8 @@ def build_services(
 ) -> Services:
     """Every service of a process, built from `config` alone (`models` shares a cache that is
     already loaded; `artifacts` replaces the configured store, for tests). No I/O."""
-    store = JobStore(config.resolved_database_url(config.output_dir), config.auto_migrate)
+    url = config.resolved_database_url(config.output_dir)
+    store = JobStore(url, config.auto_migrate, deadline=config.db_deadline_seconds)
     queue = JobQueue(config.resolved_queue_url(config.output_dir), config.queue_name)
     artifacts = artifacts if artifacts is not None else open_artifact_store(config)
     models = models if models is not None else ModelCache()

@@ -113,3 +113,61 @@ def test_every_database_connection_has_deadlines(tmp_path: Path, postgres_db: st
         engine.dispose()
     assert shown == {"statement_timeout": "1min", "idle_in_transaction_session_timeout": "1min"}
     assert keepalive.get("keepalives") == "1" and keepalive.get("tcp_user_timeout") == "30000"
+
+
+def test_the_postgres_queue_reconnects_after_a_restart(postgres_cluster: Any) -> None:
+    from api.jobs.queue import JobQueue
+
+    postgres_cluster.start()
+    url = postgres_cluster.create_database().replace("+psycopg", "")
+    queue = JobQueue(url, "restart").open()
+    try:
+        queue.enqueue("a" * 32)
+        postgres_cluster.stop("fast")  # every connection is closed by the server
+        postgres_cluster.start()
+        queue.enqueue("b" * 32)  # the first call after the restart: no 503
+        assert queue.pending_ids() == {"a" * 32, "b" * 32}
+    finally:
+        queue.close()
+
+
+def test_a_lost_reply_to_the_finish_commit_costs_a_deadline_not_the_worker(
+    tmp_path: Path, models: ModelCache, postgres_db: str
+) -> None:
+    from sqlalchemy import event
+
+    proxy = FaultProxy(_server_port(postgres_db))
+    config = jobs_config(tmp_path, database_url=_behind(postgres_db, proxy), db_deadline_seconds=2)
+    service = build_services(config, models=models).jobs
+    service.store.open()
+    job_id = uuid.uuid4().hex
+    add_job(service.store, job_id)
+    ended: list[str] = []
+    service.runner._on_finished = ended.append  # type: ignore[method-assign]  # noqa: SLF001
+    armed: list[bool] = []
+    finish = service.store.finish
+
+    def finish_once_armed(*args: Any, **kwargs: Any) -> bool:
+        armed.append(len(armed) == 0)  # the first try only
+        return finish(*args, **kwargs)
+
+    def on_commit(conn: Any) -> None:
+        if armed and armed[-1]:  # the finish's COMMIT: the server commits, its answer is lost
+            armed[-1] = False
+            proxy.drop_replies()
+            threading.Timer(4, proxy.heal).start()
+
+    service.store.finish = finish_once_armed  # type: ignore[method-assign]
+    event.listen(service.store.engine, "commit", on_commit)
+    worker = threading.Thread(target=service.runner.run, args=(job_id,))
+    try:
+        worker.start()
+        worker.join(90)  # without a deadline it would wait for the lost answer for ever
+        job = service.store.get(job_id)
+    finally:
+        proxy.heal()
+        service.stop()
+        proxy.close()
+    assert not worker.is_alive()
+    assert job is not None and job.status == SUCCEEDED and job.attempts == 1
+    assert ended == [job_id]  # its notifications go out once

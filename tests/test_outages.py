@@ -326,3 +326,22 @@ def test_two_processes_creating_the_postgres_queue_tables_at_once(
     monkeypatch.setattr(queue_module, "PostgresHuey", broken)
     with pytest.raises(ValueError, match="not a race"):  # anything else: at once
         queue_module.make_huey("postgresql://u@db/t2a", "t")
+
+
+def test_a_running_job_whose_worker_went_silent_says_so_instead_of_a_frozen_eta(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    config = jobs_config(tmp_path, stale_after_seconds=30)
+    with serving(config, models, paused=True) as client:
+        store = client.app.state.jobs.store  # type: ignore[attr-defined]
+        now = time.time()
+        add_job(store, "e" * 32, status=RUNNING, worker_id="gone@host", started_at=now - 100,
+                heartbeat_at=now - 95, iteration=10, total=20, run_seconds=5.0)  # fmt: skip
+        add_job(store, "f" * 32, status=RUNNING, worker_id="alive@host", started_at=now - 10,
+                heartbeat_at=now, iteration=10, total=20, run_seconds=5.0)  # fmt: skip
+        silent = client.get(f"/jobs/{'e' * 32}").json()
+        alive = client.get(f"/jobs/{'f' * 32}").json()
+    assert silent["eta_seconds"] is None
+    assert silent["warning"].startswith("its worker has not been heard from for 9")
+    assert "takes it over" in silent["warning"] or "no worker is alive" in silent["warning"]
+    assert alive["warning"] is None and alive["eta_seconds"] == 5.0  # 10 more at 0.5 s each

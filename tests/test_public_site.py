@@ -408,6 +408,8 @@ def test_the_openapi_schema_states_this_servers_limits(tmp_path: Path, models: M
         assert form["quality"]["enum"] == ["draft", "normal", "better", "best"]
         assert form["aspect"]["enum"] == ["widescreen", "portrait", "square"]
         assert {"image", "painting", "pixel art"} <= set(form["style"]["enum"])
+        assert form["symmetry"]["enum"] == ["none", "horizontal", "vertical", "both"]
+        assert {"adam", "rmsprop"} <= set(form["optimiser"]["enum"])
         assert "zoom" in form and "pattern" in form["zoom"]
         assert form["init_image"]["contentMediaType"] == "image/*"
         assert "5000 bytes" in form["image_prompts"]["description"]

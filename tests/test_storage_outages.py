@@ -18,7 +18,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from faults import FaultProxy
-from helpers import add_job, jobs_config, serving
+from helpers import add_job, jobs_config, serving, wait_for
 from s3_server import TEST_ENV, keys, moto_server, s3_client
 
 from api.errors import StorageError, unreachable
@@ -120,13 +120,25 @@ def test_the_api_answers_503_with_retry_after_while_the_store_is_away(
         assert client.get(f"/outputs/{job_id}.png").status_code == 200
         proxy.refuse()
         answers = [client.get(f"/outputs/{job_id}.png"), client.get(f"/jobs/{job_id}/preview.png")]
+        down = wait_for(lambda: _unready(client), what="/readyz to see the storage gone")
         proxy.heal()
         back = client.get(f"/outputs/{job_id}.png")
+        wait_for(lambda: client.get("/readyz").json()["storage"]["ok"], what="/readyz to recover")
     for answer in answers:
         assert answer.status_code == 503, answer.text
         assert answer.headers["retry-after"] == "10"
         assert answer.json()["error"] == "unavailable" and answer.json()["service"] == "storage"
     assert back.status_code == 200
+    assert (
+        down["ready"] is False
+        and down["database"]["ok"]
+        and "EndpointConnectionError" in (down["storage"]["error"])
+    )
+
+
+def _unready(client: Any) -> dict[str, Any] | None:
+    answer = client.get("/readyz")
+    return answer.json() if answer.status_code == 503 else None
 
 
 def test_what_counts_as_an_unreachable_store() -> None:

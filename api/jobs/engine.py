@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
+from api.jobs.watchdog import Watchdog
+
 # Deadlines of a PostgreSQL connection (libpq's parameters): a connect gives up after 10 s; TCP
 # keepalives find a dead peer in about 30 s and unacknowledged writes give up after 30 s, so a
 # vanished server or path ends in an error (an outage, retried) instead of a hung worker; the
@@ -20,10 +22,15 @@ POSTGRES_CONNECT_ARGS: dict[str, Any] = {
 }  # fmt: skip
 
 
-def make_engine(url: str) -> Engine:
-    """A SQLAlchemy engine; SQLite gets WAL and a busy timeout so threads and processes share it."""
+def make_engine(url: str, deadline: float | None = None) -> Engine:
+    """A SQLAlchemy engine; SQLite gets WAL and a busy timeout so threads and processes share it.
+    With a `deadline` (seconds), a PostgreSQL call still waiting for its reply then has its
+    connection cut (`api.jobs.watchdog`)."""
     if url.startswith("postgres"):  # a dropped packet must not hang a worker for minutes
-        return create_engine(url, pool_pre_ping=True, connect_args=POSTGRES_CONNECT_ARGS)
+        engine = create_engine(url, pool_pre_ping=True, connect_args=POSTGRES_CONNECT_ARGS)
+        if deadline:
+            Watchdog(deadline).attach(engine)
+        return engine
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

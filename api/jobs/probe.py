@@ -1,8 +1,9 @@
-"""Whether the job database and the queue answer, and how many workers are alive.
+"""Whether the job database, the queue and the storage answer, and how many workers are alive.
 
 `/readyz` (of the API and of a worker's health server) asks often, and so do the queue ETAs, so
 `Probe.check` caches its answer for `ttl` seconds: a load balancer polling every second costs
-one `SELECT 1` and one queue-size call per `ttl`, whatever the number of pollers.
+one `SELECT 1`, one queue-size call and one read of a small object of the store per `ttl`,
+whatever the number of pollers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from api.jobs.outage import REASON_CHARS, Outages
 from api.jobs.queue import JobQueue
 from api.jobs.store import JobStore
+from api.storage import ArtifactStore
 from engine.errors import one_line
 
 NO_WORKER = (
@@ -31,17 +33,19 @@ class Health:
     queue: str | None
     live_workers: int | None  # None: unknown (the database did not answer)
     queued: int | None
+    storage: str | None = None
 
     @property
     def ok(self) -> bool:
-        """Both services answered."""
-        return self.database is None and self.queue is None
+        """Every service answered."""
+        return self.database is None and self.queue is None and self.storage is None
 
     def report(self) -> dict[str, Any]:
         """The JSON body part of `/readyz`."""
         body: dict[str, Any] = {
             "database": _state(self.database),
             "queue": _state(self.queue),
+            "storage": _state(self.storage),
             "workers": {"live": self.live_workers},
         }
         if self.queued is not None:
@@ -65,8 +69,10 @@ class Probe:
         stale_after: float,
         outages: Outages,
         ttl: float = 2.0,
+        artifacts: ArtifactStore | None = None,
     ):
         self.store, self.queue, self.stale_after, self.outages = store, queue, stale_after, outages
+        self.artifacts = artifacts
         self.ttl = ttl
         self._lock = threading.Lock()
         self._last: tuple[float, Health] | None = None
@@ -94,4 +100,15 @@ class Probe:
         except Exception as exc:
             queue = one_line(exc.__cause__ or exc, REASON_CHARS)
             self.outages.failed("queue")
-        return Health(database, queue, live, queued)
+        return Health(database, queue, live, queued, self._storage())
+
+    def _storage(self) -> str | None:
+        """None when the store answers a read (of a marker that need not exist)."""
+        if self.artifacts is None:
+            return None
+        try:
+            self.artifacts.read_marker("ping")
+        except Exception as exc:
+            self.outages.note(exc)
+            return one_line(exc, REASON_CHARS)
+        return None

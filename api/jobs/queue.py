@@ -13,6 +13,7 @@ Whatever the broker raises from `enqueue`, `requeue`, `pending_ids` or `ping` co
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -96,9 +97,29 @@ def _broker_call(method: Callable[..., T]) -> Callable[..., T]:
         except QueueUnavailable:
             raise
         except Exception as exc:
-            raise QueueUnavailable(f"the job queue is unavailable ({type(exc).__name__})") from exc
+            error: Exception = exc
+            if _drop_broken_connection(args[0]):  # a server restarted since: one new connection
+                try:
+                    return method(*args, **kwargs)
+                except Exception as again:
+                    error = again
+            name = type(error).__name__
+            raise QueueUnavailable(f"the job queue is unavailable ({name})") from error
 
     return call
+
+
+def _drop_broken_connection(queue: Any) -> bool:
+    """Close the SQL broker's shared connection if the server dropped it (PostgreSQL restarted:
+    huey keeps using the dead one otherwise); whether it did."""
+    storage = getattr(getattr(queue, "_huey", None), "storage", None)
+    conn = getattr(storage, "_conn", None)
+    if conn is None or not (getattr(conn, "broken", False) or getattr(conn, "closed", False)):
+        return False
+    log.info("the queue's connection was lost; connecting again")
+    with contextlib.suppress(Exception):
+        storage.close()  # type: ignore[union-attr]
+    return True
 
 
 class JobQueue:

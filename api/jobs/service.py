@@ -63,7 +63,7 @@ class JobService:
     ):
         self.config, self.store, self.queue, self.artifacts = config, store, queue, artifacts
         self.gpu, self.metrics, self.outages = gpu, metrics, outages
-        self.probe = Probe(store, queue, config.stale_after_seconds, outages)
+        self.probe = Probe(store, queue, config.stale_after_seconds, outages, artifacts=artifacts)
         self.notices = JobNotices(store, config, artifacts, self.view)
         self.runner = JobRunner(
             store, config, gpu, models, artifacts, queue.requeue, self.notify,
@@ -249,6 +249,7 @@ class JobService:
         position = self.store.position(job)
         fraction = job.iteration / job.total if job.total else 0.0
         frame, frames = frame_progress(job.settings, job.iteration)
+        silent = self.silent_worker(job)
         return JobPublic(
             id=job.id,
             status=job.status,
@@ -261,7 +262,7 @@ class JobService:
                 frame=frame,
                 frames=frames,
             ),  # fmt: skip
-            eta_seconds=self.eta(job, position),
+            eta_seconds=None if silent else self.eta(job, position),
             estimate_seconds=job.estimate_seconds,
             created_at=iso(job.created_at) or "",
             started_at=iso(job.started_at),
@@ -271,7 +272,7 @@ class JobService:
             public=job.public,
             attempts=job.attempts,
             resumed_from=job.resumed_from or 0,
-            warning=job.warning,
+            warning=job.warning or silent,
             cancel_requested=job.cancel_requested,
             notifications={"email": job.email_state, "webhook": job.webhook_state},
             links=job_links(base, job),
@@ -281,6 +282,21 @@ class JobService:
         """The resolved settings without server paths."""
         settings = Settings.model_validate(job.settings)
         return self.artifacts.public_settings(settings).to_json_dict()
+
+    def silent_worker(self, job: Job) -> str | None:
+        """A running job whose worker has not been heard from for `stale_after_seconds`: what
+        becomes of it (its ETA would be a guess from a run that may have stopped)."""
+        if job.status != RUNNING or job.heartbeat_at is None:
+            return None
+        quiet = time.time() - job.heartbeat_at
+        if quiet < self.config.stale_after_seconds:
+            return None
+        then = (
+            "no worker is alive now: it continues when one starts"
+            if self.probe.check().live_workers == 0
+            else "another worker takes it over when it finds the first dead"
+        )
+        return f"its worker has not been heard from for {quiet:.0f} s; {then}"
 
     def eta(self, job: Job, position: int | None) -> float | None:
         """Running: from its speed so far; queued: recent jobs' mean time x jobs ahead."""

@@ -164,8 +164,8 @@ class JobStore:
     before any job is read.
     """
 
-    def __init__(self, url: str, auto_migrate: bool = True):
-        self.url, self.auto_migrate = url, auto_migrate
+    def __init__(self, url: str, auto_migrate: bool = True, deadline: float | None = None):
+        self.url, self.auto_migrate, self.deadline = url, auto_migrate, deadline
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._making = threading.Lock()  # threads that ask first share one engine
@@ -179,7 +179,7 @@ class JobStore:
         """The engine and its session factory, made on first use."""
         with self._making:
             if self._engine is None or self._sessions is None:
-                self._engine = make_engine(self.url)
+                self._engine = make_engine(self.url, self.deadline)
                 self._sessions = sessionmaker(self._engine, expire_on_commit=False)
             return self._engine, self._sessions
 

@@ -348,6 +348,8 @@ class JobRunner:
             ended(self.metrics, status, values.get("run_seconds"))
             return True
         job = self._retry(lambda: self.store.get(job_id), "read the job")
+        if job is not None and job.worker_id == me and job.status == status:
+            return True  # the end was recorded by a try whose reply was lost: it is ours, once
         if job is None:  # deleted while it ran: drop what it wrote
             self.artifacts.delete(job_id)
         else:  # the reaper took it back (heartbeat too old): the new owner decides

@@ -27,18 +27,18 @@ def healthz() -> dict[str, str]:
     "/readyz",
     responses={
         503: {
-            "description": "Still loading models, warm-up failed, or the job database or "
-            "queue is down (`database.ok`, `queue.ok`). A busy node (`full`: its GPU line is "
-            "full) stays ready: its queue takes jobs, and a load balancer must not drop it "
-            "exactly when it works."
+            "description": "Still loading models, warm-up failed, or the job database, the "
+            "queue or the storage is down (`database.ok`, `queue.ok`, `storage.ok`). A busy "
+            "node (`full`: its GPU line is full) stays ready: its queue takes jobs, and a load "
+            "balancer must not drop it exactly when it works."
         }
     },
 )
 def readyz(readiness: ReadinessDep, gpu: GpuDep, jobs: JobsDep) -> JSONResponse:
     """Whether the service can take work now: models warmed up (on a node that runs jobs), job
-    database and queue answering (checked at most every 2 s); `busy` (a run holds the GPU) and
-    `full` (no one more may wait for it: `/generate` gets 503) say how loaded it is. `workers`
-    counts live workers and warns when there is none."""
+    database, queue and storage answering (checked at most every 2 s); `busy` (a run holds the
+    GPU) and `full` (no one more may wait for it: `/generate` gets 503) say how loaded it is.
+    `workers` counts live workers and warns when there is none."""
     health = jobs.probe.check()
     runs_jobs = jobs.worker_running
     body: dict[str, Any] = {
