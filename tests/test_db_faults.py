@@ -171,3 +171,32 @@ def test_a_lost_reply_to_the_finish_commit_costs_a_deadline_not_the_worker(
     assert not worker.is_alive()
     assert job is not None and job.status == SUCCEEDED and job.attempts == 1
     assert ended == [job_id]  # its notifications go out once
+
+
+def test_a_result_outlives_an_outage_three_times_the_retry_window(
+    tmp_path: Path, models: ModelCache, postgres_db: str
+) -> None:
+    proxy = FaultProxy(_server_port(postgres_db))
+    config = jobs_config(tmp_path, database_url=_behind(postgres_db, proxy), db_retry_seconds=1)
+    service = build_services(config, models=models).jobs
+    service.store.open()
+    job_id = uuid.uuid4().hex
+    add_job(service.store, job_id)
+    finish, outage = service.store.finish, threading.Timer(3, proxy.heal)
+
+    def finish_in_an_outage(*args: Any, **kwargs: Any) -> bool:
+        if outage.ident is None:  # the run is done and stored: the database goes away for 3 s
+            proxy.refuse()
+            outage.start()
+        return finish(*args, **kwargs)
+
+    service.store.finish = finish_in_an_outage  # type: ignore[method-assign]
+    try:
+        service.runner.run(job_id)
+        job = service.store.get(job_id)
+    finally:
+        proxy.heal()
+        service.stop()
+        proxy.close()
+    assert job is not None and job.status == SUCCEEDED and job.attempts == 1
+    assert (tmp_path / f"{job_id}.png").exists()  # kept, not thrown away as a failed run's

@@ -109,6 +109,33 @@ def test_outage_errors_name_their_service() -> None:
     assert unavailable_service(ValueError("x")) is None
 
 
+def test_a_connection_lost_during_its_pre_ping_is_a_503_and_a_real_bug_a_500() -> None:
+    from fastapi import FastAPI
+    from sqlalchemy.exc import ProgrammingError
+
+    from api.jobs.outage import install_outage_handlers
+
+    lost = ProgrammingError("ping", {}, Exception("can't change 'autocommit' now"))
+    bug = ProgrammingError("SELECT nope", {}, Exception('relation "nope" does not exist'))
+    app = FastAPI()
+    install_outage_handlers(app)
+
+    @app.get("/lost")
+    def lost_route() -> None:
+        raise lost
+
+    @app.get("/bug")
+    def bug_route() -> None:
+        raise bug
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        down, broken = client.get("/lost"), client.get("/bug")
+    assert down.status_code == 503 and down.json()["service"] == "database"
+    assert down.headers["retry-after"] == "5"
+    assert broken.status_code == 500
+    assert unavailable_service(lost) == "database" and unavailable_service(bug) is None
+
+
 def test_no_worker_is_judged_dead_by_a_heartbeat_an_outage_silenced(tmp_path: Path) -> None:
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}").open()
     me = WorkerIdentity("elsewhere", 1, "abcd")

@@ -34,6 +34,9 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
     sa_exc.DisconnectionError,
     sa_exc.TimeoutError,  # no pooled connection came free
 )
+# What psycopg says when a pooled connection that the server closed is checked before use
+# (SQLAlchemy's pre-ping sets autocommit on it): a lost connection, not a bug.
+_LOST_IN_PRE_PING = "can't change 'autocommit' now"
 UNAVAILABLE_RETRY_AFTER = 5  # seconds: a restarting database is usually back by then
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds: first wait, longest wait between two tries
 REASON_CHARS = 200  # an outage's reason (`one_line`) is cut there in reports and logs
@@ -46,6 +49,8 @@ def unavailable_service(exc: BaseException) -> str | None:
         return "queue"
     if isinstance(exc, StorageError) and exc.unavailable:
         return "storage"
+    if isinstance(exc, sa_exc.ProgrammingError) and _LOST_IN_PRE_PING in str(exc):
+        return "database"  # a pooled connection that died while it was being checked
     if isinstance(exc, DATABASE_ERRORS):
         return "database"
     return None
@@ -133,6 +138,8 @@ def unavailable_response(service: str, retry_after: int = UNAVAILABLE_RETRY_AFTE
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, sa_exc.ProgrammingError) and unavailable_service(exc) is None:
+        raise exc  # a real programming error: the server's 500
     service = unavailable_service(exc) or "database"
     log.warning("%s %s: the %s is unavailable: %s", request.method, request.url.path, service,
                 type(exc).__name__)  # fmt: skip
@@ -144,5 +151,5 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 def install_outage_handlers(app: FastAPI) -> None:
     """Answer every outage error of any route with `unavailable_response`."""
-    for error in (*DATABASE_ERRORS, QueueUnavailable):
+    for error in (*DATABASE_ERRORS, sa_exc.ProgrammingError, QueueUnavailable):
         app.add_exception_handler(error, _unavailable)

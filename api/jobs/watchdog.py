@@ -63,9 +63,9 @@ class Watchdog:
             self._calls.pop(id(dbapi), None)
 
     def _loop(self) -> None:
-        tick = min(1.0, self.seconds / 4)
+        tick, pause = min(1.0, self.seconds / 4), threading.Event()  # never set: a timer
         while True:  # a daemon: it ends with the process
-            time.sleep(tick)
+            pause.wait(tick)
             now = time.monotonic()
             with self._lock:
                 late = [key for key, (deadline, _) in self._calls.items() if deadline <= now]
