@@ -347,3 +347,38 @@ def test_international_domain_is_stored_in_ascii(tmp_path: Path, models: ModelCa
             assert r.status_code == 202, r.text
             job = client.app.state.jobs.get(r.json()["id"])  # type: ignore[attr-defined]
     assert job.email == "ada@xn--bcher-kva.example"
+
+
+def test_a_database_blip_right_after_the_end_sends_each_notice_once(
+    hooks: Any, smtp: tuple[Inbox, int], tmp_path: Path, models: ModelCache
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    inbox, port = smtp
+    inbox.busy = 0
+    url = f"http://127.0.0.1:{hooks.server_address[1]}/hook"
+    config = smtp_config(tmp_path, port, webhook_allow_private=True, clip_models=["tiny-random"],
+                         cutouts=4, device="cpu", preload=False)  # fmt: skip
+    service = build_services(config, models=models).jobs
+    service.start(run_worker=False)
+    store, blips = service.store, []
+    set_fields = store.set_fields
+
+    def blip_once(job_id: str, **values: Any) -> None:
+        set_fields(job_id, **values)
+        if "webhook_state" in values and not blips:  # the e-mail is under way; then a blip
+            blips.append(values)
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    store.set_fields = blip_once  # type: ignore[method-assign]
+    try:
+        settings = resolve(Settings.create(prompts="a castle", style="pixel art", size=(32, 32)))
+        run = settings.model_copy(update={"iterations": 2, "clip_models": ["tiny-random"]})
+        job, _ = service.submit("2" * 32, run, {}, email="ada@example.org", webhook_url=url)
+        service.runner.run(job.id)  # claims, runs, records the end, then sends its notices
+        wait_for(lambda: inbox.envelopes and hooks.received, what="the e-mail and the webhook")
+        final = store.get(job.id)
+    finally:
+        service.stop()
+    assert blips and final is not None and final.status == "succeeded"
+    assert len(inbox.envelopes) == 1 and len(hooks.received) == 1  # each once, none lost

@@ -6,7 +6,9 @@ them in the background and reports each delivery's state back into the record.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +27,8 @@ from api.jobs.schemas import JobPublic, iso, job_links
 from api.jobs.store import FAILED, FINAL, SUCCEEDED, Job, JobStore
 from api.storage import ArtifactStore, variation_keys
 from engine.errors import SettingsError
+
+HANDED_KEPT = 10_000  # notices remembered as sent (a retry comes within minutes)
 
 
 def attached_keys(outputs: list[str]) -> list[str]:
@@ -61,6 +65,9 @@ class JobNotices:
     ):
         self.store, self.config, self.artifacts, self._view = store, config, artifacts, view
         self.notifier = Notifier(config.notify_attempts, config.notify_backoff, self._delivered)
+        # (kind, job id) of the notices handed to the notifier, the newest HANDED_KEPT.
+        self._handed: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._guard = threading.Lock()
 
     def accept(self, email: str | None, webhook_url: str | None) -> tuple[str | None, str | None]:
         """The delivery addresses of a new job, checked: a 422 naming `email` (not an address,
@@ -76,10 +83,18 @@ class JobNotices:
         if job is None or job.status not in FINAL:
             return
         base = (self.config.public_url or job.base_url).rstrip("/")
-        if job.email and email_enabled(self.config) and job.status in (SUCCEEDED, FAILED):
+        # A notice this process handed to the notifier is not sent again: a call retried after
+        # a database blip sends each notice once.
+        wants_email = email_enabled(self.config) and job.status in (SUCCEEDED, FAILED)
+        if job.email and wants_email and self._first("email", job.id):
             self._email(job, job.email, base)
-        if job.webhook_url:
+        if job.webhook_url and self._first("webhook", job.id):
             self._webhook(job, job.webhook_url, base)
+
+    def _first(self, kind: str, job_id: str) -> bool:
+        """Whether this notice of the job has not been handed to the notifier yet."""
+        with self._guard:
+            return (kind, job_id) not in self._handed
 
     def stop(self) -> None:
         """Abandon waiting retries (deliveries under way finish)."""
@@ -92,6 +107,7 @@ class JobNotices:
             self.notice(job, base), config.smtp_sender, to, config.email_max_attachment_bytes
         )
         self.notifier.submit("email", job.id, lambda: send_email(msg, config))
+        self._handed_over("email", job.id)
 
     def _webhook(self, job: Job, url: str, base: str) -> None:
         self.store.set_fields(job.id, webhook_state="pending")
@@ -100,6 +116,13 @@ class JobNotices:
         req = webhook_request(url, payload, self.config.webhook_secret)
         timeout, allow = self.config.webhook_timeout, self.config.webhook_allow_private
         self.notifier.submit("webhook", job.id, lambda: post_webhook(req, timeout, allow))
+        self._handed_over("webhook", job.id)
+
+    def _handed_over(self, kind: str, job_id: str) -> None:
+        with self._guard:
+            self._handed[(kind, job_id)] = None
+            while len(self._handed) > HANDED_KEPT:
+                self._handed.popitem(last=False)
 
     def notice(self, job: Job, base: str) -> Notice:
         """What the notification says: prompt, settings, links and the files to attach."""

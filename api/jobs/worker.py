@@ -233,8 +233,11 @@ class JobRunner:
         finally:
             with self._guard:
                 self._cancels.pop(job_id, None)
-        if final:
-            self._on_finished(job_id)
+        if final:  # its notices; a database blip right after the end must not lose them
+            try:
+                self._retry(lambda: self._on_finished(job_id), f"job {job_id}: send its notices")
+            except Exception:
+                log.exception("job %s: cannot send its notices", job_id)
 
     def _execute(self, job: Job, cancel: RunStop) -> bool:
         """Generate and save; returns whether the job reached a final state."""
