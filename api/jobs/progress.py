@@ -15,15 +15,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from PIL import Image
 
+from api.config import ServiceConfig
+from api.jobs.outage import Outages
+from api.jobs.store import JobStore
 from api.runner import RunStop
+from api.storage import ArtifactStore
 from engine import Step
 
-if TYPE_CHECKING:
-    from api.jobs.worker import JobRunner
+
+class Runner(Protocol):
+    """What `Progress` reads of its job's runner (`api.jobs.worker.JobRunner`)."""
+
+    config: ServiceConfig
+    store: JobStore
+    artifacts: ArtifactStore
+    outages: Outages
+    identity: Any  # str() is the worker id
+
+    def note_resumed(self, job_id: str, iteration: int) -> None: ...
+
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 2.0  # at the end of a run, how long the last write may take before it is left
@@ -32,7 +46,7 @@ FLUSH_SECONDS = 2.0  # at the end of a run, how long the last write may take bef
 class Progress:
     """`on_step` / `on_frame` of one job's run; a context manager that runs the writer."""
 
-    def __init__(self, runner: JobRunner, job_id: str, cancel: RunStop):
+    def __init__(self, runner: Runner, job_id: str, cancel: RunStop):
         self.runner, self.job_id, self.cancel = runner, job_id, cancel
         self._last = 0.0
         self._first = True
