@@ -33,13 +33,21 @@ def _server_port(url: str) -> int:
     return int(url.rpartition(":")[2].split("/", 1)[0])
 
 
+def _service_behind_proxy(
+    tmp_path: Path, models: ModelCache, postgres_db: str, **config: Any
+) -> tuple[FaultProxy, Any]:
+    """A proxy in front of the database and a jobs service (its store open) that goes through it."""
+    proxy = FaultProxy(_server_port(postgres_db))
+    settings = jobs_config(tmp_path, database_url=_behind(postgres_db, proxy), **config)
+    service = build_services(settings, models=models).jobs
+    service.store.open()
+    return proxy, service
+
+
 def test_a_database_that_stops_answering_does_not_stop_the_engine(
     tmp_path: Path, models: ModelCache, postgres_db: str
 ) -> None:
-    proxy = FaultProxy(_server_port(postgres_db))
-    config = jobs_config(tmp_path, database_url=_behind(postgres_db, proxy), preview_every=2)
-    service = build_services(config, models=models).jobs
-    service.store.open()
+    proxy, service = _service_behind_proxy(tmp_path, models, postgres_db, preview_every=2)
     job_id = uuid.uuid4().hex
     settings = resolve(Settings.create(prompts="a castle", style="pixel art", size=(32, 32)))
     run = settings.model_copy(update={"iterations": ITERATIONS, "clip_models": ["tiny-random"],
@@ -136,10 +144,7 @@ def test_a_lost_reply_to_the_finish_commit_costs_a_deadline_not_the_worker(
 ) -> None:
     from sqlalchemy import event
 
-    proxy = FaultProxy(_server_port(postgres_db))
-    config = jobs_config(tmp_path, database_url=_behind(postgres_db, proxy), db_deadline_seconds=2)
-    service = build_services(config, models=models).jobs
-    service.store.open()
+    proxy, service = _service_behind_proxy(tmp_path, models, postgres_db, db_deadline_seconds=2)
     job_id = uuid.uuid4().hex
     add_job(service.store, job_id)
     ended: list[str] = []
@@ -176,10 +181,7 @@ def test_a_lost_reply_to_the_finish_commit_costs_a_deadline_not_the_worker(
 def test_a_result_outlives_an_outage_three_times_the_retry_window(
     tmp_path: Path, models: ModelCache, postgres_db: str
 ) -> None:
-    proxy = FaultProxy(_server_port(postgres_db))
-    config = jobs_config(tmp_path, database_url=_behind(postgres_db, proxy), db_retry_seconds=1)
-    service = build_services(config, models=models).jobs
-    service.store.open()
+    proxy, service = _service_behind_proxy(tmp_path, models, postgres_db, db_retry_seconds=1)
     job_id = uuid.uuid4().hex
     add_job(service.store, job_id)
     finish, outage = service.store.finish, threading.Timer(3, proxy.heal)
