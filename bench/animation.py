@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import with_random_vqgan  # noqa: E402
 from engine import ModelCache, Settings, generate, resolve  # noqa: E402
-from engine.vqgan import IMAGENET_F16_16384, build_vqgan  # noqa: E402
 
 STYLES = ("image", "painting", "pixel art")
 
@@ -57,12 +57,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--styles", nargs="+", default=list(STYLES))
     args = parser.parse_args()
-    models = ModelCache()
     # The image style's VQGAN with random weights under the real name (nothing downloaded; a
     # model world such as shapes brings its own).
-    device, g = torch.device(args.device), torch.Generator().manual_seed(0)
-    models.get("vqgan", "imagenet_f16_16384", device,
-               lambda: build_vqgan(IMAGENET_F16_16384, g, device))  # fmt: skip
+    models = with_random_vqgan(torch.device(args.device))
     print(f"torch {torch.__version__}, {args.device}, CLIP {args.clip_model}, "
           f"{args.frame_iterations} iterations per frame, median of {args.repeats}")  # fmt: skip
     print()

@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import with_random_vqgan  # noqa: E402
 from engine import Cancelled, ModelCache, Settings, generate, resolve  # noqa: E402
-from engine.vqgan import IMAGENET_F16_16384, build_vqgan  # noqa: E402
 
 
 class Reads:
@@ -92,10 +92,7 @@ def main() -> None:
     parser.add_argument("--cutouts", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    models = ModelCache()
-    device, g = torch.device(args.device), torch.Generator().manual_seed(0)
-    models.get("vqgan", "imagenet_f16_16384", device,
-               lambda: build_vqgan(IMAGENET_F16_16384, g, device))  # fmt: skip
+    models = with_random_vqgan(torch.device(args.device))
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, "
           f"{args.style}, CLIP {args.clip_model}, {args.cutouts} cutouts, "
           f"variations {args.variations}")  # fmt: skip

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import VQGAN_NAME, with_random_vqgan  # noqa: E402
 from engine import (  # noqa: E402
     Cancelled,
     ModelCache,
@@ -46,9 +47,7 @@ from engine.drawers import DrawerContext, create_drawer  # noqa: E402
 from engine.runstate import read_state, restore, write_state  # noqa: E402
 from engine.settings import picture_seed, solo  # noqa: E402
 from engine.video import plan_video  # noqa: E402
-from engine.vqgan import IMAGENET_F16_16384, build_vqgan  # noqa: E402
 
-VQGAN_NAME = "imagenet_f16_16384"  # cached with random weights under the real name
 STYLES = ("image", "painting", "pixel art")
 STOP_AT = 3  # iterations before the stop
 
@@ -128,10 +127,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
-    models = ModelCache()
-    g = torch.Generator().manual_seed(0)
-    cpu = torch.device("cpu")
-    models.get("vqgan", VQGAN_NAME, cpu, lambda: build_vqgan(IMAGENET_F16_16384, g, cpu))
+    models = with_random_vqgan(torch.device("cpu"))
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads; "
           f"state after {STOP_AT} iterations, median of {args.repeats}")  # fmt: skip
     print()

@@ -30,14 +30,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import VQGAN_NAME, with_random_vqgan  # noqa: E402
 from bench.iteration import peak_mib, reset_peak  # noqa: E402
 from engine import ModelCache, Settings, resolve  # noqa: E402
 from engine.drawers.base import DrawerContext  # noqa: E402
 from engine.drawers.image import ImageDrawer  # noqa: E402
 from engine.presets import DEFAULT_CUTOUTS, QUALITY  # noqa: E402
-from engine.vqgan import IMAGENET_F16_16384, build_vqgan  # noqa: E402
-
-VQGAN_NAME = "imagenet_f16_16384"  # cached with random weights under the real name
 
 
 def make_drawer(
@@ -160,9 +158,7 @@ def row(
 
 def load_models(args: argparse.Namespace, device: torch.device) -> tuple[ModelCache, object]:
     """A cache holding the random full-size VQGAN, and the CLIP (None if unavailable/off)."""
-    models = ModelCache()
-    g = torch.Generator().manual_seed(0)
-    models.get("vqgan", VQGAN_NAME, device, lambda: build_vqgan(IMAGENET_F16_16384, g, device))
+    models = with_random_vqgan(device)
     if args.no_clip:
         return models, None
     try:
