@@ -121,7 +121,9 @@ def start_health_server(services: Services) -> HealthServer | None:
         if device is not None:
             body["device"]["error"] = device
         body["running"] = jobs.runner.running()
-        ready = health.ok and device is None
+        stalled = jobs.runner.stalled()  # a paused run: it claims nothing either
+        body["jobs"] = {"ok": True} if stalled is None else {"ok": False, "error": stalled}
+        ready = health.ok and device is None and stalled is None
         return ready, {"ready": ready, **body}
 
     server = HealthServer(config.health_host, config.health_port, ready, jobs.metrics)

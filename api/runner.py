@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from PIL import Image
@@ -47,6 +47,12 @@ WEIGHTS_FIX = (
 )  # `engine.generate`'s signature; tests pass a fake
 
 
+class Flag(Protocol):
+    """Anything read like a `threading.Event` (`api.jobs.watch.Lease` also pauses the run)."""
+
+    def is_set(self) -> bool: ...
+
+
 class RunStop(threading.Event):
     """How one run is stopped. `set()`: at the next iteration, where its state can be saved (a
     shutdown hands the job back); `abort()`: at once, within one block of a model, without a
@@ -68,7 +74,7 @@ def run_engine(
     models: ModelCache,
     limits: Limits,
     cancel: threading.Event | None = None,
-    abort: threading.Event | None = None,
+    abort: Flag | None = None,
     bounded: bool = True,
     on_step: Callable[[Step], None] | None = None,
     video_path: Path | None = None,

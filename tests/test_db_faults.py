@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from faults import FaultProxy
-from helpers import FORM, add_job, jobs_config
+from helpers import FORM, add_job, jobs_config, wait_for
 
 from api.app import create_app
 from api.jobs.store import SUCCEEDED
@@ -202,3 +202,195 @@ def test_a_result_outlives_an_outage_three_times_the_retry_window(
         proxy.close()
     assert job is not None and job.status == SUCCEEDED and job.attempts == 1
     assert (tmp_path / f"{job_id}.png").exists()  # kept, not thrown away as a failed run's
+
+
+# -- lost claim replies and stalled heartbeats ----------------------------------------------------
+def _long_job(store: Any, job_id: str, iterations: int) -> None:
+    settings = resolve(Settings.create(prompts="a castle", style="pixel art", size=(32, 32)))
+    run = settings.model_copy(update={"iterations": iterations, "clip_models": ["tiny-random"],
+                                      "cutouts": 4, "seed": 1})  # fmt: skip
+    add_job(store, job_id, settings=run.to_json_dict(), total=iterations)
+
+
+def test_a_lost_reply_to_the_claim_commit_costs_neither_the_job_nor_a_try(
+    tmp_path: Path, models: ModelCache, postgres_db: str
+) -> None:
+    from sqlalchemy import event
+
+    proxy, service = _service_behind_proxy(
+        tmp_path, models, postgres_db, db_deadline_seconds=2, max_requeues=0
+    )
+    job_id = uuid.uuid4().hex
+    add_job(service.store, job_id)
+    ended: list[str] = []
+    service.runner._on_finished = ended.append  # type: ignore[method-assign]  # noqa: SLF001
+    armed, claim = [False], service.store.claim
+
+    def claim_once_armed(*args: Any, **kwargs: Any) -> Any:
+        armed.append(len(armed) == 1)  # the first try only
+        return claim(*args, **kwargs)
+
+    def on_commit(conn: Any) -> None:
+        if armed[-1]:  # the claim's COMMIT: the server commits, its answer is lost
+            armed[-1] = False
+            proxy.drop_replies()
+            threading.Timer(4, proxy.heal).start()
+
+    service.store.claim = claim_once_armed  # type: ignore[method-assign]
+    event.listen(service.store.engine, "commit", on_commit)
+    worker = threading.Thread(target=service.runner.run, args=(job_id,))
+    try:
+        worker.start()
+        worker.join(90)
+        job = service.store.get(job_id)
+    finally:
+        proxy.heal()
+        service.stop()
+        proxy.close()
+    assert len(armed) == 2 and not worker.is_alive()  # one claim; its reply was lost
+    # Taken up again by the same worker: one try, no second claim counted (max_requeues=0
+    # would have failed it as a dead worker's after the first), its notices once.
+    assert job is not None and job.status == SUCCEEDED and job.attempts == 1, job
+    assert ended == [job_id]
+
+
+def test_a_job_claimed_here_whose_reply_was_lost_goes_back_without_spending_a_try(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    service = build_services(jobs_config(tmp_path, stale_after_seconds=5), models=models).jobs
+    service.store.open()
+    me, old = service.runner.worker_id, time.time() - 60
+    add_job(service.store, "l" * 32, status="running", worker_id=me, attempts=1, heartbeat_at=old)
+    add_job(service.store, "f" * 32, status="running", worker_id=me, attempts=1,
+            heartbeat_at=time.time())  # fmt: skip
+    enqueued: list[str] = []
+    service.runner._enqueue = enqueued.append  # type: ignore[method-assign]  # noqa: SLF001
+    try:
+        changed = service.reap()
+        lost, fresh = service.store.get("l" * 32), service.store.get("f" * 32)
+        scrape = service.metrics.render()[0].decode()
+    finally:
+        service.stop()
+    assert changed == ["l" * 32] and enqueued == ["l" * 32]
+    assert lost is not None and lost.status == "queued" and lost.attempts == 0
+    assert fresh is not None and fresh.status == "running"  # a claim may be taking it up now
+    assert 'text2art_jobs_requeued_total{reason="outage"} 1.0' in scrape
+    assert 'reason="dead_worker"} 1.0' not in scrape
+
+
+class _Steps:
+    """When each thread's engine reached which iteration (`Progress` is every run's `on_step`)."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        from api.jobs import progress
+
+        self.seen: dict[str, list[tuple[float, int]]] = {}
+        call = progress.Progress.__call__
+
+        def record(progress_self: Any, step: Any) -> None:
+            name = threading.current_thread().name
+            self.seen.setdefault(name, []).append((time.monotonic(), step.iteration))
+            call(progress_self, step)
+
+        monkeypatch.setattr(progress.Progress, "__call__", record)
+
+    def last(self, name: str) -> tuple[float, int]:
+        return self.seen.get(name, [(0.0, 0)])[-1]
+
+
+def test_a_worker_whose_heartbeats_stall_pauses_before_another_takes_its_job_over(
+    tmp_path: Path, models: ModelCache, postgres_db: str, monkeypatch: Any
+) -> None:
+    """Worker A's database path stalls without an error (no deadline): A pauses its run when
+    half of `stale_after` has passed without a heartbeat, reports not-ready and claims nothing;
+    worker B takes the job over only after that, continues it from A's saved state, and A,
+    back, drops the run without writing anything: the job ran once at a time, ended once."""
+    from api.cli_worker import start_health_server
+
+    timing = {"stale_after_seconds": 3, "heartbeat_seconds": 0.25, "checkpoint_seconds": 0.3}
+    proxy = FaultProxy(_server_port(postgres_db))
+    stalls = {"database_url": _behind(postgres_db, proxy), "db_deadline_seconds": 0}
+    a = build_services(jobs_config(tmp_path, health_port=0, **stalls, **timing), models=models)
+    b = build_services(jobs_config(tmp_path, database_url=postgres_db, **timing), models=models)
+    a.jobs.store.open()
+    b.jobs.store.open()
+    job_id, steps = uuid.uuid4().hex, _Steps(monkeypatch)
+    _long_job(b.jobs.store, job_id, iterations=600)
+    health = start_health_server(a)
+    assert health is not None
+    runner_a = threading.Thread(target=a.jobs.runner.run, args=(job_id,), name="A")
+    runner_b = threading.Thread(target=b.jobs.runner.run, args=(job_id,), name="B")
+    safety = threading.Timer(120, proxy.heal)  # a hung test fails, never hangs
+    safety.start()
+    try:
+        runner_a.start()
+        wait_for(lambda: steps.last("A")[1] >= 20, what="A's run under way")
+        proxy.blackhole()  # A's database calls hang, with no error
+        stalled_at = time.monotonic()
+        wait_for(a.jobs.runner.stalled, timeout=10, what="A to say it cannot make progress")
+        ready = _get_json(f"http://127.0.0.1:{health.port}/readyz")
+        wait_for(lambda: b.jobs.reap() == [job_id], timeout=20, what="B to judge A dead")
+        taken_at = time.monotonic()
+        runner_b.start()
+        runner_b.join(60)
+        proxy.heal()  # A hears again: the job is not its own any more
+        runner_a.join(30)
+        job = b.jobs.store.get(job_id)
+    finally:
+        safety.cancel()
+        proxy.heal()
+        health.stop()
+        a.jobs.stop()
+        b.jobs.stop()
+        proxy.close()
+    a_last, b_first = steps.last("A"), steps.seen["B"][0]
+    assert not runner_a.is_alive() and not runner_b.is_alive()
+    assert a_last[0] < stalled_at + 3 <= taken_at  # A paused within the fence, B came later
+    assert a_last[0] < b_first[0]  # never both at once
+    assert b_first[1] > 1  # B continued from A's saved state
+    assert ready[0] == 503 and ready[1]["ready"] is False
+    assert "no heartbeat has reached the database" in ready[1]["jobs"]["error"]
+    assert ready[1]["database"]["error"] == "no answer within 3 s"  # not a hung /readyz
+    assert job is not None and job.status == SUCCEEDED and job.worker_id == b.jobs.runner.worker_id
+    assert job.iteration == 600 and (tmp_path / f"{job_id}.png").exists()
+
+
+def test_a_short_stall_pauses_the_run_and_it_goes_on_when_the_database_answers(
+    tmp_path: Path, models: ModelCache, postgres_db: str, monkeypatch: Any
+) -> None:
+    timing = {"stale_after_seconds": 2, "heartbeat_seconds": 0.2, "db_deadline_seconds": 0}
+    proxy, service = _service_behind_proxy(tmp_path, models, postgres_db, **timing)
+    job_id, steps = uuid.uuid4().hex, _Steps(monkeypatch)
+    _long_job(service.store, job_id, iterations=200)
+    runner = threading.Thread(target=service.runner.run, args=(job_id,), name="A")
+    try:
+        runner.start()
+        wait_for(lambda: steps.last("A")[1] >= 10, what="the run under way")
+        proxy.blackhole()
+        wait_for(service.runner.stalled, timeout=10, what="the run to pause")
+        paused = steps.last("A")
+        time.sleep(1.0)
+        still = steps.last("A")
+        proxy.heal()
+        runner.join(60)
+        job = service.store.get(job_id)
+    finally:
+        proxy.heal()
+        service.stop()
+        proxy.close()
+    assert still == paused  # no iteration while the lease had lapsed
+    assert service.runner.stalled() is None and not runner.is_alive()
+    assert job is not None and job.status == SUCCEEDED and job.attempts == 1
+    assert job.iteration == 200
+
+
+def _get_json(url: str) -> tuple[int, Any]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

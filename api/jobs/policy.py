@@ -82,17 +82,14 @@ def is_dead(
     stale_after: float,
     now: float,
     settled: bool = True,
-    runs_here: Callable[[str], bool] = lambda job_id: False,
 ) -> bool:
     """Whether a running job has lost its worker (stale heartbeat or a vanished process).
 
-    Never a job this process is running (`runs_here`); a stale heartbeat counts only when
-    `settled` (no outage of the database or queue lately, which would have silenced live
-    workers too). A job recorded as this process's but not running here (a claim whose answer
-    an outage lost) goes stale like any other and is reaped.
+    Never a job of this process; a stale heartbeat counts only when `settled` (no outage of the
+    database or queue lately, which would have silenced live workers too).
     """
-    if job.worker_id == str(me) and runs_here(job.id):
-        return False
+    if job.worker_id == str(me):  # running here, or a claim whose reply was lost, which
+        return False  # this process takes up again (`JobRunner.hand_back_lost`)
     stale = job.heartbeat_at is None or job.heartbeat_at < now - stale_after
     return (stale and settled) or worker_gone(job.worker_id, me)
 
@@ -114,7 +111,6 @@ def reap_dead(
     on_ended: Callable[[str], None],
     settled: bool = True,
     metrics: Metrics | None = None,
-    runs_here: Callable[[str], bool] = lambda job_id: False,
 ) -> list[str]:
     """Apply the dead-worker policy to every running job; returns the ids it changed.
 
@@ -123,7 +119,7 @@ def reap_dead(
     """
     changed, now = [], time.time()
     for job in store.running():
-        if not is_dead(job, me, config.stale_after_seconds, now, settled, runs_here):
+        if not is_dead(job, me, config.stale_after_seconds, now, settled):
             continue
         if job.cancel_requested:  # its owner wanted it stopped anyway
             if store.end_dead(job, CANCELLED):

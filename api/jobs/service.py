@@ -131,9 +131,10 @@ class JobService:
 
     def reap(self) -> list[str]:
         """Apply the dead-worker policy now; returns the ids it requeued or failed."""
+        lost = self.runner.hand_back_lost()  # its own claims whose reply was lost
         settled = self.outages.settled(self.config.stale_after_seconds)
         identity, config = self.runner.identity, self.config
-        return reap_dead(
+        return lost + reap_dead(
             self.store,
             identity,
             config,
@@ -141,7 +142,6 @@ class JobService:
             self._ended_dead,
             settled=settled,
             metrics=self.metrics,
-            runs_here=self.runner.runs,
         )
 
     def _ended_dead(self, job_id: str) -> None:

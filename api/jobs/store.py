@@ -356,6 +356,11 @@ class JobStore:
             result = s.execute(delete(Job).where(Job.id == job_id))
             return bool(getattr(result, "rowcount", 0))
 
+    def owned(self, worker_id: str) -> list[Job]:
+        """The running jobs recorded as this worker's."""
+        with self.session() as s:
+            return list(s.scalars(select(Job).where(*self._owned(worker_id)).order_by(Job.seq)))
+
     def running(self) -> list[Job]:
         """Every running job (for the dead-worker check)."""
         with self.session() as s:

@@ -38,6 +38,7 @@ from api.jobs.policy import WorkerIdentity, ended
 from api.jobs.progress import Progress
 from api.jobs.resume import Checkpoints, save_state
 from api.jobs.store import CANCELLED, FAILED, SUCCEEDED, Job, JobStore
+from api.jobs.watch import PAUSE_POLL, Lease, Watch
 from api.metrics import Metrics
 from api.runner import RunStop, failure_message, run_engine
 from api.storage import ArtifactStore
@@ -53,49 +54,6 @@ from engine.errors import Cancelled, SettingsError, StateError, one_line
 log = logging.getLogger(__name__)
 
 WARNING_CHARS = 500  # a job record's warning is cut here
-
-
-# -- running a job -------------------------------------------------------------------------
-class _Watch:
-    """A thread beside a running job: heartbeat, and the cancel flag of another process."""
-
-    def __init__(self, runner: JobRunner, job_id: str, cancel: RunStop):
-        self.runner, self.job_id, self.cancel = runner, job_id, cancel
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"t2a-watch-{job_id[:8]}")
-        self._thread.daemon = True
-
-    def __enter__(self) -> _Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        config = self.runner.config
-        last_beat = time.monotonic()
-        while not self._done.wait(config.progress_interval):
-            try:
-                if time.monotonic() - last_beat >= config.heartbeat_seconds:
-                    self._beat()
-                    last_beat = time.monotonic()
-                else:
-                    self._check()
-            except Exception as exc:  # tried again at the next tick, never given up
-                if self.runner.outages.note(exc) is None:
-                    log.exception("job %s: heartbeat failed", self.job_id)
-
-    def _check(self) -> None:
-        """Stop the run if the job was cancelled, deleted or taken over."""
-        job = self.runner.store.get(self.job_id)
-        if job is None or job.cancel_requested or job.worker_id != str(self.runner.identity):
-            self.cancel.abort()
-
-    def _beat(self) -> None:
-        if not self.runner.store.heartbeat(self.job_id, str(self.runner.identity)):
-            self._check()
 
 
 class JobRunner:
@@ -119,41 +77,61 @@ class JobRunner:
         self.metrics = metrics
         self.identity = WorkerIdentity.current()
         self._enqueue, self._on_finished = enqueue, on_finished
-        self._cancels: dict[str, RunStop] = {}
+        self._leases: dict[str, Lease] = {}  # of the jobs this process runs now
         self._guard = threading.Lock()
+        self._claiming = threading.Lock()
         self._stopping = threading.Event()
 
     def cancel(self, job_id: str) -> bool:
         """Stop the job at once (within a block of a model) if this process runs it."""
         with self._guard:
-            event = self._cancels.get(job_id)
-        if event is not None:
-            event.abort()
-        return event is not None
+            lease = self._leases.get(job_id)
+        if lease is not None:
+            lease.stop.abort()
+        return lease is not None
 
     def shutdown(self) -> None:
         """Stop every running job at its next iteration; it goes back to the queue (`_stopped`)."""
         self._stopping.set()
         with self._guard:
-            for event in self._cancels.values():
-                event.set()
+            for lease in self._leases.values():
+                lease.stop.set()
 
     def running(self) -> int:
         """How many jobs this process runs now."""
         with self._guard:
-            return len(self._cancels)
+            return len(self._leases)
+
+    @property
+    def worker_id(self) -> str:
+        """This process's id in the jobs it runs."""
+        return str(self.identity)
+
+    def stalled(self) -> str | None:
+        """Why this worker cannot make progress now (None: it can): a job whose heartbeat has not
+        reached the database for half of `stale_after_seconds` is paused (`api.jobs.watch`);
+        meanwhile the worker claims nothing and reports not-ready."""
+        with self._guard:
+            lapsed = [lease for lease in self._leases.values() if lease.lapsed()]
+        if not lapsed:
+            return None
+        quiet = max(lease.quiet_seconds() for lease in lapsed)
+        return (
+            f"no heartbeat has reached the database for {quiet:.0f} s; "
+            f"{len(lapsed)} running job(s) paused until one does"
+        )
 
     def runs(self, job_id: str) -> bool:
         """Whether this process runs the job now."""
         with self._guard:
-            return job_id in self._cancels
+            return job_id in self._leases
 
     def gpu_position(self, job_id: str) -> int | None:
         """While a job this process runs waits for the GPU (behind a `POST /generate` or another
         job): the runs ahead of it (0: next); None when it runs, or runs elsewhere."""
         with self._guard:
-            event = self._cancels.get(job_id)
-        return None if event is None else self.gpu.position(event)
+            lease = self._leases.get(job_id)
+        return None if lease is None else self.gpu.position(lease.stop)
 
     # -- run states ------------------------------------------------------------------------
     def note_resumed(self, job_id: str, iteration: int) -> None:
@@ -203,26 +181,28 @@ class JobRunner:
 
     def run(self, job_id: str) -> None:
         """The queue's task: claim the job and run it; never raises."""
+        while self.stalled() is not None:  # claim nothing while a job here is paused
+            if self._stopping.wait(PAUSE_POLL):
+                break
         if self._stopping.is_set():  # dequeued while stopping: leave it for the next worker
             self._hand_back(job_id)
             return
         try:
-            job = self._retry(lambda: claim_fair(self.store, job_id, str(self.identity)), "claim")
+            claimed = self._retry(lambda: self._claim(job_id), "claim")
         except Exception:  # still queued in the database: the reconciler enqueues it again
             log.exception("job %s: cannot claim it", job_id)
             return
-        if job is None:
+        if claimed is None:
             log.info("job %s: not queued any more (cancelled, deleted or taken); skipped", job_id)
             return
+        job, lease = claimed
         job_id = job.id  # the fairest queued job (api.jobs.fairness), not always the dequeued
         if self.metrics is not None and job.started_at is not None:
             self.metrics.started(max(0.0, job.started_at - job.created_at))
-        cancel = RunStop()
-        with self._guard:
-            self._cancels[job_id] = cancel
+        config = self.config
         try:
-            with _Watch(self, job_id, cancel):
-                final = self._execute(job, cancel)
+            with Watch(self, job_id, lease, config.heartbeat_seconds, config.progress_interval):
+                final = self._execute(job, lease)
         except Exception as exc:  # a bug here must not kill the consumer thread
             if self.outages.note(exc) is not None:  # stopping in an outage: the job stays
                 log.warning("job %s: left running (%s)", job_id, one_line(exc, REASON_CHARS))
@@ -232,14 +212,46 @@ class JobRunner:
                 final = self._fail_safely(job_id)
         finally:
             with self._guard:
-                self._cancels.pop(job_id, None)
+                self._leases.pop(job_id, None)
         if final:  # its notices; a database blip right after the end must not lose them
             try:
                 self._retry(lambda: self._on_finished(job_id), f"job {job_id}: send its notices")
             except Exception:
                 log.exception("job %s: cannot send its notices", job_id)
 
-    def _execute(self, job: Job, cancel: RunStop) -> bool:
+    def _claim(self, dequeued: str) -> tuple[Job, Lease] | None:
+        """One try at claiming a job (the fairest queued one), registered as run here.
+
+        A job the database records as this process's that no thread here runs is a claim whose
+        reply was lost (its COMMIT went through, the answer did not come back): it is taken up
+        again first, so the lost reply costs neither the job nor an attempt.
+        """
+        me = str(self.identity)
+        with self._claiming:  # one thread of this process claims at a time
+            lost = [job for job in self.store.owned(me) if not self.runs(job.id)]
+            job = lost[0] if lost else claim_fair(self.store, dequeued, me)
+            if job is None:
+                return None
+            if lost:
+                log.warning("job %s: its claim's reply was lost; taken up again", job.id)
+            lease = Lease(job.id, self.config.stale_after_seconds / 2, RunStop())
+            with self._guard:
+                self._leases[job.id] = lease
+            return job, lease
+
+    def hand_back_lost(self) -> list[str]:
+        """Jobs recorded as this process's that no thread here runs, silent for
+        `stale_after_seconds` (claims whose reply was lost, not taken up by a claim since): back
+        to the queue without spending a try. Returns their ids."""
+        old, lost = time.time() - self.config.stale_after_seconds, []
+        with self._claiming:  # not while a claim takes one up
+            for job in self.store.owned(self.worker_id):
+                if not self.runs(job.id) and (job.heartbeat_at or 0.0) < old:
+                    self._give_back(job.id, "outage")
+                    lost.append(job.id)
+        return lost
+
+    def _execute(self, job: Job, lease: Lease) -> bool:
         """Generate and save; returns whether the job reached a final state."""
         try:
             # Resolved when it was submitted: the run uses them as they are (checked against
@@ -248,7 +260,7 @@ class JobRunner:
             settings = ResolvedSettings.create(**values)
             local = lambda: self.artifacts.localize(settings, job.id)  # noqa: E731
             settings = self._retry(local, f"job {job.id}: fetch its uploads")
-            result = self._run(job.id, settings, cancel)
+            result = self._run(job.id, settings, lease)
             outputs = self._store(job.id, result)
         except Cancelled as exc:
             return self._stopped(job.id, exc)
@@ -281,10 +293,10 @@ class JobRunner:
         except Exception as exc:  # left behind: the job's deletion removes it
             log.warning("job %s: cannot remove its preview: %s", job_id, one_line(exc))
 
-    def _run(self, job_id: str, settings: ResolvedSettings, cancel: RunStop) -> Result:
+    def _run(self, job_id: str, settings: ResolvedSettings, lease: Lease) -> Result:
         """The engine's run of the job, continued from its saved state when there is one that
-        fits (else afresh, with a warning)."""
-        state = self._saved_state(job_id)
+        fits (else afresh, with a warning); it pauses while its lease has lapsed."""
+        state, cancel = self._saved_state(job_id), lease.stop
         every = self.config.checkpoint_seconds
         while True:
             try:
@@ -298,7 +310,7 @@ class JobRunner:
                         models=self.models,
                         limits=self.config.limits(),
                         cancel=cancel,
-                        abort=cancel.aborted,
+                        abort=lease,
                         bounded=False,  # the queue bounds the waiting
                         on_step=progress,
                         on_frame=progress.frame_done,
