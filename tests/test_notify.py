@@ -7,12 +7,9 @@ import hashlib
 import hmac
 import io
 import json
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -240,36 +237,6 @@ def test_outbox_retries_with_backoff_and_never_raises(tmp_path: Path) -> None:
     assert (state, len(began)) == ("failed after 3 tries: connection refused", 3)
     state, began = run_notifier(refused, tmp_path)
     assert (state, len(began)) == ("failed: the server refused the address", 1)
-
-
-class Hooks(BaseHTTPRequestHandler):
-    """Records POSTs; answers with the next status of `server.statuses` (then 200)."""
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        server: Any = self.server
-        server.received.append((dict(self.headers), body))
-        status = server.statuses.pop(0) if server.statuses else 200
-        self.send_response(status)
-        if status == 302:
-            self.send_header("Location", "http://169.254.169.254/latest/meta-data")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def hooks() -> Iterator[Any]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
-    server.received, server.statuses = [], []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_webhook_is_signed_and_retried(hooks: Any, tmp_path: Path, models: ModelCache) -> None:
