@@ -7,6 +7,7 @@ cancelled in the queue."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -69,6 +70,14 @@ def ended(store: JobStore, job_id: str, status: str = SUCCEEDED) -> None:
     assert store.finish(job_id, "w", status)
 
 
+def proxied(url: str) -> tuple[FaultProxy, str]:
+    """A fault proxy in front of the PostgreSQL server of `url`, and the URL through it."""
+    head, _, tail = url.rpartition(":")
+    port, name = tail.split("/", 1)
+    proxy = FaultProxy(int(port))
+    return proxy, f"{head}:{proxy.port}/{name}"
+
+
 @contextmanager
 def api_only(config: Any, count: int = 1) -> Iterator[list[JobService]]:
     """`count` API-only jobs services (no worker, each with its outbox sender) on one config."""
@@ -119,9 +128,7 @@ def test_a_lost_reply_to_the_finish_commit_makes_one_row_per_kind(
 ) -> None:
     from sqlalchemy import event
 
-    proxy = FaultProxy(int(postgres_db.rpartition(":")[2].split("/", 1)[0]))
-    head, _, tail = postgres_db.rpartition(":")
-    behind = f"{head}:{proxy.port}/{tail.split('/', 1)[1]}"
+    proxy, behind = proxied(postgres_db)
     config = jobs_config(tmp_path, database_url=behind, db_deadline_seconds=2,
                          webhook_allow_private=True)  # fmt: skip
     service = build_services(config, models=models).jobs
@@ -290,3 +297,36 @@ def test_a_job_cancelled_in_the_queue_of_an_api_only_node_gets_its_webhook(
     headers, body = hooks.received[0]
     assert headers["X-Text2Art-Delivery"] == f"{job['id']}.webhook"
     assert b'"status":"cancelled"' in body
+
+
+def test_a_database_outage_while_draining_is_one_warning_and_the_notice_waits(
+    tmp_path: Path, postgres_db: str, hooks: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy, behind = proxied(postgres_db)
+    config = jobs_config(tmp_path, database_url=behind, webhook_allow_private=True)
+    service = build_services(config).jobs
+    store = service.store.open()
+    add_job(store, "f" * 32, webhook_url=hook_url(hooks))
+    assert store.cancel_queued("f" * 32)
+    outages, failures = Outages(), []
+    outages.on_failure = failures.append
+    sender = OutboxSender(store, config, service.notices.compose, outages, "me", poll=0.05)
+    caplog.set_level(logging.INFO, logger="api.jobs.outbox")
+    try:
+        proxy.refuse()
+        sender.start()
+        wait_for(lambda: len(failures) >= 5, what="five polls in the outage")
+        assert hooks.received == []
+        proxy.heal()
+        wait_for(lambda: hooks.received, what="the webhook once the database is back")
+        wait_for(lambda: (j := store.get("f" * 32)) and j.webhook_state == "sent")
+    finally:
+        sender.stop()
+        proxy.heal()
+        store.close()
+        proxy.close()
+    said = [r for r in caplog.records if r.name == "api.jobs.outbox"]
+    warned = [r.getMessage() for r in said if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "the database is unavailable" in warned[0]  # not one a poll
+    assert any("answers again" in r.getMessage() for r in said)
+    assert set(failures) == {"database"} and len(hooks.received) == 1
