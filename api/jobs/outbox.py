@@ -176,8 +176,8 @@ class OutboxSender:
         running then keeps its lease until it runs out, and is sent again by someone)."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._thread is not None:  # a pass stuck on the database ends at its deadline
+            self._thread.join(wait)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         with self._guard:
