@@ -1,15 +1,16 @@
 """Shared fixtures: one model cache for the whole session (the tiny CLIP loads once), the jobs
-service's client, an SMTP inbox, a bucket on a module's S3 server, and the real Redis and
-PostgreSQL servers (servers.py). Plain helpers are in helpers.py."""
+service's client, an SMTP inbox, a webhook receiver, a bucket on a module's S3 server, and the
+real Redis and PostgreSQL servers (servers.py). Plain helpers are in helpers.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import Inbox, jobs_config, serving, smtp_server
+from helpers import Inbox, jobs_config, serving, smtp_server, webhook_server
 from s3_server import new_bucket
 from servers import postgres_cluster, postgres_db, redis_server  # noqa: F401 (fixtures)
 
@@ -35,6 +36,14 @@ def smtp_inbox() -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
     with smtp_server(inbox) as port:
         yield inbox, port
+
+
+@pytest.fixture
+def hooks() -> Iterator[Any]:
+    """A webhook receiver on 127.0.0.1 (`helpers.Hooks`): what it got, and the statuses to
+    answer first."""
+    with webhook_server() as server:
+        yield server
 
 
 @pytest.fixture

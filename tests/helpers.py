@@ -7,7 +7,7 @@ PostgreSQL servers in servers.py, moto's S3 server in s3_server.py).
   `error_of`
 - the jobs service: `FORM`, `jobs_config`, `serving`, `pause_jobs`, `submit`, `job_state`,
   `parse_sse`, `add_job`, `a_result`
-- e-mail: `Inbox`, `smtp_server`, `smtp_config`
+- e-mail: `Inbox`, `smtp_server`, `smtp_config`; webhooks: `Hooks`, `webhook_server`
 - workers: `WorkerProcess`, `TIMING`, `SHORT`, `job`, `ended`; the Colab notebook: `NOTEBOOK`,
   `WORKER_SECRETS`
 """
@@ -31,6 +31,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -354,6 +355,46 @@ def smtp_config(out: Path, port: int, **overrides: Any) -> Any:
         "public_url": "https://art.example.org/",  # e-mail needs it
     }
     return jobs_config(out, **{**values, **overrides})
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+class Hooks(BaseHTTPRequestHandler):
+    """Records POSTs (`server.received`: (headers, body); `server.times`: when, monotonic);
+    answers with the next status of `server.statuses` (then 200)."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        server: Any = self.server
+        server.received.append((dict(self.headers), body))
+        server.times.append(time.monotonic())
+        status = server.statuses.pop(0) if server.statuses else 200
+        self.send_response(status)
+        if status == 302:
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def webhook_server() -> Iterator[Any]:
+    """A webhook receiver (`Hooks`) on 127.0.0.1 in a thread; yields the server (its URL:
+    `hook_url(server)`)."""
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
+    server.received, server.times, server.statuses = [], [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def hook_url(server: Any) -> str:
+    """The URL the webhook receiver `server` answers on."""
+    return f"http://127.0.0.1:{server.server_address[1]}/hook"
 
 
 # -- workers and the Colab notebook --------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_db_current_in_an_empty_folder_creates_nothing(
         monkeypatch.delenv(name, raising=False)
     code, out, _ = run(["db", "current"], capsys)
     assert code == 0 and list(tmp_path.iterdir()) == []
-    assert out.startswith("no job database at outputs/jobs.db yet; newest revision 0005")
+    assert out.startswith("no job database at outputs/jobs.db yet; newest revision 0006")
 
 
 def test_typer_is_pinned_to_the_tested_range() -> None:

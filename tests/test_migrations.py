@@ -53,10 +53,10 @@ def test_a_create_all_database_is_stamped_upgraded_and_keeps_its_jobs(tmp_path: 
     try:
         job = store.get("a" * 32)
         assert job is not None and job.settings == {"prompts": "a fox"} and job.total == 3
-        assert current_revision(store.engine) == head_revision() == "0005"
+        assert current_revision(store.engine) == head_revision() == "0006"
         assert inspect(store.engine).has_table("t2a_meta")
         with store.engine.connect() as conn:
-            assert conn.execute(text("select version_num from alembic_version")).scalar() == "0005"
+            assert conn.execute(text("select version_num from alembic_version")).scalar() == "0006"
     finally:
         store.close()
         engine.dispose()
@@ -69,9 +69,9 @@ def test_without_auto_migrate_a_process_refuses_until_db_upgrade(
     with pytest.raises(SchemaOutdated, match="run `text2art db upgrade`"):
         JobStore(url, auto_migrate=False).open()
     main(["db", "current", "--url", url])
-    assert "revision 0001; newest 0005: run `text2art db upgrade`" in capsys.readouterr().out
+    assert "revision 0001; newest 0006: run `text2art db upgrade`" in capsys.readouterr().out
     main(["db", "upgrade", "--url", url])
-    assert "from revision 0001 to 0005" in capsys.readouterr().out
+    assert "from revision 0001 to 0006" in capsys.readouterr().out
     store = JobStore(url, auto_migrate=False).open()
     try:
         assert store.get("a" * 32) is not None
@@ -80,7 +80,7 @@ def test_without_auto_migrate_a_process_refuses_until_db_upgrade(
     finally:
         store.close()
     main(["db", "upgrade", "--url", url])
-    assert "already at revision 0005" in capsys.readouterr().out
+    assert "already at revision 0006" in capsys.readouterr().out
 
 
 def test_an_empty_database_is_created_by_the_revisions_and_they_equal_the_models(
@@ -88,7 +88,7 @@ def test_an_empty_database_is_created_by_the_revisions_and_they_equal_the_models
 ) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'new.db'}")
     assert current_revision(engine) is None
-    assert upgrade(engine) == (None, "0005")
+    assert upgrade(engine) == (None, "0006")
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         meta_diff = compare_metadata(MigrationContext.configure(conn), META.metadata)
@@ -96,7 +96,7 @@ def test_an_empty_database_is_created_by_the_revisions_and_they_equal_the_models
     # t2a_jobs (and its indexes) are not in META's metadata; nothing else differs
     assert {d[0] for d in meta_diff} == {"remove_table", "remove_index"}
     removed = {d[1].name for d in meta_diff if d[0] == "remove_table"}
-    assert removed == {"t2a_jobs", "t2a_workers", "t2a_admissions"}
+    assert removed == {"t2a_jobs", "t2a_workers", "t2a_admissions", "t2a_outbox"}
     engine.dispose()
 
 

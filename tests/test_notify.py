@@ -7,22 +7,30 @@ import hashlib
 import hmac
 import io
 import json
-import threading
-from collections.abc import Iterator
+import time
+import uuid
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Inbox, jobs_config, serving, smtp_config, smtp_server, submit, wait_for
+from helpers import (
+    Inbox,
+    add_job,
+    jobs_config,
+    serving,
+    smtp_config,
+    smtp_server,
+    submit,
+    wait_for,
+)
 from PIL import Image
 
 import api.jobs.notify as notify
+import api.jobs.outbox as outbox
 from api.jobs.notify import (
     SIGNATURE_HEADER,
     Notice,
-    Notifier,
     PermanentError,
     build_email,
     check_public_host,
@@ -30,7 +38,9 @@ from api.jobs.notify import (
     send_email,
     webhook_request,
 )
-from api.jobs.store import FAILED
+from api.jobs.outage import Outages
+from api.jobs.outbox import OutboxSender
+from api.jobs.store import FAILED, JobStore
 from api.services import build_services
 from engine import ModelCache, Settings, resolve
 
@@ -179,26 +189,35 @@ def test_smtp_security_and_login(
     assert FakeSMTP.calls == expected
 
 
-def run_notifier(send: Any, attempts: int = 3) -> tuple[str, int]:
-    """Deliver once with `send`; returns the final state and the number of tries."""
-    states: list[str] = []
-    done = threading.Event()
-    tries = [0]
+def run_notifier(send: Any, tmp_path: Path, attempts: int = 3) -> tuple[str, list[float]]:
+    """Deliver one job's e-mail row through a running outbox sender whose delivery is `send`
+    (called with the try's number); returns the job's final e-mail state and when each try
+    began (the row counts the same tries)."""
+    store = JobStore(f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}").open()
+    job_id = uuid.uuid4().hex
+    add_job(store, job_id, email="ada@example.org")
+    assert store.claim(job_id, "me") is not None and store.finish(job_id, "me", FAILED)
+    began: list[float] = []
 
-    def counted() -> None:
-        tries[0] += 1
-        send(tries[0])
+    def compose(job: Any, kind: str) -> Any:
+        assert (job.id, kind) == (job_id, "email")
+        return lambda: (began.append(time.monotonic()), send(len(began)))
 
-    notifier = Notifier(
-        attempts, 0.01, lambda kind, job_id, state: (states.append(state), done.set())
-    )
-    notifier.submit("email", "3" * 32, counted)
-    assert done.wait(10)
-    notifier.stop()
-    return states[0], tries[0]
+    config = jobs_config(tmp_path, notify_attempts=attempts, notify_backoff=BACKOFF)
+    sender = OutboxSender(store, config, compose, Outages(), "me", kinds=["email"], poll=5)
+    sender.start()
+    try:
+        job = wait_for(lambda: (j := store.get(job_id)) and j.email_state != "pending" and j)
+    finally:
+        sender.stop()
+        store.close()
+    return job.email_state, began
 
 
-def test_notifier_retries_with_backoff_and_never_raises() -> None:
+BACKOFF = 0.05
+
+
+def test_outbox_retries_with_backoff_and_never_raises(tmp_path: Path) -> None:
     def flaky(n: int) -> None:
         if n < 3:
             raise OSError("connection refused")
@@ -209,39 +228,15 @@ def test_notifier_retries_with_backoff_and_never_raises() -> None:
     def refused(n: int) -> None:
         raise PermanentError("the server refused the address")
 
-    assert run_notifier(flaky) == ("sent", 3)
-    assert run_notifier(broken) == ("failed after 3 tries: connection refused", 3)
-    assert run_notifier(refused) == ("failed: the server refused the address", 1)
-
-
-class Hooks(BaseHTTPRequestHandler):
-    """Records POSTs; answers with the next status of `server.statuses` (then 200)."""
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        server: Any = self.server
-        server.received.append((dict(self.headers), body))
-        status = server.statuses.pop(0) if server.statuses else 200
-        self.send_response(status)
-        if status == 302:
-            self.send_header("Location", "http://169.254.169.254/latest/meta-data")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def hooks() -> Iterator[Any]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
-    server.received, server.statuses = [], []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+    state, began = run_notifier(flaky, tmp_path)
+    assert (state, len(began)) == ("sent", 3)
+    gaps = [b - a for a, b in zip(began, began[1:], strict=False)]
+    assert gaps[0] >= BACKOFF and gaps[1] >= 2 * BACKOFF  # doubled after each failure
+    assert gaps[1] < 5  # woken for the retry, not at the next poll
+    state, began = run_notifier(broken, tmp_path)
+    assert (state, len(began)) == ("failed after 3 tries: connection refused", 3)
+    state, began = run_notifier(refused, tmp_path)
+    assert (state, len(began)) == ("failed: the server refused the address", 1)
 
 
 def test_webhook_is_signed_and_retried(hooks: Any, tmp_path: Path, models: ModelCache) -> None:
@@ -310,7 +305,8 @@ def plain_email(to: str) -> EmailMessage:
 
 def deliver(port: int, to: str, tmp_path: Path) -> tuple[str, int]:
     config = smtp_config(tmp_path, port)
-    return run_notifier(lambda n: send_email(plain_email(to), config))
+    state, began = run_notifier(lambda n: send_email(plain_email(to), config), tmp_path)
+    return state, len(began)
 
 
 def test_international_address_is_sent_with_smtputf8(tmp_path: Path) -> None:
@@ -350,8 +346,9 @@ def test_international_domain_is_stored_in_ascii(tmp_path: Path, models: ModelCa
 
 
 def test_a_database_blip_right_after_the_end_sends_each_notice_once(
-    hooks: Any, smtp: tuple[Inbox, int], tmp_path: Path, models: ModelCache
-) -> None:
+    hooks: Any, smtp: tuple[Inbox, int], tmp_path: Path, models: ModelCache,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     from sqlalchemy.exc import OperationalError
 
     inbox, port = smtp
@@ -362,23 +359,27 @@ def test_a_database_blip_right_after_the_end_sends_each_notice_once(
     service = build_services(config, models=models).jobs
     service.start(run_worker=False)
     store, blips = service.store, []
-    set_fields = store.set_fields
+    settle = outbox.settle
 
-    def blip_once(job_id: str, **values: Any) -> None:
-        set_fields(job_id, **values)
-        if "webhook_state" in values and not blips:  # the e-mail is under way; then a blip
-            blips.append(values)
+    def blip_once(store: JobStore, lease: Any, *args: Any) -> bool:
+        done = settle(store, lease, *args)
+        if lease.kind == "webhook" and not blips:  # recorded, but the reply is lost in a blip
+            blips.append(lease)
             raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return done
 
-    store.set_fields = blip_once  # type: ignore[method-assign]
+    monkeypatch.setattr(outbox, "settle", blip_once)
     try:
         settings = resolve(Settings.create(prompts="a castle", style="pixel art", size=(32, 32)))
         run = settings.model_copy(update={"iterations": 2, "clip_models": ["tiny-random"]})
         job, _ = service.submit("2" * 32, run, {}, email="ada@example.org", webhook_url=url)
         service.runner.run(job.id)  # claims, runs, records the end, then sends its notices
         wait_for(lambda: inbox.envelopes and hooks.received, what="the e-mail and the webhook")
-        final = store.get(job.id)
+        final = wait_for(lambda: (j := store.get(job.id)) and j.webhook_state == j.email_state
+                         == "sent" and j)  # fmt: skip
+        service.notify(job.id)  # told again (the worker retries it through a blip): nothing new
+        wait_for(lambda: service.outbox.drain() == 0, what="no row left to send")
     finally:
         service.stop()
-    assert blips and final is not None and final.status == "succeeded"
+    assert blips and final.status == "succeeded" and final.email_state == "sent"
     assert len(inbox.envelopes) == 1 and len(hooks.received) == 1  # each once, none lost

@@ -1,21 +1,19 @@
 """What a finished job sends: the e-mail (with the result attached) and the webhook payload.
 
-`JobNotices` composes both from the job's record and hands them to a `Notifier`, which delivers
-them in the background and reports each delivery's state back into the record.
+`JobNotices` composes both from the job's record when the outbox sender (`api.jobs.outbox`)
+delivers a row of `t2a_outbox`; the sender records each delivery's state in the record.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from api.config import ServiceConfig
 from api.jobs.notify import (
     Notice,
-    Notifier,
+    PermanentError,
     build_email,
     check_email,
     check_webhook_url,
@@ -23,12 +21,11 @@ from api.jobs.notify import (
     send_email,
     webhook_request,
 )
+from api.jobs.outbox_table import EMAIL, KINDS, WEBHOOK
 from api.jobs.schemas import JobPublic, iso, job_links
-from api.jobs.store import FAILED, FINAL, SUCCEEDED, Job, JobStore
+from api.jobs.store import Job
 from api.storage import ArtifactStore, variation_keys
 from engine.errors import SettingsError
-
-HANDED_KEPT = 10_000  # notices remembered as sent (a retry comes within minutes)
 
 
 def attached_keys(outputs: list[str]) -> list[str]:
@@ -54,20 +51,13 @@ def email_off(config: ServiceConfig) -> str:
 
 
 class JobNotices:
-    """E-mail and webhook of finished jobs; `view` gives the job's public JSON for the webhook."""
+    """E-mail and webhook of finished jobs, composed for the outbox sender (`api.jobs.outbox`);
+    `view` gives the job's public JSON for the webhook."""
 
     def __init__(
-        self,
-        store: JobStore,
-        config: ServiceConfig,
-        artifacts: ArtifactStore,
-        view: Callable[[Job, str], JobPublic],
+        self, config: ServiceConfig, artifacts: ArtifactStore, view: Callable[[Job, str], JobPublic]
     ):
-        self.store, self.config, self.artifacts, self._view = store, config, artifacts, view
-        self.notifier = Notifier(config.notify_attempts, config.notify_backoff, self._delivered)
-        # (kind, job id) of the notices handed to the notifier, the newest HANDED_KEPT.
-        self._handed: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._guard = threading.Lock()
+        self.config, self.artifacts, self._view = config, artifacts, view
 
     def accept(self, email: str | None, webhook_url: str | None) -> tuple[str | None, str | None]:
         """The delivery addresses of a new job, checked: a 422 naming `email` (not an address,
@@ -77,52 +67,38 @@ class JobNotices:
             raise SettingsError("email", f"this server sends no e-mail ({email_off(self.config)})")
         return email, check_webhook_url(webhook_url, self.config.webhook_allow_private)
 
-    def notify(self, job_id: str) -> None:
-        """Send the e-mail and the webhook of a finished job in the background."""
-        job = self.store.get(job_id)
-        if job is None or job.status not in FINAL:
-            return
+    def kinds(self) -> tuple[str, ...]:
+        """The notices this process can send: webhooks, and e-mail when it is configured (an
+        e-mail row waits for a process that has SMTP)."""
+        return KINDS if email_enabled(self.config) else (WEBHOOK,)
+
+    def compose(self, job: Job, kind: str) -> Callable[[], None]:
+        """The delivery of one notice of a finished job: calling it sends it once, or raises
+        (`PermanentError`: no retry can help)."""
         base = (self.config.public_url or job.base_url).rstrip("/")
-        # A notice this process handed to the notifier is not sent again: a call retried after
-        # a database blip sends each notice once.
-        wants_email = email_enabled(self.config) and job.status in (SUCCEEDED, FAILED)
-        if job.email and wants_email and self._first("email", job.id):
-            self._email(job, job.email, base)
-        if job.webhook_url and self._first("webhook", job.id):
-            self._webhook(job, job.webhook_url, base)
+        if kind == EMAIL:
+            return self._email(job, base)
+        assert kind == WEBHOOK, kind
+        return self._webhook(job, base)
 
-    def _first(self, kind: str, job_id: str) -> bool:
-        """Whether this notice of the job has not been handed to the notifier yet."""
-        with self._guard:
-            return (kind, job_id) not in self._handed
-
-    def stop(self) -> None:
-        """Abandon waiting retries (deliveries under way finish)."""
-        self.notifier.stop()
-
-    def _email(self, job: Job, to: str, base: str) -> None:
-        self.store.set_fields(job.id, email_state="pending")
+    def _email(self, job: Job, base: str) -> Callable[[], None]:
+        if not job.email:
+            raise PermanentError("the job has no e-mail address")
         config = self.config
         msg = build_email(
-            self.notice(job, base), config.smtp_sender, to, config.email_max_attachment_bytes
+            self.notice(job, base), config.smtp_sender, job.email, config.email_max_attachment_bytes
         )
-        self.notifier.submit("email", job.id, lambda: send_email(msg, config))
-        self._handed_over("email", job.id)
+        return lambda: send_email(msg, config)
 
-    def _webhook(self, job: Job, url: str, base: str) -> None:
-        self.store.set_fields(job.id, webhook_state="pending")
+    def _webhook(self, job: Job, base: str) -> Callable[[], None]:
+        if not job.webhook_url:
+            raise PermanentError("the job has no webhook URL")
         payload: dict[str, Any] = {"event": "job.finished", "sent_at": iso(time.time())}
         payload["job"] = self._view(job, base).model_dump(mode="json")
-        req = webhook_request(url, payload, self.config.webhook_secret)
+        delivery = f"{job.id}.{WEBHOOK}"  # the same on every try: a receiver's dedupe key
+        req = webhook_request(job.webhook_url, payload, self.config.webhook_secret, delivery)
         timeout, allow = self.config.webhook_timeout, self.config.webhook_allow_private
-        self.notifier.submit("webhook", job.id, lambda: post_webhook(req, timeout, allow))
-        self._handed_over("webhook", job.id)
-
-    def _handed_over(self, kind: str, job_id: str) -> None:
-        with self._guard:
-            self._handed[(kind, job_id)] = None
-            while len(self._handed) > HANDED_KEPT:
-                self._handed.popitem(last=False)
+        return lambda: post_webhook(req, timeout, allow)
 
     def notice(self, job: Job, base: str) -> Notice:
         """What the notification says: prompt, settings, links and the files to attach."""
@@ -145,6 +121,3 @@ class JobNotices:
             error=job.error,
             files=self.artifacts.local_files(job.id, kept),
         )
-
-    def _delivered(self, kind: str, job_id: str, state: str) -> None:
-        self.store.set_fields(job_id, **{f"{kind}_state": state})

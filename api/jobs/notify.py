@@ -1,7 +1,8 @@
 """Notifications when a job ends: e-mail (smtplib, STARTTLS or SSL) and signed JSON webhooks.
 
-Deliveries run in background threads, are retried with exponential backoff, and never change
-the job's outcome: a job that succeeded stays succeeded when its e-mail bounces. Headers are
+Each function here sends once; the outbox sender (`api.jobs.outbox`) runs them in the background,
+retries them with exponential backoff and records their states. A delivery never changes the
+job's outcome: a job that succeeded stays succeeded when its e-mail bounces. Headers are
 built with `email.message.EmailMessage`, which refuses CR/LF in header values; the prompt only
 reaches the Subject with control characters removed.
 """
@@ -13,19 +14,14 @@ import hmac
 import http.client
 import ipaddress
 import json
-import logging
 import re
 import smtplib
 import socket
 import ssl
-import threading
 import urllib.request
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,9 +31,8 @@ from email_validator import EmailNotValidError, validate_email
 from api.config import JobsConfig
 from engine.errors import SettingsError
 
-log = logging.getLogger(__name__)
-
 SIGNATURE_HEADER = "X-Text2Art-Signature"
+DELIVERY_HEADER = "X-Text2Art-Delivery"
 MAX_URL_CHARS = 2000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _MEDIA = {"png": ("image", "png"), "mp4": ("video", "mp4"), "svg": ("image", "svg+xml")}
@@ -83,13 +78,14 @@ def email_text(notice: Notice, attached: list[str]) -> tuple[str, str]:
 
 
 def build_email(notice: Notice, sender: str, to: str, max_attachment: int) -> EmailMessage:
-    """The message with the result attached (files over `max_attachment` bytes are left out)."""
+    """The message with the result attached (files over `max_attachment` bytes are left out).
+    Its Message-ID, `<job id>.email@text2art`, is the same every time (a dedupe key)."""
     files = {e: p for e, p in notice.files.items() if p.is_file()}
     files = {e: p for e, p in files.items() if p.stat().st_size <= max_attachment}
     subject, body = email_text(notice, [p.name for p in files.values()])
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = sender, to, subject
-    msg["Message-ID"] = make_msgid(domain="text2art")
+    msg["Message-ID"] = f"<{notice.job_id}.email@text2art>"
     msg.set_content(body)
     for key, path in files.items():  # 'png', 'mp4' or '2.png' (a picture of a batch)
         maintype, subtype = _MEDIA[key.rpartition(".")[2]]
@@ -134,15 +130,16 @@ def sign(body: bytes, secret: str) -> str:
 
 
 def webhook_request(
-    url: str, payload: dict[str, Any], secret: str | None
+    url: str, payload: dict[str, Any], secret: str | None, delivery: str | None = None
 ) -> urllib.request.Request:
-    """The POST request: JSON body, event and delivery headers, signature when a secret is set."""
+    """The POST request: JSON body, event and delivery headers, signature when a secret is set.
+    `delivery` (default: a fresh id) is the X-Text2Art-Delivery header, a receiver's dedupe key."""
     body = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "text2art-webhook",
         "X-Text2Art-Event": str(payload.get("event", "job.finished")),
-        "X-Text2Art-Delivery": uuid.uuid4().hex,
+        DELIVERY_HEADER: delivery or uuid.uuid4().hex,
     }
     if secret:
         headers[SIGNATURE_HEADER] = sign(body, secret)
@@ -306,53 +303,3 @@ def post_webhook(req: urllib.request.Request, timeout: float, allow_private: boo
         raise PermanentError(f"the webhook answered HTTP {code}")
     if not 200 <= code < 300:
         raise OSError(f"the webhook answered HTTP {code}")
-
-
-# -- background delivery with retries ------------------------------------------------------
-StateCallback = Callable[[str, str, str], None]  # (kind: email|webhook, job id, state)
-
-
-class Notifier:
-    """Runs deliveries in background threads, retrying failures with exponential backoff."""
-
-    def __init__(self, attempts: int, backoff: float, on_state: StateCallback, threads: int = 4):
-        self.attempts, self.backoff = attempts, backoff
-        self._on_state = on_state
-        self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="t2a-notify")
-
-    def submit(self, kind: str, job_id: str, send: Callable[[], None]) -> None:
-        """Deliver in the background: `send()` raises to fail (PermanentError: no retry)."""
-        self._pool.submit(self._deliver, kind, job_id, send)
-
-    def stop(self) -> None:
-        """Abandon waiting retries and queued deliveries (logged); sends under way finish."""
-        self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _deliver(self, kind: str, job_id: str, send: Callable[[], None]) -> None:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                send()
-            except PermanentError as exc:
-                return self._state(kind, job_id, f"failed: {exc}")
-            except Exception as exc:
-                log.warning("job %s: %s attempt %d failed: %s", job_id, kind, attempt, exc)
-                delay = self.backoff * 2 ** (attempt - 1)
-                if attempt == self.attempts or self._stop.wait(delay):
-                    return self._state(kind, job_id, f"failed after {attempt} tries: {exc}")
-            else:
-                return self._state(kind, job_id, "sent")
-
-    def _state(self, kind: str, job_id: str, state: str) -> None:
-        log.log(
-            logging.INFO if state == "sent" else logging.WARNING,
-            "job %s: %s %s",
-            job_id,
-            kind,
-            state,
-        )
-        try:
-            self._on_state(kind, job_id, state[:200])
-        except Exception:  # a notification never breaks anything else
-            log.exception("job %s: cannot record the %s state", job_id, kind)

@@ -7,9 +7,10 @@ it does no I/O. `start()` opens the database (schema check or upgrade) and the q
 that this process sees the site's artifact store, then recovers the queue (dead workers, lost
 queue entries), starts the worker threads when this process runs jobs, and the upkeep thread
 (`api.jobs.upkeep`): the worker's own heartbeat and the dead-worker policy every
-`heartbeat_seconds`, the reconciler every `reconcile_seconds`; `stop()` hands running jobs back
-to the queue. `probe` tells whether the database and queue answer (for `/readyz`), `metrics`
-counts what happens (`/metrics`).
+`heartbeat_seconds`, the reconciler every `reconcile_seconds`; and in every process, API-only
+ones too, the outbox sender of the finished jobs' e-mails and webhooks (`api.jobs.outbox`).
+`stop()` hands running jobs back to the queue. `probe` tells whether the database and queue
+answer (for `/readyz`), `metrics` counts what happens (`/metrics`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from api.jobs.gallery import gallery_page
 from api.jobs.identity import check_storage_identity
 from api.jobs.notices import JobNotices, email_enabled, email_off
 from api.jobs.outage import Outages
+from api.jobs.outbox import OutboxSender
 from api.jobs.policy import reap_dead
 from api.jobs.probe import Probe
 from api.jobs.queue import JobQueue
@@ -64,10 +66,14 @@ class JobService:
         self.config, self.store, self.queue, self.artifacts = config, store, queue, artifacts
         self.gpu, self.metrics, self.outages = gpu, metrics, outages
         self.probe = Probe(store, queue, config.stale_after_seconds, outages, artifacts=artifacts)
-        self.notices = JobNotices(store, config, artifacts, self.view)
+        self.notices = JobNotices(config, artifacts, self.view)
         self.runner = JobRunner(
             store, config, gpu, models, artifacts, queue.requeue, self.notify,
             outages=outages, metrics=metrics,
+        )  # fmt: skip
+        self.outbox = OutboxSender(
+            store, config, self.notices.compose, outages, str(self.runner.identity),
+            kinds=self.notices.kinds(),
         )  # fmt: skip
         # One poll per watched job; it sees a job of this process waiting for the GPU.
         self.feeds = JobFeeds(store, config.progress_interval, self.runner.gpu_position)
@@ -86,6 +92,7 @@ class JobService:
         self.queue.open()
         self.artifacts.prepare()
         check_storage_identity(self.store.engine, self.artifacts)  # StorageMismatch: refuse
+        self.outbox.start()  # every process sends notices: a job cancelled here has a webhook
         if not run_worker:
             return
         self.beat()
@@ -112,7 +119,7 @@ class JobService:
                 self.store.remove_worker(str(self.runner.identity))
             except Exception:  # the database is down: the row goes stale by itself
                 log.warning("cannot remove this worker's heartbeat row", exc_info=True)
-        self.notices.stop()
+        self.outbox.stop()
         self.queue.close()
         self.store.close()
         self.worker_running = False
@@ -352,5 +359,6 @@ class JobService:
 
     # -- notifications -----------------------------------------------------------------------
     def notify(self, job_id: str) -> None:
-        """Send the e-mail and the webhook of a finished job in the background."""
-        self.notices.notify(job_id)
+        """A job ended: its e-mail and webhook (outbox rows made with its end) go out now, in
+        the background (`api.jobs.outbox`); never raises."""
+        self.outbox.wake()

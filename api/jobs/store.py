@@ -31,10 +31,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from api.jobs.engine import make_engine
 from api.jobs.migrate import ensure_schema
+from api.jobs.outbox_table import EMAIL, PENDING, WEBHOOK, add_notices, drop_notices
+from api.jobs.tables import Base
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
@@ -45,10 +47,6 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
 )
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
-
-
-class Base(DeclarativeBase):
-    """Declarative base of the jobs schema."""
 
 
 class Job(Base):
@@ -281,10 +279,27 @@ class JobStore:
         return self._update(job_id, where, heartbeat_at=time.time(), version=Job.version)
 
     def finish(self, job_id: str, worker_id: str, status: str, **values: Any) -> bool:
-        """running -> a final status, by the worker that runs it."""
+        """running -> a final status, by the worker that runs it (with its notices)."""
         assert status in FINAL
         values.update(status=status, finished_at=time.time(), heartbeat_at=None)
-        return self._update(job_id, self._owned(worker_id), **values)
+        return self._end(job_id, self._owned(worker_id), **values)
+
+    def _end(self, job_id: str, where: Sequence[Any], **values: Any) -> bool:
+        """A conditional move into a final state and, in the same transaction and only when it
+        applied, the job's outbox rows (`api.jobs.outbox_table`) with their states pending."""
+        values.setdefault("version", Job.version + 1)
+        with self.session() as s:
+            result = s.execute(update(Job).where(Job.id == job_id, *where).values(**values))
+            if not getattr(result, "rowcount", 0):
+                return False
+            job = s.execute(select(Job.status, Job.email, Job.webhook_url).where(Job.id == job_id))
+            status, email, webhook_url = job.one()
+            kinds = [EMAIL] if email and status in (SUCCEEDED, FAILED) else []
+            added = add_notices(s, job_id, kinds + ([WEBHOOK] if webhook_url else []))
+            if added:
+                states = {f"{kind}_state": PENDING for kind in added}
+                s.execute(update(Job).where(Job.id == job_id).values(**states))
+            return True
 
     def release(self, job_id: str, worker_id: str) -> bool:
         """running -> queued after a clean worker shutdown; the attempt does not count."""
@@ -294,7 +309,7 @@ class JobStore:
     def cancel_queued(self, job_id: str) -> bool:
         """queued -> cancelled (it never starts)."""
         values = {"status": CANCELLED, "finished_at": time.time()}
-        return self._update(job_id, [Job.status == QUEUED], **values)
+        return self._end(job_id, [Job.status == QUEUED], **values)
 
     def request_cancel(self, job_id: str) -> bool:
         """Ask the worker of a running job to stop (it ends as cancelled)."""
@@ -344,15 +359,16 @@ class JobStore:
         """running (dead worker) -> failed or cancelled, if unchanged since `job` was read."""
         assert status in FINAL
         values = {"status": status, "error": error, "finished_at": time.time()}
-        return self._update(job.id, self._unchanged(job), heartbeat_at=None, **values)
+        return self._end(job.id, self._unchanged(job), heartbeat_at=None, **values)
 
     def set_fields(self, job_id: str, **values: Any) -> bool:
         """Set plain fields (notification states) without a visible change."""
         return self._update(job_id, [], version=Job.version, **values)
 
     def delete(self, job_id: str) -> bool:
-        """Remove the record."""
+        """Remove the record and its notices still to send."""
         with self.session() as s:
+            drop_notices(s, job_id)
             result = s.execute(delete(Job).where(Job.id == job_id))
             return bool(getattr(result, "rowcount", 0))
 
