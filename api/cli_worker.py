@@ -100,9 +100,10 @@ def run_worker(services: Services, stop: threading.Event) -> None:
             pass
     finally:
         typer.echo("stopping: running jobs go back to the queue")
+        services.stop()  # /readyz says "stopping" meanwhile; /metrics counts the hand-backs
         if health is not None:
+            health.final_scrape(services.config.final_scrape_seconds)
             health.stop()
-        services.stop()
 
 
 def start_health_server(services: Services) -> HealthServer | None:
@@ -114,6 +115,8 @@ def start_health_server(services: Services) -> HealthServer | None:
         return None
 
     def ready() -> tuple[bool, dict[str, Any]]:
+        if jobs.runner.stopping:  # its jobs go back to the queue: send it nothing
+            return False, {"ready": False, "role": "worker", "state": "stopping"}
         health = jobs.probe.check()
         device = device_error(config.device)
         body: dict[str, Any] = {"role": "worker", "worker": str(jobs.runner.identity)}

@@ -273,6 +273,13 @@ class JobsConfig(BaseSettings):
         description="`text2art worker` serves /healthz, /readyz and /metrics on this port "
         "(none: no health server).",
     )
+    final_scrape_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="A stopping worker whose /metrics is scraped waits, after handing its jobs "
+        "back, for one more scrape (at most this long, and at most 1.5 scrape intervals), so "
+        "the counts of its last moments (requeued for a shutdown) reach Prometheus (0: no wait).",
+    )
     health_host: str = Field(
         "127.0.0.1",
         description="Address of the worker's health server and of `serve`'s metrics port "

@@ -11,6 +11,7 @@ and logs requests through `logging` at debug level instead of writing them to st
     server = HealthServer("0.0.0.0", 9101, ready=worker.readiness, metrics=metrics)
     server.start()
     ...
+    server.final_scrape(60)  # a stopping worker: its last counts reach the scraper
     server.stop()
 """
 
@@ -21,6 +22,7 @@ import logging
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -53,6 +55,8 @@ class HealthServer:
         self._metrics = metrics
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._scrapes: list[float] = []  # when /metrics was served, the newest two
+        self._scraped = threading.Condition()
 
     @property
     def port(self) -> int:
@@ -84,6 +88,18 @@ class HealthServer:
         server.server_close()
         thread.join(timeout)
 
+    def final_scrape(self, limit: float) -> bool:
+        """Wait for one more scrape of /metrics (a stopping worker's last counts), at most
+        `limit` seconds and at most 1.5 intervals between the last two scrapes; no wait when
+        nobody has scraped it. Returns whether a scrape came."""
+        with self._scraped:
+            if not self._scrapes or limit <= 0:
+                return False
+            seen = self._scrapes[-1]
+            if len(self._scrapes) == 2:
+                limit = min(limit, 1.5 * (self._scrapes[1] - self._scrapes[0]) + 1.0)
+            return self._scraped.wait_for(lambda: self._scrapes[-1] > seen, timeout=limit)
+
     def __enter__(self) -> HealthServer:
         self.start()
         return self
@@ -105,6 +121,9 @@ class HealthServer:
             return self._readiness()
         if route == "/metrics" and self._metrics is not None:
             body, content_type = self._metrics.render()
+            with self._scraped:
+                self._scrapes = [*self._scrapes[-1:], time.monotonic()]
+                self._scraped.notify_all()
             return 200, body, content_type
         return _json(404, {"detail": "not found"})
 

@@ -430,6 +430,7 @@ class WorkerProcess:
                 [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=out, stderr=out
             )
         self.identity = ""
+        self.health_port: int | None = None  # its health server's, when it has one
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

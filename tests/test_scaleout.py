@@ -9,9 +9,13 @@ the reconciler run at second scale here, so each scenario takes seconds, not min
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +35,7 @@ from helpers import (
     submit,
     wait_for,
 )
-from servers import PostgresServer, RedisServer
+from servers import PostgresServer, RedisServer, free_port
 
 from api.app import create_app
 from api.config import ServiceConfig
@@ -76,12 +80,17 @@ class Cluster:
         env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
         return env
 
-    def start_workers(self, n: int) -> list[WorkerProcess]:
-        """Start `n` workers side by side; returns them once each takes jobs."""
+    def start_workers(self, n: int, health: bool = False) -> list[WorkerProcess]:
+        """Start `n` workers side by side (each with a health server on a free port when
+        `health`: `worker.health_port`); returns them once each takes jobs."""
         new = []
         for _ in range(n):
-            log = self.tmp / f"worker-{len(self.workers)}.log"
-            new.append(WorkerProcess(self.worker_env(), log))
+            log, env = self.tmp / f"worker-{len(self.workers)}.log", self.worker_env()
+            port = free_port() if health else None
+            if port is not None:
+                env["T2A_HEALTH_PORT"] = str(port)
+            new.append(WorkerProcess(env, log))
+            new[-1].health_port = port
             self.workers.append(new[-1])
         for worker in new:
             worker.wait_ready()
@@ -186,19 +195,57 @@ def test_a_killed_worker_s_job_is_finished_by_the_other(cluster: Cluster) -> Non
     store.close()
 
 
+class _Scraper:
+    """Polls a worker's /metrics and /readyz until it exits; keeps what it last saw."""
+
+    def __init__(self, port: int) -> None:
+        self.base, self.metrics = f"http://127.0.0.1:{port}", ""
+        self.states: list[str] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._done.wait(0.2):
+            try:
+                self.states.append(json.loads(_get(f"{self.base}/readyz")[1]).get("state", "up"))
+                self.metrics = _get(f"{self.base}/metrics")[1]
+            except OSError:  # not up yet, or gone
+                continue
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def test_sigterm_hands_the_running_job_back(cluster: Cluster) -> None:
-    first, second = cluster.start_workers(2)
+    first, second = cluster.start_workers(2, health=True)
+    scrapers = {w.identity: _Scraper(w.health_port or 0) for w in (first, second)}
     with cluster.api() as client:
         job_id = submit(client, iterations=LONG, seed=1)["id"]
     store = cluster.store()
     victim = owner(cluster, running_at(store, job_id))
     stopped_at = time.monotonic()
     assert victim.stop(signal.SIGTERM) == 0, victim.output()[-3000:]
+    scraper = scrapers[victim.identity]
+    scraper.stop()
     assert "interrupted by shutdown; queued again" in victim.output()
     (done,) = ended(store, [job_id])
     print(f"[{cluster.backend}] SIGTERM: done {time.monotonic() - stopped_at:.1f} s later")
     assert done.status == SUCCEEDED and done.attempts == 1  # the hand-back did not count
     assert done.worker_id == ({first, second} - {victim}).pop().identity
+    # Its last scrape came after the hand-back (it waited for one), and it said "stopping".
+    assert 'text2art_jobs_requeued_total{reason="shutdown"} 1.0' in scraper.metrics
+    assert "stopping" in scraper.states
+    scrapers[({first, second} - {victim}).pop().identity].stop()
     store.close()
 
 

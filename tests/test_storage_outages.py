@@ -6,6 +6,7 @@ answers 503 with Retry-After meanwhile; a store that refuses for good still fail
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -94,9 +95,13 @@ def test_jobs_that_end_in_a_storage_outage_all_succeed_on_their_first_attempt(
             service.runner.run(job_id)  # waits the outage out, then records the end
         healing.join()
         jobs = [service.store.get(job_id) for job_id in ids]
+        scrape = service.metrics.render()[0].decode()
     finally:
         service.stop()
     assert [(j.status, j.attempts, j.error) for j in jobs if j] == [(SUCCEEDED, 1, None)] * JOBS
+    failed = re.search(r'text2art_infra_errors_total\{service="storage"\} (\S+)', scrape)
+    assert failed and float(failed.group(1)) >= 1  # the outage is counted as the storage's
+    assert 'text2art_infra_errors_total{service="database"} 0.0' in scrape
     stored = keys(raw, bucket)
     for job_id in ids:
         assert f"art/{job_id}.png" in stored

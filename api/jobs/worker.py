@@ -97,6 +97,11 @@ class JobRunner:
             for lease in self._leases.values():
                 lease.stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether `shutdown()` was called (the jobs go back to the queue)."""
+        return self._stopping.is_set()
+
     def running(self) -> int:
         """How many jobs this process runs now."""
         with self._guard:
