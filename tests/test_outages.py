@@ -149,6 +149,41 @@ def test_no_worker_is_judged_dead_by_a_heartbeat_an_outage_silenced(tmp_path: Pa
     store.close()
 
 
+def test_a_job_whose_worker_went_silent_in_an_outage_is_requeued_without_spending_a_try(
+    tmp_path: Path,
+) -> None:
+    """A worker stopped or cut off while the database was away looks dead once it is back; the
+    reaper that met the same outage requeues its job as `outage` and gives the try back."""
+    from api.config import ServiceConfig
+    from api.jobs.policy import reap_dead
+    from api.metrics import Metrics
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}").open()
+    now, me = time.time(), WorkerIdentity("elsewhere", 1, "abcd")
+    wall = [now - 300.0]  # the outage: 300 s ago, for 60 s
+    outages = Outages(clock=lambda: wall[0], wall=lambda: wall[0])
+    for _ in range(7):
+        outages.failed("database")
+        wall[0] += 10.0
+    assert outages.during(now - 280, now - 270) and not outages.during(now - 200, now)
+    silent = dict(status=RUNNING, attempts=1, heartbeat_at=now - 290)  # fell silent in it
+    crashed = dict(status=RUNNING, attempts=1, heartbeat_at=now - 200)  # after it: a crash
+    add_job(store, "s" * 32, worker_id="other:2:ffff", **silent)
+    add_job(store, "c" * 32, worker_id="other:3:ffff", **crashed)
+    config = ServiceConfig(output_dir=tmp_path, stale_after_seconds=120, max_requeues=1)
+    metrics, queued = Metrics("worker"), []
+    changed = reap_dead(store, me, config, queued.append, lambda job_id: None,
+                        metrics=metrics, outage_during=outages.during)  # fmt: skip
+    jobs = {job_id: store.get(job_id) for job_id in changed}
+    store.close()
+    scrape = metrics.render()[0].decode()
+    assert sorted(changed) == sorted(queued) == ["c" * 32, "s" * 32]
+    assert {k: (j.status, j.attempts) for k, j in jobs.items() if j} == {
+        "s" * 32: (QUEUED, 0), "c" * 32: (QUEUED, 1)}  # fmt: skip
+    assert 'text2art_jobs_requeued_total{reason="outage"} 1.0' in scrape
+    assert 'text2art_jobs_requeued_total{reason="dead_worker"} 1.0' in scrape
+
+
 # -- the API during an outage ----------------------------------------------------------------
 def test_every_route_answers_503_naming_the_database_when_it_is_down(
     tmp_path: Path, models: ModelCache, monkeypatch: pytest.MonkeyPatch

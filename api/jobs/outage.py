@@ -39,6 +39,8 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
 _LOST_IN_PRE_PING = "can't change 'autocommit' now"
 UNAVAILABLE_RETRY_AFTER = 5  # seconds: a restarting database is usually back by then
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds: first wait, longest wait between two tries
+OUTAGE_GAP = 30.0  # seconds: failures closer than this belong to one outage
+SPANS_KEPT = 100  # outages remembered (`Outages.during`)
 REASON_CHARS = 200  # an outage's reason (`one_line`) is cut there in reports and logs
 
 
@@ -57,19 +59,36 @@ def unavailable_service(exc: BaseException) -> str | None:
 
 
 class Outages:
-    """When this process last failed to reach the database or the queue (thread-safe)."""
+    """When this process last failed to reach the database or the queue (thread-safe), and the
+    spans of its recent outages of either (in epoch seconds; failures less than `OUTAGE_GAP`
+    apart are one outage)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self._clock = clock
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+    ):
+        self._clock, self._wall = clock, wall
         self._last: float | None = None
+        self._spans: list[list[float]] = []  # [first failure, last failure], the newest last
         self._lock = threading.Lock()
         self.on_failure: Callable[[str], None] = lambda service: None  # e.g. a metric
 
     def failed(self, service: str) -> None:
         """Record a failure to reach `service` now."""
+        now = self._wall()
         with self._lock:
             self._last = self._clock()
+            if service == "storage":  # no heartbeat goes there: it silences no worker
+                pass
+            elif self._spans and now - self._spans[-1][1] < OUTAGE_GAP:
+                self._spans[-1][1] = now
+            else:
+                self._spans = [*self._spans[-(SPANS_KEPT - 1) :], [now, now]]
         self.on_failure(service)
+
+    def during(self, start: float, end: float) -> bool:
+        """Whether this process met an outage between `start` and `end` (epoch seconds)."""
+        with self._lock:
+            return any(first <= end and last >= start for first, last in self._spans)
 
     def note(self, exc: BaseException) -> str | None:
         """Record `exc` if it is an outage ('database' or 'queue', returned); None for any

@@ -5,10 +5,10 @@ Dead-worker policy: a running job whose worker is gone (its heartbeat is older t
 again if it has been tried at most `max_requeues` times (default once), else marked failed with a
 message (cancelled instead, if its cancel was requested). Every claim adds one to `attempts` and
 nothing lowers it except a hand-back (a clean shutdown, or an outage of the database or queue
-that stopped the run), so a job that keeps killing its worker cannot loop, and infrastructure
-does not spend a job's retry budget. A worker never judges its own jobs, and while the database
-or queue has failed it lately (`Outages.settled`) it judges nobody by a stale heartbeat: the
-outage silenced every worker alike.
+that stopped the run or silenced its worker), so a job that keeps killing its worker cannot
+loop, and infrastructure does not spend a job's retry budget. A worker never judges its own
+jobs, and while the database or queue has failed it lately (`Outages.settled`) it judges nobody
+by a stale heartbeat: the outage silenced every worker alike.
 """
 
 from __future__ import annotations
@@ -111,13 +111,23 @@ def reap_dead(
     on_ended: Callable[[str], None],
     settled: bool = True,
     metrics: Metrics | None = None,
+    outage_during: Callable[[float, float], bool] = lambda start, end: False,
 ) -> list[str]:
     """Apply the dead-worker policy to every running job; returns the ids it changed.
+
+    A job that went silent while this process also met an outage (`outage_during` its last
+    heartbeat and now) is queued again without spending a try, as `outage`: the silence may be
+    the outage's (a worker stopped or cut off while the database was away), not the job's.
 
     A job put back in the database whose enqueue fails stays queued there: the reconciler
     (`api.jobs.upkeep`) enqueues it once the queue answers again.
     """
     changed, now = [], time.time()
+
+    def silenced(job: Job, now: float) -> bool:
+        since = job.heartbeat_at or job.started_at
+        return since is not None and outage_during(since, now)
+
     for job in store.running():
         if not is_dead(job, me, config.stale_after_seconds, now, settled):
             continue
@@ -126,6 +136,14 @@ def reap_dead(
                 ended(metrics, CANCELLED)
                 on_ended(job.id)
                 changed.append(job.id)
+        elif silenced(job, now):  # its worker may have lived: the outage silenced it
+            if store.requeue_dead(job, spend=False):
+                log.warning("job %s: its worker %s went silent in an outage; queued again",
+                            job.id, job.worker_id)  # fmt: skip
+                if metrics is not None:
+                    metrics.requeued("outage")
+                changed.append(job.id)
+                enqueue(job.id)
         elif job.attempts <= config.max_requeues:
             if store.requeue_dead(job):  # False: another reaper or the worker came first
                 log.warning("job %s: its worker %s died; queued again", job.id, job.worker_id)

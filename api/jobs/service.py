@@ -149,6 +149,7 @@ class JobService:
             self._ended_dead,
             settled=settled,
             metrics=self.metrics,
+            outage_during=self.outages.during,
         )
 
     def _ended_dead(self, job_id: str) -> None:

@@ -315,9 +315,11 @@ class JobStore:
         """Ask the worker of a running job to stop (it ends as cancelled)."""
         return self._update(job_id, [Job.status == RUNNING], cancel_requested=True)
 
-    def requeue_dead(self, job: Job) -> bool:
-        """running (dead worker) -> queued, if nobody changed it since `job` was read."""
-        return self._update(job.id, self._unchanged(job), **_back_in_queue())
+    def requeue_dead(self, job: Job, spend: bool = True) -> bool:
+        """running (dead worker) -> queued, if nobody changed it since `job` was read; without
+        `spend`, its last claim does not count (an outage, not the job, stopped it)."""
+        values = _back_in_queue() if spend else {**_back_in_queue(), "attempts": Job.attempts - 1}
+        return self._update(job.id, self._unchanged(job), **values)
 
     def queued_before(self, before: float) -> list[Job]:
         """Queued jobs last put on the queue before `before` (candidates the queue lost)."""
