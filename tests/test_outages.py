@@ -5,6 +5,7 @@ worker's health server and the wait of a queued `/generate`."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from pathlib import Path
@@ -182,6 +183,29 @@ def test_a_job_whose_worker_went_silent_in_an_outage_is_requeued_without_spendin
         "s" * 32: (QUEUED, 0), "c" * 32: (QUEUED, 1)}  # fmt: skip
     assert 'text2art_jobs_requeued_total{reason="outage"} 1.0' in scrape
     assert 'text2art_jobs_requeued_total{reason="dead_worker"} 1.0' in scrape
+
+
+def test_a_chore_logs_an_outage_when_it_starts_and_ends_not_at_every_try(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from api.jobs.upkeep import Chore, Upkeep
+
+    down = [True] * 5 + [False] * 2
+    lost = OperationalError("UPDATE", {}, Exception("connection refused"))
+
+    def beat() -> None:
+        if down.pop(0):
+            raise lost
+
+    chore = Chore("worker heartbeat", 0.5, beat)
+    upkeep = Upkeep([chore], Outages())
+    caplog.set_level(logging.DEBUG, logger="api.jobs.upkeep")
+    for _ in range(7):
+        upkeep._run(chore)  # noqa: SLF001 (the thread runs exactly this)
+    said = [(r.levelname, r.getMessage().split(" (")[0]) for r in caplog.records]
+    assert said[0] == ("WARNING", "worker heartbeat: the database is unavailable")
+    assert [level for level, _ in said[1:5]] == ["DEBUG"] * 4
+    assert said[5:] == [("INFO", "worker heartbeat: the database answers again")]
 
 
 # -- the API during an outage ----------------------------------------------------------------

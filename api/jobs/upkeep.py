@@ -66,6 +66,7 @@ class Chore:
     every: float
     run: Callable[[], object]
     due: float = 0.0  # monotonic time of the next run
+    down: str | None = None  # the service its last run could not reach (one warning an outage)
 
 
 class Upkeep:
@@ -98,19 +99,24 @@ class Upkeep:
                     chore.due = time.monotonic() + chore.every
 
     def _run(self, chore: Chore) -> None:
+        """Run the chore; an outage is logged when it starts and when it ends, not each time."""
         try:
             chore.run()
         except Exception as exc:  # never ends the thread
             service = self.outages.note(exc)
             if service is None:
                 log.exception("%s failed", chore.name)
-            else:
-                log.warning(
-                    "%s: the %s is unavailable (%s)",
-                    chore.name,
-                    service,
-                    one_line(exc, REASON_CHARS),
-                )
+                return
+            log.log(
+                logging.DEBUG if chore.down else logging.WARNING,
+                "%s: the %s is unavailable (%s); tried again every %g s",
+                chore.name, service, one_line(exc, REASON_CHARS), chore.every,
+            )  # fmt: skip
+            chore.down = service
+        else:
+            if chore.down:
+                log.info("%s: the %s answers again", chore.name, chore.down)
+                chore.down = None
 
 
 def worker_row(identity: str, host: str, pid: int, device: str, started_at: float) -> Worker:

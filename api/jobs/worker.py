@@ -194,8 +194,12 @@ class JobRunner:
             return
         try:
             claimed = self._retry(lambda: self._claim(job_id), "claim")
-        except Exception:  # still queued in the database: the reconciler enqueues it again
-            log.exception("job %s: cannot claim it", job_id)
+        except Exception as exc:  # still queued in the database: the reconciler enqueues it again
+            if unavailable_service(exc) is None:
+                log.exception("job %s: cannot claim it", job_id)
+            else:  # the outage outlasted the retries (the retry logged its start)
+                log.warning("job %s: not claimed: %s; it stays queued", job_id,
+                            one_line(exc, REASON_CHARS))  # fmt: skip
             return
         if claimed is None:
             log.info("job %s: not queued any more (cancelled, deleted or taken); skipped", job_id)
