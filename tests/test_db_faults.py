@@ -394,3 +394,37 @@ def _get_json(url: str) -> tuple[int, Any]:
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_the_watchdog_outlives_a_connection_that_is_already_lost() -> None:
+    """psycopg raises for the socket of a lost connection: the watchdog skips it and goes on
+    cutting the next late call (the soak once saw it die there, leaving no deadline at all)."""
+    import socket
+
+    from api.jobs.watchdog import Watchdog
+
+    class Lost:  # psycopg's PGconn of a lost connection
+        @property
+        def socket(self) -> int:
+            raise RuntimeError("the connection is lost")
+
+    class Live:
+        def __init__(self, fd: int) -> None:
+            self.socket = fd
+
+    class Conn:  # a DB-API connection as psycopg's: `pgconn.socket` is its descriptor
+        def __init__(self, pgconn: Any) -> None:
+            self.pgconn = pgconn
+
+    ours, theirs = socket.socketpair()
+    dog = Watchdog(0.2)
+    dog._calls = {1: (0.0, Conn(Lost())), 2: (time.monotonic() + 0.3, Conn(Live(ours.fileno())))}
+    loop = threading.Thread(target=dog._loop, daemon=True)  # noqa: SLF001 (its own thread)
+    loop.start()
+    theirs.settimeout(5)
+    try:
+        cut = theirs.recv(1) == b""  # the peer's socket was shut down by the watchdog
+    finally:
+        ours.close()
+        theirs.close()
+    assert cut and dog.cuts == 1 and loop.is_alive()

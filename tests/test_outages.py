@@ -208,6 +208,28 @@ def test_a_chore_logs_an_outage_when_it_starts_and_ends_not_at_every_try(
     assert said[5:] == [("INFO", "worker heartbeat: the database answers again")]
 
 
+def test_huey_s_consumer_says_a_queue_outage_once_without_tracebacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from api.jobs.queue import quiet_consumer_outages
+
+    quiet_consumer_outages()
+    quiet_consumer_outages()  # once per process, however many consumers start
+    logger = logging.getLogger("huey.consumer.Worker")
+    assert len(logger.filters) == 1
+    caplog.set_level(logging.INFO, logger="huey")
+    for error in [OperationalError("SELECT", {}, Exception("refused"))] * 5 + [ValueError("bug")]:
+        try:
+            raise error
+        except Exception:
+            logger.exception("Error reading from queue")  # as huey's Worker loop does
+    said = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert len(said) == 2
+    assert said[0][0] == "WARNING" and not said[0][2]
+    assert said[0][1].startswith("Error reading from queue: the queue is unavailable (")
+    assert said[1] == ("ERROR", "Error reading from queue", True)  # a bug keeps its traceback
+
+
 # -- the API during an outage ----------------------------------------------------------------
 def test_every_route_answers_503_naming_the_database_when_it_is_down(
     tmp_path: Path, models: ModelCache, monkeypatch: pytest.MonkeyPatch

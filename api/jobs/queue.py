@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,7 @@ from huey.api import Huey
 from huey.consumer import Consumer
 
 from api.jobs.errors import QueueUnavailable
+from engine.errors import one_line
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 5  # seconds before a connection to the broker counts as refused
@@ -78,6 +81,46 @@ def _postgres_huey(name: str, dsn: str, tries: int = 3) -> Huey:
             log.info("queue tables created by another process meanwhile; trying again")
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
+
+
+# What a broker's client raises when its server cannot be reached (psycopg, psycopg2, redis).
+_BROKER_DOWN = ("OperationalError", "InterfaceError", "ConnectionError", "TimeoutError")
+_CONSUMER_LOGGERS = ("huey.consumer.Worker", "huey.consumer.Scheduler")
+_OUTAGE_GAP = 30.0  # seconds without such an error before the next one is a new outage
+
+
+class _OutageOnce(logging.Filter):
+    """huey's consumer logs a traceback each time it cannot read the queue, about once a second
+    per thread during an outage: this keeps one warning an outage, without the traceback (other
+    errors pass untouched)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -math.inf
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        down = isinstance(exc, (OSError, QueueUnavailable)) or type(exc).__name__ in _BROKER_DOWN
+        if exc is None or not down:
+            return True
+        now = time.monotonic()
+        with self._lock:
+            new, self._last = now - self._last >= _OUTAGE_GAP, now
+        if new:
+            record.msg = f"{record.getMessage()}: the queue is unavailable ({one_line(exc)}); "
+            record.msg += "the consumer tries again"
+            record.args, record.exc_info, record.exc_text = (), None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return new
+
+
+def quiet_consumer_outages() -> None:
+    """Install `_OutageOnce` on huey's consumer loggers (once per process)."""
+    for name in _CONSUMER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OutageOnce) for f in logger.filters):
+            logger.addFilter(_OutageOnce())
 
 
 class _ThreadConsumer(Consumer):
@@ -179,6 +222,7 @@ class JobQueue:
         """Run `handler(job_id)` for each dequeued job in `threads` worker threads."""
         assert self._consumer is None, "consumer already started"
         self._handler = handler
+        quiet_consumer_outages()
         # Poll an empty SQLite queue every 0.1 s, backing off to 1 s (Redis/Postgres block).
         self._consumer = _ThreadConsumer(
             self.huey, workers=threads, periodic=False, initial_delay=0.1, max_delay=1.0

@@ -71,11 +71,17 @@ class Watchdog:
                 late = [key for key, (deadline, _) in self._calls.items() if deadline <= now]
                 cut = [self._calls.pop(key)[1] for key in late]
             for dbapi in cut:
-                self._cut(dbapi)
+                try:
+                    self._cut(dbapi)
+                except Exception:  # the watchdog must outlive any one connection
+                    log.exception("the database watchdog could not cut a connection")
 
     def _cut(self, dbapi: Any) -> None:
         """Shut the connection's socket down: its waiting thread wakes with an error."""
-        fd = getattr(getattr(dbapi, "pgconn", None), "socket", None)
+        try:
+            fd = getattr(getattr(dbapi, "pgconn", None), "socket", None)
+        except Exception:  # psycopg: "the connection is lost": nothing is left to cut
+            return
         if not isinstance(fd, int) or fd < 0:
             return
         self.cuts += 1
