@@ -108,8 +108,7 @@ class _OutageOnce(logging.Filter):
         with self._lock:
             new, self._last = now - self._last >= _OUTAGE_GAP, now
         if new:
-            record.msg = f"{record.getMessage()}: the queue is unavailable ({one_line(exc)}); "
-            record.msg += "the consumer tries again"
+            record.msg = f"{record.getMessage()}: the queue is unavailable ({one_line(exc)})"
             record.args, record.exc_info, record.exc_text = (), None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return new
