@@ -428,3 +428,32 @@ def test_the_watchdog_outlives_a_connection_that_is_already_lost() -> None:
         ours.close()
         theirs.close()
     assert cut and dog.cuts == 1 and loop.is_alive()
+
+
+def test_a_worker_with_a_paused_run_claims_nothing_until_it_can_write_again(
+    tmp_path: Path, models: ModelCache
+) -> None:
+    from api.jobs.watch import Lease
+    from api.runner import RunStop
+
+    service = build_services(jobs_config(tmp_path, stale_after_seconds=2), models=models).jobs
+    service.store.open()
+    job_id, clock = uuid.uuid4().hex, [0.0]
+    add_job(service.store, job_id)
+    paused = Lease("p" * 32, fence=1.0, stop=RunStop(), clock=lambda: clock[0])
+    clock[0] = 5.0  # its last heartbeat got through 5 s ago
+    service.runner._leases["p" * 32] = paused  # noqa: SLF001 (a run paused in this process)
+    worker = threading.Thread(target=service.runner.run, args=(job_id,))
+    try:
+        worker.start()
+        time.sleep(1.5)
+        waiting = service.store.get(job_id)
+        paused.renew(5.0)  # a heartbeat gets through: the worker may claim again
+        wait_for(lambda: not service.runner.stalled(), what="the lease renewed")
+        del service.runner._leases["p" * 32]  # noqa: SLF001
+        worker.join(60)
+        done = service.store.get(job_id)
+    finally:
+        service.stop()
+    assert waiting is not None and waiting.status == "queued" and waiting.attempts == 0
+    assert done is not None and done.status == SUCCEEDED and done.attempts == 1
