@@ -139,31 +139,39 @@ def test_the_postgres_queue_reconnects_after_a_restart(postgres_cluster: Any) ->
         queue.close()
 
 
+def _lose_the_first_reply(service: Any, proxy: FaultProxy, method: str) -> list[bool]:
+    """The COMMIT of the first call of `service.store.<method>` reaches the server, and its
+    answer is lost (the connection stays open; the proxy heals 4 s later). The list gets one
+    entry per call of the method, False once its reply was lost."""
+    from sqlalchemy import event
+
+    armed: list[bool] = []
+    call = getattr(service.store, method)
+
+    def once_armed(*args: Any, **kwargs: Any) -> Any:
+        armed.append(len(armed) == 0)  # the first try only
+        return call(*args, **kwargs)
+
+    def on_commit(conn: Any) -> None:
+        if armed and armed[-1]:  # the call's COMMIT: the server commits, its answer is lost
+            armed[-1] = False
+            proxy.drop_replies()
+            threading.Timer(4, proxy.heal).start()
+
+    setattr(service.store, method, once_armed)
+    event.listen(service.store.engine, "commit", on_commit)
+    return armed
+
+
 def test_a_lost_reply_to_the_finish_commit_costs_a_deadline_not_the_worker(
     tmp_path: Path, models: ModelCache, postgres_db: str
 ) -> None:
-    from sqlalchemy import event
-
     proxy, service = _service_behind_proxy(tmp_path, models, postgres_db, db_deadline_seconds=2)
     job_id = uuid.uuid4().hex
     add_job(service.store, job_id)
     ended: list[str] = []
     service.runner._on_finished = ended.append  # type: ignore[method-assign]  # noqa: SLF001
-    armed: list[bool] = []
-    finish = service.store.finish
-
-    def finish_once_armed(*args: Any, **kwargs: Any) -> bool:
-        armed.append(len(armed) == 0)  # the first try only
-        return finish(*args, **kwargs)
-
-    def on_commit(conn: Any) -> None:
-        if armed and armed[-1]:  # the finish's COMMIT: the server commits, its answer is lost
-            armed[-1] = False
-            proxy.drop_replies()
-            threading.Timer(4, proxy.heal).start()
-
-    service.store.finish = finish_once_armed  # type: ignore[method-assign]
-    event.listen(service.store.engine, "commit", on_commit)
+    _lose_the_first_reply(service, proxy, "finish")
     worker = threading.Thread(target=service.runner.run, args=(job_id,))
     try:
         worker.start()
@@ -215,8 +223,6 @@ def _long_job(store: Any, job_id: str, iterations: int) -> None:
 def test_a_lost_reply_to_the_claim_commit_costs_neither_the_job_nor_a_try(
     tmp_path: Path, models: ModelCache, postgres_db: str
 ) -> None:
-    from sqlalchemy import event
-
     proxy, service = _service_behind_proxy(
         tmp_path, models, postgres_db, db_deadline_seconds=2, max_requeues=0
     )
@@ -224,20 +230,7 @@ def test_a_lost_reply_to_the_claim_commit_costs_neither_the_job_nor_a_try(
     add_job(service.store, job_id)
     ended: list[str] = []
     service.runner._on_finished = ended.append  # type: ignore[method-assign]  # noqa: SLF001
-    armed, claim = [False], service.store.claim
-
-    def claim_once_armed(*args: Any, **kwargs: Any) -> Any:
-        armed.append(len(armed) == 1)  # the first try only
-        return claim(*args, **kwargs)
-
-    def on_commit(conn: Any) -> None:
-        if armed[-1]:  # the claim's COMMIT: the server commits, its answer is lost
-            armed[-1] = False
-            proxy.drop_replies()
-            threading.Timer(4, proxy.heal).start()
-
-    service.store.claim = claim_once_armed  # type: ignore[method-assign]
-    event.listen(service.store.engine, "commit", on_commit)
+    claims = _lose_the_first_reply(service, proxy, "claim")
     worker = threading.Thread(target=service.runner.run, args=(job_id,))
     try:
         worker.start()
@@ -247,7 +240,7 @@ def test_a_lost_reply_to_the_claim_commit_costs_neither_the_job_nor_a_try(
         proxy.heal()
         service.stop()
         proxy.close()
-    assert len(armed) == 2 and not worker.is_alive()  # one claim; its reply was lost
+    assert claims == [False] and not worker.is_alive()  # one claim; its reply was lost
     # Taken up again by the same worker: one try, no second claim counted (max_requeues=0
     # would have failed it as a dead worker's after the first), its notices once.
     assert job is not None and job.status == SUCCEEDED and job.attempts == 1, job
