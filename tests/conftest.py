@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster import cluster  # noqa: F401 (a fixture: the scale-out deployment)
 from fastapi.testclient import TestClient
 from helpers import Inbox, jobs_config, serving, smtp_server, webhook_server
 from s3_server import new_bucket

@@ -123,6 +123,28 @@ def test_every_database_connection_has_deadlines(tmp_path: Path, postgres_db: st
     assert keepalive.get("keepalives") == "1" and keepalive.get("tcp_user_timeout") == "30000"
 
 
+def test_the_postgres_queue_s_connections_have_the_database_s_deadlines(
+    postgres_cluster: Any,
+) -> None:
+    from api.jobs.queue import JobQueue
+
+    postgres_cluster.start()
+    url = postgres_cluster.create_database().replace("+psycopg", "")
+    queue = JobQueue(url, "deadlines").open()
+    try:
+        queue.enqueue("d" * 32)
+        conn = queue.huey.storage.conn
+        with conn.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            shown = cursor.fetchone()[0]
+        given = conn.info.get_parameters()
+    finally:
+        queue.close()
+    assert shown == "1min"
+    assert given.get("keepalives") == "1" and given.get("tcp_user_timeout") == "30000"
+    assert given.get("connect_timeout") == "5"
+
+
 def test_the_postgres_queue_reconnects_after_a_restart(postgres_cluster: Any) -> None:
     from api.jobs.queue import JobQueue
 

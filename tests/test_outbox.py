@@ -251,6 +251,32 @@ def test_a_sender_that_died_holding_a_lease_is_replaced_when_it_runs_out(
     assert hooks.received[0][0]["X-Text2Art-Delivery"] == f"{'e' * 32}.webhook"
 
 
+def test_a_notice_whose_every_try_died_with_its_sender_is_given_up_unsent(
+    tmp_path: Path, database: str, hooks: Any
+) -> None:
+    """A delivery that kills its sender each time (it never records a failure) must not be
+    retried for ever: once `notify_attempts` tries began, the next sender gives it up."""
+    config = jobs_config(tmp_path, database_url=database, webhook_allow_private=True,
+                         notify_attempts=2)  # fmt: skip
+    service = build_services(config).jobs
+    store = service.store.open()
+    add_job(store, "g" * 32, webhook_url=hook_url(hooks))
+    assert store.cancel_queued("g" * 32)
+    for n in range(2):  # two senders each took it and died before recording anything
+        assert len(claim_due(store, f"dead:{n}:x", ["webhook"], 0.01, 10)) == 1
+        time.sleep(0.05)
+    sender = OutboxSender(store, config, service.notices.compose, Outages(), "alive", poll=0.1)
+    try:
+        assert sender.drain() == 1
+        (row,) = rows(store)
+        job = store.get("g" * 32)
+    finally:
+        store.close()
+    assert hooks.received == [] and (row.state, row.attempts) == ("failed", 3)
+    assert job is not None and job.webhook_state is not None
+    assert job.webhook_state.startswith("failed: 2 tries began and none finished")
+
+
 # -- what a client sees ----------------------------------------------------------------------
 def test_a_failing_webhook_is_retried_with_backoff_until_sent(
     tmp_path: Path, models: ModelCache, hooks: Any

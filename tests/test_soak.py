@@ -14,11 +14,10 @@ import time
 from collections import Counter
 
 import pytest
+from cluster import Cluster
 from fastapi.testclient import TestClient
 from faults import FaultProxy
 from helpers import SHORT, WorkerProcess, ended, submit, wait_for
-from test_scaleout import Cluster
-from test_scaleout import cluster as cluster  # the fixture
 
 from api.app import create_app
 from api.config import ServiceConfig

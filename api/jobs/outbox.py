@@ -265,6 +265,10 @@ class OutboxSender:
         if job is None:  # deleted: nothing to say about it any more
             self._record(lease, None, None)
             return
+        if lease.attempts > self.attempts:  # every try died with its sender: never sent again
+            why = f"{self.attempts} tries began and none finished (their senders stopped)"
+            self._record(lease, self._given_up(RuntimeError(why)), f"failed: {why}")
+            return
         try:
             self.compose(job, lease.kind)()
         except PermanentError as exc:

@@ -28,6 +28,7 @@ from huey import MemoryHuey, PostgresHuey, PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer
 
+from api.jobs.engine import POSTGRES_CONNECT_ARGS
 from api.jobs.errors import QueueUnavailable
 from engine.errors import one_line
 
@@ -69,12 +70,17 @@ def make_huey(url: str, name: str) -> Huey:
 _DDL_RACE = ("UniqueViolation", "DuplicateTable", "DuplicateObject")
 
 
+# The job database's deadlines (`api.jobs.engine`: TCP keepalives, unacknowledged writes, a
+# statement timeout) on the queue's own connections too, with the queue's quicker connect.
+QUEUE_CONNECT_ARGS = {**POSTGRES_CONNECT_ARGS, "connect_timeout": CONNECT_TIMEOUT}
+
+
 def _postgres_huey(name: str, dsn: str, tries: int = 3) -> Huey:
     """`PostgresHuey`, which creates its tables at start; a lost creation race is tried again
     (the tables exist by then, and `IF NOT EXISTS` passes)."""
     for attempt in range(1, tries + 1):
         try:
-            return PostgresHuey(name, dsn=dsn, results=False, connect_timeout=CONNECT_TIMEOUT)
+            return PostgresHuey(name, dsn=dsn, results=False, **QUEUE_CONNECT_ARGS)
         except Exception as exc:
             if attempt == tries or type(exc).__name__ not in _DDL_RACE:
                 raise
