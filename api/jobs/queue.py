@@ -30,6 +30,7 @@ from huey.consumer import Consumer
 
 from api.jobs.engine import POSTGRES_CONNECT_ARGS
 from api.jobs.errors import QueueUnavailable
+from api.jobs.outage import OUTAGE_GAP
 from engine.errors import one_line
 
 T = TypeVar("T")
@@ -92,7 +93,6 @@ def _postgres_huey(name: str, dsn: str, tries: int = 3) -> Huey:
 # What a broker's client raises when its server cannot be reached (psycopg, psycopg2, redis).
 _BROKER_DOWN = ("OperationalError", "InterfaceError", "ConnectionError", "TimeoutError")
 _CONSUMER_LOGGERS = ("huey.consumer.Worker", "huey.consumer.Scheduler")
-_OUTAGE_GAP = 30.0  # seconds without such an error before the next one is a new outage
 
 
 class _OutageOnce(logging.Filter):
@@ -112,7 +112,7 @@ class _OutageOnce(logging.Filter):
             return True
         now = time.monotonic()
         with self._lock:
-            new, self._last = now - self._last >= _OUTAGE_GAP, now
+            new, self._last = now - self._last >= OUTAGE_GAP, now
         if new:
             record.msg = f"{record.getMessage()}: the queue is unavailable ({one_line(exc)})"
             record.args, record.exc_info, record.exc_text = (), None, None
