@@ -26,6 +26,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -57,6 +59,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- polling -------------------------------------------------------------------------------------
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    """GET `url` from a server the test client does not reach (a worker's health port): its
+    status and text, whatever the status; OSError when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "the check") -> Any:
     """Poll until `check()` is truthy; returns its value (fails naming `what` after `timeout`)."""
     deadline = time.monotonic() + timeout

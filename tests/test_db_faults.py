@@ -5,6 +5,7 @@ answered with a 503, never a 500."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -13,7 +14,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from faults import FaultProxy
-from helpers import FORM, add_job, jobs_config, wait_for
+from helpers import FORM, add_job, http_get, jobs_config, wait_for
 
 from api.app import create_app
 from api.jobs.store import SUCCEEDED
@@ -343,7 +344,8 @@ def test_a_worker_whose_heartbeats_stall_pauses_before_another_takes_its_job_ove
         proxy.blackhole()  # A's database calls hang, with no error
         stalled_at = time.monotonic()
         wait_for(a.jobs.runner.stalled, timeout=10, what="A to say it cannot make progress")
-        ready = _get_json(f"http://127.0.0.1:{health.port}/readyz")
+        status, body = http_get(f"http://127.0.0.1:{health.port}/readyz", timeout=30)
+        ready = status, json.loads(body)
         wait_for(lambda: b.jobs.reap() == [job_id], timeout=20, what="B to judge A dead")
         taken_at = time.monotonic()
         runner_b.start()
@@ -397,18 +399,6 @@ def test_a_short_stall_pauses_the_run_and_it_goes_on_when_the_database_answers(
     assert service.runner.stalled() is None and not runner.is_alive()
     assert job is not None and job.status == SUCCEEDED and job.attempts == 1
     assert job.iteration == 200
-
-
-def _get_json(url: str) -> tuple[int, Any]:
-    import json
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=30) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_the_watchdog_outlives_a_connection_that_is_already_lost() -> None:

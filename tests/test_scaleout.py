@@ -13,8 +13,6 @@ import json
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 
 from cluster import Cluster
 from fastapi.testclient import TestClient
@@ -23,6 +21,7 @@ from helpers import (
     SHORT,
     WorkerProcess,
     ended,
+    http_get,
     job,
     parse_sse,
     submit,
@@ -104,22 +103,15 @@ class _Scraper:
     def _loop(self) -> None:
         while not self._done.wait(0.2):
             try:
-                self.states.append(json.loads(_get(f"{self.base}/readyz")[1]).get("state", "up"))
-                self.metrics = _get(f"{self.base}/metrics")[1]
+                ready = json.loads(http_get(f"{self.base}/readyz")[1])
+                self.states.append(ready.get("state", "up"))
+                self.metrics = http_get(f"{self.base}/metrics")[1]
             except OSError:  # not up yet, or gone
                 continue
 
     def stop(self) -> None:
         self._done.set()
         self._thread.join(5)
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_sigterm_hands_the_running_job_back(cluster: Cluster) -> None:
